@@ -1,0 +1,279 @@
+"""The run ledger: ``<run_root>/<run_id>/run.json``.
+
+A run is one stage executed once, however many attempts (restarts, requeues) it takes. The ledger is
+the single source of truth the CLI reads (``unigen status``, ``unigen runs``), so every write is
+atomic (temp file + ``os.replace``) and serialised with an advisory lock: the launcher, rank 0 of the
+job and a user's ``unigen cancel`` may all update it.
+
+Layout of a run folder::
+
+    run.json          this ledger
+    logs/             rank-<r>.log per rank (one per attempt appended), launcher.log
+    checkpoints/      step-<N>/ ... + LATEST (see unigen.orchestrator.checkpoint)
+    export/           the final model as a UniGenPipeline folder
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import re
+import secrets as _random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.secrets import redact
+
+SCHEMA_VERSION = 1
+STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled")
+# Why an attempt ended. "preempted" and "timeout" are requeued by the scheduler, "crashed" counts
+# against the failure budget, "requeue" is the runtime asking to be restarted (EXIT_REQUEUE).
+EXIT_REASONS = ("completed", "preempted", "timeout", "requeue", "crashed", "cancelled", "lost")
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def safe_name(name: str) -> str:
+    """A run name reduced to characters safe in paths, job names and shells."""
+    cleaned = _NAME_OK.sub("-", name).strip("-.")[:80]
+    return cleaned or "run"
+
+
+def new_run_id(name: str) -> str:
+    """``<safe name>-<UTC yyyymmdd-HHMMSS>-<4 hex>``: sortable by time, unique across submitters."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{safe_name(name)}-{stamp}-{_random.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run keeps its things."""
+
+    root: Path
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    def rank_log(self, rank: int) -> Path:
+        return self.logs / f"rank-{rank}.log"
+
+
+class RunLedger:
+    """Read and update one run's ``run.json`` safely."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.paths = RunPaths(Path(run_dir))
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        run_root: str | os.PathLike[str],
+        *,
+        run_id: str,
+        stage: str,
+        recipe: dict[str, Any],
+        recipe_path: str,
+        recipe_sha256: str,
+        profile: dict[str, Any],
+        launcher: str,
+        init_from: dict[str, Any] | None = None,
+        parent: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> "RunLedger":
+        run_dir = Path(run_root) / run_id
+        if run_dir.exists():
+            raise UserError(f"run folder {run_dir} already exists: pick another --name")
+        for sub in ("logs", "checkpoints"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        record = {
+            "schema": SCHEMA_VERSION,
+            "run_id": run_id,
+            "stage": stage,
+            "status": "queued",
+            "created_at": now_iso(),
+            "updated_at": now_iso(),
+            "launcher": launcher,
+            "recipe_path": recipe_path,
+            "recipe_sha256": recipe_sha256,
+            "recipe": redact(recipe),
+            "profile_name": profile.get("name"),
+            "profile": redact(profile),
+            "init_from": init_from,
+            "parent": parent,
+            "attempts": [],
+            "mlflow": {"tracking_uri": tracking_uri, "experiment_id": None, "run_id": None,
+                       "parent_run_id": None},
+            "checkpoints": {"latest_local": None, "latest_durable": None, "last_save_s": None},
+            "progress": {"step": 0, "max_steps": recipe.get("train", {}).get("max_steps"), "loss": None,
+                         "samples_per_s": None, "updated_at": None},
+            "export": None,
+            "error": None,
+        }
+        ledger = cls(run_dir)
+        ledger._write(record)
+        return ledger
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.paths.ledger.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.paths.ledger} not found: is {self.paths.root} a unigen run folder?") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{self.paths.ledger} is not valid JSON ({e}); restore it from run.json.bak") from None
+
+    @property
+    def run_id(self) -> str:
+        return self.read()["run_id"]
+
+    # -- writing --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.paths.root / ".run.json.lock"
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record["updated_at"] = now_iso()
+        data = json.dumps(record, indent=2, sort_keys=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".run.json.", dir=self.paths.root)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # Keep the previous good version: a reader can always fall back to it.
+            if self.paths.ledger.exists():
+                os.replace(self.paths.ledger, self.paths.root / "run.json.bak")
+            os.replace(tmp, self.paths.ledger)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Apply ``change`` to the record under the lock and write it atomically."""
+        with self._locked():
+            record = self.read()
+            change(record)
+            self._write(record)
+            return record
+
+    # -- common updates -------------------------------------------------------------------------
+    def set_status(self, status: str, *, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+
+        def change(r: dict[str, Any]) -> None:
+            r["status"] = status
+            if error is not None:
+                r["error"] = error
+
+        self.update(change)
+
+    def start_attempt(self, *, job_id: str | None = None, nodes: str | None = None, **extra: Any) -> int:
+        """Record a new attempt as running; returns its number (1-based)."""
+        number = 0
+
+        def change(r: dict[str, Any]) -> None:
+            nonlocal number
+            number = len(r["attempts"]) + 1
+            r["attempts"].append({"attempt": number, "job_id": job_id, "nodes": nodes,
+                                  "started_at": now_iso(), "ended_at": None, "exit_reason": None,
+                                  "exit_code": None, **extra})
+            r["status"] = "running"
+
+        self.update(change)
+        return number
+
+    def end_attempt(self, *, exit_reason: str, exit_code: int | None, status: str, **extra: Any) -> None:
+        """Close the newest open attempt and set the run's status."""
+        if exit_reason not in EXIT_REASONS:
+            raise ValueError(f"unknown exit reason {exit_reason!r}; valid: {', '.join(EXIT_REASONS)}")
+
+        def change(r: dict[str, Any]) -> None:
+            if r["attempts"] and r["attempts"][-1]["ended_at"] is None:
+                r["attempts"][-1].update(ended_at=now_iso(), exit_reason=exit_reason, exit_code=exit_code,
+                                         **extra)
+            r["status"] = status
+
+        self.update(change)
+
+    def set_progress(self, **fields: Any) -> None:
+        def change(r: dict[str, Any]) -> None:
+            r["progress"].update(fields, updated_at=now_iso())
+
+        self.update(change)
+
+
+DEFAULT_RUN_ROOT = "unigen-runs"
+
+
+def default_run_root() -> Path:
+    """Where runs live when no profile says otherwise: $UNIGEN_RUN_ROOT, else ./unigen-runs."""
+    return Path(os.environ.get("UNIGEN_RUN_ROOT") or DEFAULT_RUN_ROOT).resolve()
+
+
+def list_runs(run_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every readable run record under ``run_root``, oldest first."""
+    root = Path(run_root)
+    if not root.is_dir():
+        return []
+    records = []
+    for ledger in sorted(root.glob("*/run.json")):
+        try:
+            records.append(json.loads(ledger.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a run being created right now, or a damaged one (`unigen status` reports it)
+    records.sort(key=lambda r: r.get("created_at") or "")
+    return records
+
+
+def find_run(run_root: str | os.PathLike[str], ref: str) -> RunLedger:
+    """A run by id, unique id prefix, or path to its folder."""
+    as_path = Path(ref)
+    if (as_path / "run.json").is_file():
+        return RunLedger(as_path)
+    root = Path(run_root)
+    exact = root / ref
+    if (exact / "run.json").is_file():
+        return RunLedger(exact)
+    matches = sorted(p.parent for p in root.glob(f"{glob_escape(ref)}*/run.json"))
+    if len(matches) == 1:
+        return RunLedger(matches[0])
+    if not matches:
+        raise UserError(f"no run {ref!r} under {root}: `unigen runs` lists them")
+    names = ", ".join(p.name for p in matches[:5])
+    raise UserError(f"run {ref!r} is ambiguous under {root} ({names}...): give more of the id")
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", text)
