@@ -1,0 +1,140 @@
+"""Per-rank manifests and the COMMIT record: what they contain and how they are built.
+
+A manifest lists every file one rank wrote (relative path, size, sha256). COMMIT.json, written by
+rank 0 once every manifest exists, lists the manifests with their own size and sha256, so a single
+file anchors the whole checkpoint: change any byte anywhere and verification fails.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from unigen.orchestrator.checkpoint.errors import CheckpointError
+from unigen.orchestrator.checkpoint.layout import (
+    FORMAT,
+    UnsafePath,
+    check_relpath,
+    is_reserved_name,
+    manifest_name,
+    resolve_inside,
+)
+
+_CHUNK = 8 * 2**20
+
+
+def sha256_file(path: Path, *, fsync: bool = False) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in large chunks (hashlib drops the GIL on big updates, so
+    several files hash in parallel threads). With ``fsync`` the file's data is also forced to disk,
+    because the writer (torch.save, DeepSpeed) does not, and COMMIT must not outlive its data."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+        if fsync:
+            os.fsync(f.fileno())
+    return size, h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_files(paths: list[Path], *, fsync: bool = False, workers: int | None = None) -> list[tuple[int, str]]:
+    """:func:`sha256_file` over many files, in parallel threads, results in input order."""
+    if not paths:
+        return []
+    workers = workers or min(8, len(paths), max(1, os.cpu_count() or 1))
+    if workers == 1:
+        return [sha256_file(p, fsync=fsync) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-sha256") as pool:
+        return list(pool.map(lambda p: sha256_file(p, fsync=fsync), paths))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a checkpoint, relative to its step folder."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+def normalise_written(step_dir: Path, written: Iterable[Any], rank: int) -> list[str]:
+    """The file list a rank's ``write_fn`` returned, as sorted unique relative POSIX paths.
+
+    Absolute paths inside the step folder and folders (expanded to the files under them) are
+    accepted; anything else is a programming error in the caller, reported with the fix.
+    """
+    if isinstance(written, (str, bytes, os.PathLike)) or written is None:
+        raise CheckpointError(
+            f"rank {rank}: write_fn must return a list of the file paths it wrote (relative to {step_dir}), "
+            f"got {type(written).__name__}")
+    root = step_dir.resolve()
+    out: set[str] = set()
+    for item in written:
+        p = Path(item)
+        if p.is_absolute():
+            try:
+                p = p.resolve().relative_to(root)
+            except ValueError:
+                raise CheckpointError(
+                    f"rank {rank}: write_fn returned {str(item)!r}, which is outside the step folder {step_dir}: "
+                    "write every file of a checkpoint inside the folder it is given") from None
+        rel = p.as_posix()
+        try:
+            check_relpath(rel)
+            full = resolve_inside(step_dir, rel)
+        except UnsafePath as e:
+            raise CheckpointError(f"rank {rank}: write_fn returned an unusable path: {e}") from None
+        if full.is_dir():
+            out.update(f.relative_to(root).as_posix() for f in full.resolve().rglob("*") if f.is_file())
+            continue
+        if not full.is_file():
+            raise CheckpointError(
+                f"rank {rank}: write_fn returned {rel!r} but {full} does not exist: return the paths of the files "
+                "this rank wrote, relative to the step folder")
+        out.add(rel)
+    reserved = sorted(r for r in out if is_reserved_name(r))
+    if reserved:
+        raise CheckpointError(f"rank {rank}: write_fn may not write {reserved}: those names belong to the commit protocol")
+    return sorted(out)
+
+
+def build_manifest(step_dir: Path, rels: list[str], *, step: int, rank: int, world_size: int,
+                   fsync: bool = True) -> dict[str, Any]:
+    sums = hash_files([step_dir / r for r in rels], fsync=fsync)
+    files = [FileEntry(r, size, digest).to_dict() for r, (size, digest) in zip(rels, sums)]
+    return {"format": FORMAT, "step": step, "rank": rank, "world_size": world_size, "files": files}
+
+
+def build_commit(step: int, world_size: int, manifests: list[tuple[str, bytes]], totals: tuple[int, int],
+                 metadata: dict[str, Any]) -> dict[str, Any]:
+    """The COMMIT record; ``manifests`` are (file name, exact bytes) in rank order."""
+    files, nbytes = totals
+    return {
+        "format": FORMAT,
+        "step": step,
+        "world_size": world_size,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "manifests": [{"path": name, "size": len(data), "sha256": sha256_bytes(data)} for name, data in manifests],
+        "files": files,
+        "bytes": nbytes,
+        "metadata": metadata,
+    }
+
+
+def expected_manifest_names(world_size: int) -> list[str]:
+    return [manifest_name(r) for r in range(world_size)]
