@@ -16,6 +16,7 @@ _LAZY = {
     "UniGenModel": "unigen.model.modeling",
     "UniGenOutput": "unigen.model.modeling",
     "UniGenProcessor": "unigen.model.processor",
+    "UniGenBatch": "unigen.model.processor",
     "UniGenPipeline": "unigen.model.pipeline",
 }
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unigen.model.config import PRESET_NAMES, UniGenConfig, get_preset
     from unigen.model.modeling import UniGenModel, UniGenOutput
     from unigen.model.pipeline import UniGenPipeline
-    from unigen.model.processor import UniGenProcessor
+    from unigen.model.processor import UniGenBatch, UniGenProcessor
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,281 @@
+"""UniGenConfig: one typed configuration for the whole model, and the presets by name.
+
+Torch-free on purpose: ``unigen validate`` and the recipe validator import this module to check a
+recipe and estimate memory without loading torch, transformers or diffusers.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from unigen.model.presets import PRESET_NAMES, preset_fields
+
+BACKBONE_TRAINING = ("frozen", "lora", "full")
+DTYPES = ("float32", "bfloat16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+_XFORMERS_REFUSAL = (
+    "attn_implementation='xformers' is refused: diffusers' xformers switch replaces Sana's LINEAR "
+    "self-attention with softmax attention, a different function from the one the pretrained Sana "
+    "weights compute. Use 'sdpa' (default)."
+)
+
+
+@dataclass
+class UniGenConfig:
+    """Configuration of a UniGen model: Qwen2.5-VL backbone + query slots + connector + Sana + DC-AE.
+
+    Component configurations are plain dicts (the constructor arguments of ``Qwen2_5_VLConfig``,
+    ``SanaTransformer2DModel`` and ``AutoencoderDC``). A ``*_source`` names a hub id or a local folder in
+    the hub layout to load pretrained weights from; None means random initialisation from the dict.
+    """
+
+    preset: str = "custom"
+    """Name of the preset this config came from (informational)."""
+
+    # ---- components -------------------------------------------------------------------------
+    backbone_source: str | None = None
+    """Qwen2.5-VL checkpoint: hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct) or local folder; None = random."""
+    backbone_config: dict = field(default_factory=dict)
+    """Qwen2_5_VLConfig arguments (text_config, vision_config, token ids)."""
+    decoder_source: str | None = None
+    """Sana diffusers checkpoint with transformer/ and vae/ subfolders (hub id or folder); None = random."""
+    dit_config: dict = field(default_factory=dict)
+    """SanaTransformer2DModel arguments."""
+    vae_config: dict = field(default_factory=dict)
+    """AutoencoderDC arguments (scaling_factor included)."""
+    tokenizer_source: str | None = None
+    """Tokenizer + image processor folder; None = backbone_source, or the bundled tiny tokenizer."""
+
+    # ---- slot tokens (added to the tokenizer; ids must match it) -----------------------------
+    image_gen_start_token_id: int = 151665
+    """Id of <|image_gen_start|>."""
+    image_gen_pad_token_id: int = 151666
+    """Id of <|image_gen_pad|> (each slot holds num_queries of them; their embeddings are the queries)."""
+    image_gen_end_token_id: int = 151667
+    """Id of <|image_gen_end|>."""
+
+    # ---- slots and connector -----------------------------------------------------------------
+    num_queries: int = 256
+    """Learnable query tokens per image_gen slot."""
+    connector_layers: int = 24
+    """Bidirectional transformer layers of the connector (at the backbone width)."""
+    connector_head_dim: int = 64
+    """Head size of the connector's attention (heads = backbone width / head size)."""
+    connector_mlp_ratio: float = 4.0
+    """SwiGLU hidden size of the connector as a multiple of the backbone width."""
+
+    # ---- images ------------------------------------------------------------------------------
+    image_size: int = 512
+    """Side in pixels of generated / target images (must be a multiple of the VAE's compression)."""
+    input_min_pixels: int = 56 * 56
+    """Smallest pixel count an input image is resized to (Qwen2-VL image processor)."""
+    input_max_pixels: int = 512 * 512
+    """Largest pixel count an input image is resized to (bounds its number of tokens)."""
+
+    # ---- training ----------------------------------------------------------------------------
+    backbone_training: str = "frozen"
+    """'frozen' (default), 'lora' (peft adapters on the language model) or 'full' (whole backbone)."""
+    lora_rank: int = 16
+    """LoRA rank (backbone_training='lora')."""
+    lora_alpha: int = 32
+    """LoRA alpha (backbone_training='lora')."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (backbone_training='lora')."""
+    lora_target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    """Linear layer names of the LANGUAGE model that get adapters (the vision tower never does)."""
+    gradient_checkpointing: bool = False
+    """Recompute backbone, connector and DiT activations in backward."""
+    dtype: str = "float32"
+    """Parameter dtype: 'float32' or 'bfloat16'."""
+    autocast: bool = False
+    """Run forward under bf16 autocast (with float32 parameters: mixed precision)."""
+    cfg_drop_text: float = 0.1
+    """Probability that a conversation's text items are hidden from its slots (text-only dropout)."""
+    cfg_drop_image: float = 0.05
+    """Probability that a conversation's input images are hidden from its slots."""
+    cfg_drop_both: float = 0.05
+    """Probability that both text and input images are hidden (the unconditional branch)."""
+    timestep_sampling: str = "logit_normal"
+    """Training flow time s: 'logit_normal' (sigmoid of N(0,1), Sana/SD3) or 'uniform'."""
+    flow_shift: float = 3.0
+    """Inference time shift s' = k s / (1 + (k-1) s); 3.0 is what diffusers uses for Sana 512/1024."""
+
+    # ---- sequences ---------------------------------------------------------------------------
+    max_length: int = 4096
+    """Longest conversation in tokens after expansion; longer ones are a ValueError, never truncated."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """System prompt rendered when a conversation does not start with a system message."""
+    attn_implementation: str = "sdpa"
+    """Backbone attention: 'sdpa' (default), 'eager' or 'flash_attention_2'."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---- validation --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise one ValueError listing every invalid field with the fix."""
+        errors = []
+
+        def choice(name: str, allowed: tuple) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                errors.append(f"{name}={value!r}: choose one of {list(allowed)}")
+
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                errors.append(f"{name}={value!r}: must be a positive integer")
+
+        if self.attn_implementation == "xformers":
+            errors.append(_XFORMERS_REFUSAL)
+        else:
+            choice("attn_implementation", ATTN_IMPLEMENTATIONS)
+        choice("backbone_training", BACKBONE_TRAINING)
+        choice("dtype", DTYPES)
+        choice("timestep_sampling", TIMESTEP_SAMPLING)
+        for name in ("num_queries", "connector_layers", "connector_head_dim", "image_size",
+                     "input_min_pixels", "input_max_pixels", "max_length", "lora_rank", "lora_alpha"):
+            positive(name)
+        for name in ("cfg_drop_text", "cfg_drop_image", "cfg_drop_both", "lora_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                errors.append(f"{name}={value!r}: must be a probability in [0, 1]")
+        drops = [getattr(self, n) for n in ("cfg_drop_text", "cfg_drop_image", "cfg_drop_both")]
+        if all(isinstance(d, (int, float)) for d in drops) and sum(drops) > 1.0:
+            errors.append(f"cfg_drop_text + cfg_drop_image + cfg_drop_both = {sum(drops)}: must be <= 1")
+        if not isinstance(self.flow_shift, (int, float)) or self.flow_shift <= 0:
+            errors.append(f"flow_shift={self.flow_shift!r}: must be > 0")
+        if not isinstance(self.connector_mlp_ratio, (int, float)) or self.connector_mlp_ratio <= 0:
+            errors.append(f"connector_mlp_ratio={self.connector_mlp_ratio!r}: must be > 0")
+        if (isinstance(self.input_min_pixels, int) and isinstance(self.input_max_pixels, int)
+                and self.input_min_pixels > self.input_max_pixels):
+            errors.append("input_min_pixels > input_max_pixels: make the minimum <= the maximum")
+        bad_targets = [t for t in self.lora_target_modules if t not in DEFAULT_LORA_TARGETS] \
+            if isinstance(self.lora_target_modules, (list, tuple)) else [self.lora_target_modules]
+        if bad_targets or not self.lora_target_modules:
+            errors.append(f"lora_target_modules={self.lora_target_modules!r}: choose a non-empty subset of "
+                          f"{DEFAULT_LORA_TARGETS}")
+        for name in ("backbone_config", "dit_config", "vae_config"):
+            if not isinstance(getattr(self, name), dict):
+                errors.append(f"{name}: must be a dict of the component's constructor arguments")
+        errors += self._component_errors()
+        if errors:
+            raise ValueError("invalid UniGenConfig:\n  - " + "\n  - ".join(errors))
+
+    def _component_errors(self) -> list[str]:
+        errors = []
+        if not all(isinstance(getattr(self, n), dict) for n in ("backbone_config", "dit_config", "vae_config")):
+            return errors
+        text = self.backbone_config.get("text_config", {})
+        width, heads = text.get("hidden_size"), text.get("num_attention_heads")
+        if isinstance(width, int) and isinstance(self.connector_head_dim, int) and self.connector_head_dim > 0:
+            if width % self.connector_head_dim:
+                errors.append(f"connector_head_dim={self.connector_head_dim}: must divide the backbone width "
+                              f"{width}")
+        if isinstance(heads, int) and isinstance(width, int) and width % heads:
+            errors.append(f"backbone_config.text_config: hidden_size {width} not divisible by heads {heads}")
+        vocab = text.get("vocab_size")
+        if isinstance(vocab, int):
+            for name in ("image_gen_start_token_id", "image_gen_pad_token_id", "image_gen_end_token_id"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or not 0 <= value < vocab:
+                    errors.append(f"{name}={value!r}: must be a token id below the backbone vocab_size {vocab}")
+        compression = self.vae_compression
+        if compression and isinstance(self.image_size, int) and self.image_size % compression:
+            errors.append(f"image_size={self.image_size}: must be a multiple of the VAE compression "
+                          f"{compression}")
+        return errors
+
+    # ---- derived -----------------------------------------------------------------------------
+    @property
+    def backbone_width(self) -> int:
+        """Hidden size of the backbone's language model."""
+        return int(self.backbone_config["text_config"]["hidden_size"])
+
+    @property
+    def caption_width(self) -> int:
+        """Width the connector outputs (Sana's caption_channels)."""
+        return int(self.dit_config.get("caption_channels", 2304))
+
+    @property
+    def vae_compression(self) -> int:
+        """Spatial downsampling factor of the DC-AE (2 ** (stages - 1))."""
+        channels = self.vae_config.get("encoder_block_out_channels")
+        return 2 ** (len(channels) - 1) if channels else 0
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a DC-AE latent."""
+        return int(self.vae_config.get("latent_channels", 32))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts per part, computed from the configs alone (no torch).
+
+        Keys: backbone_text, backbone_vision, lora, queries, connector, dit, vae, total, trainable.
+        """
+        from unigen.model.param_count import count_parameters
+
+        return count_parameters(self)
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of every field, JSON-serialisable."""
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every configuration field."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UniGenConfig:
+        """Build from a dict; unknown keys are a ValueError listing the valid keys."""
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown UniGenConfig key(s) {unknown}; valid keys: {cls.field_names()}")
+        return cls(**copy.deepcopy(data))
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        """Write the config as indented JSON."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> UniGenConfig:
+        """Read a config written by save_json (unknown keys are an error naming the file)."""
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{os.fspath(path)}: {err}") from None
+
+
+def get_preset(name: str, **overrides: Any) -> UniGenConfig:
+    """The named preset's config with fields overridden.
+
+    Unknown preset -> ValueError listing the presets; unknown override key -> ValueError naming it and
+    listing the valid keys.
+    """
+    if name not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {list(PRESET_NAMES)}")
+    valid = UniGenConfig.field_names()
+    for key in overrides:
+        if key not in valid:
+            raise ValueError(f"unknown override key {key!r} for preset {name!r}; valid keys: {valid}")
+    fields = preset_fields(name)
+    fields.update(copy.deepcopy(overrides))
+    fields.setdefault("preset", name)
+    return UniGenConfig(**fields)
+
+
+__all__ = ["PRESET_NAMES", "UniGenConfig", "get_preset", "DEFAULT_SYSTEM_PROMPT"]

@@ -1,0 +1,1 @@
+"""Implementations of the ``unigen data`` subcommands (imported only when one runs)."""

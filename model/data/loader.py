@@ -1,0 +1,149 @@
+"""``build_loader``: the training runtime's view of the data package.
+
+Each optimizer step consumes global sample indices [t*G, (t+1)*G) (G = global batch size), planned by
+``Mixture`` from the seed alone. Rank r loads its contiguous slice of G / world_size of them, as
+``accumulation`` micro-batches, through a DataLoader (workers + prefetch). The state returned by
+``state_dict()`` is the plan's position after the last step *returned* (kept in the main process, never
+read from how far workers have prefetched), so restoring it continues the exact sequence, and because
+a step's sample set does not depend on the world size, 2 ranks -> 1 rank continues with nothing
+repeated or skipped.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Callable
+
+from unigen.model.data.errors import DataError
+from unigen.model.data.mixture import Mixture, MixtureState
+from unigen.model.data.sources import open_sources
+from unigen.model.data.worker import CollateWithEvents, SampleLoader, WorkDataset
+
+log = logging.getLogger("unigen.data")
+LAST_BAD_KEPT = 5
+
+
+def build_loader(spec, collate: Callable[[list], Any], *, seed: int, global_batch_size: int,
+                 micro_batch_size: int, rank: int, world_size: int, state: dict | None = None) -> "Loader":
+    """A loader for this rank; ``state`` (from ``Loader.state_dict()``) continues a previous run."""
+    return Loader(spec, collate, seed=seed, global_batch_size=global_batch_size,
+                  micro_batch_size=micro_batch_size, rank=rank, world_size=world_size, state=state)
+
+
+def accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    per_step = micro_batch_size * world_size
+    if global_batch_size <= 0 or micro_batch_size <= 0 or world_size <= 0:
+        raise ValueError("global_batch_size, micro_batch_size and world_size must be positive")
+    if global_batch_size % per_step:
+        raise ValueError(f"train.global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
+                         f"{micro_batch_size} x world size {world_size} = {per_step}; pick a global batch "
+                         f"of {per_step * max(1, round(global_batch_size / per_step))}")
+    return global_batch_size // per_step
+
+
+class _StepSampler:
+    """Batch sampler: yields this rank's micro-batches of WorkItems, step after step, and records the
+    mixture state after each planned step for the loader to adopt when it hands that step out."""
+
+    def __init__(self, loader: "Loader"):
+        self.loader = loader
+
+    def __iter__(self):
+        lo = self.loader
+        state = lo._state
+        per_rank = lo.global_batch_size // lo.world_size
+        mine_range = range(lo.rank * per_rank, (lo.rank + 1) * per_rank)
+        while True:
+            mine, state = lo.mixture.plan(state, lo.global_batch_size, keep=mine_range)
+            lo._planned.append(state)
+            for m in range(lo.accumulation):
+                yield mine[m * lo.micro_batch_size:(m + 1) * lo.micro_batch_size]
+
+
+class Loader:
+    def __init__(self, spec, collate, *, seed, global_batch_size, micro_batch_size, rank, world_size, state):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.spec = spec
+        self.accumulation = accumulation_steps(global_batch_size, micro_batch_size, world_size)
+        self.global_batch_size, self.micro_batch_size = global_batch_size, micro_batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
+        self.sources = open_sources(spec)
+        self.mixture = Mixture([s.name for s in self.sources], [s.spec.weight for s in self.sources],
+                               [len(s) for s in self.sources], self.seed)
+        self._state = self.mixture.load_state(state) if state else MixtureState()
+        self._planned: deque = deque()
+        self._counts = {s.name: {"served": 0, "bad": 0, "last_bad": []} for s in self.sources}
+        self._steps = 0
+        self._iter = None
+        self._dataloader = self._make_dataloader(collate)
+        log.info("data: %d sources (%s), %d records/sessions; rank %d of %d, %d micro-batches of %d per step",
+                 len(self.sources), ", ".join(f"{s.name}={len(s)}" for s in self.sources),
+                 sum(len(s) for s in self.sources), rank, world_size, self.accumulation, micro_batch_size)
+
+    def _make_dataloader(self, collate):
+        from torch.utils.data import DataLoader
+        workers = self.spec.num_workers
+        extra = {"prefetch_factor": self.spec.prefetch_factor, "persistent_workers": True} if workers else {}
+        dataset = WorkDataset(SampleLoader(self.sources, self.mixture, self.seed, self.spec.image_size))
+        return DataLoader(dataset, batch_sampler=_StepSampler(self), num_workers=workers,
+                          collate_fn=CollateWithEvents(collate), **extra)
+
+    # -- the runtime's API -----------------------------------------------------------------------
+    def next_step(self) -> list:
+        """This rank's micro-batches for one optimizer step (``accumulation`` of them)."""
+        if self._iter is None:
+            self._iter = iter(self._dataloader)
+        batches = []
+        for _ in range(self.accumulation):
+            batch, events = next(self._iter)
+            self._account(events)
+            batches.append(batch)
+        self._state = self._planned.popleft()
+        self._steps += 1
+        if self._steps % self.spec.log_every == 0:
+            log.info("data counts after %d steps: %s", self._steps,
+                     ", ".join(f"{n}: {c['served']} served / {c['bad']} bad" for n, c in self._counts.items()))
+        return batches
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable position after the last step returned by ``next_step``."""
+        return self.mixture.state_dict(self._state)
+
+    def stats(self) -> dict:
+        """Per-source samples served and bad records (with the keys of the last few bad), this rank."""
+        sources = {n: {"served": c["served"], "bad": c["bad"], "last_bad": list(c["last_bad"])}
+                   for n, c in self._counts.items()}
+        return {"steps": self._steps, "global_index": self._state.global_index, "sources": sources,
+                "served": sum(c["served"] for c in sources.values()),
+                "bad": sum(c["bad"] for c in sources.values())}
+
+    def close(self) -> None:
+        """Stop the worker processes (also happens when the loader is garbage collected)."""
+        self._iter = None
+        self._dataloader = None
+
+    # -- internals -------------------------------------------------------------------------------
+    def _account(self, events: list) -> None:
+        for event in events:
+            name = self.sources[event[1]].name
+            counts = self._counts[name]
+            if event[0] == "ok":
+                counts["served"] += 1
+            elif event[0] == "bad":
+                counts["bad"] += 1
+                counts["last_bad"] = (counts["last_bad"] + [{"key": event[2], "reason": event[3]}])[-LAST_BAD_KEPT:]
+                log.warning("data: bad record in source %s, key %s: %s", name, event[2], event[3])
+            elif event[0] == "fatal":
+                raise DataError(event[2])
+        self._check_bad_fraction()
+
+    def _check_bad_fraction(self) -> None:
+        limit = self.spec.max_bad_fraction
+        for name, c in self._counts.items():
+            seen = c["served"] + c["bad"]
+            if seen >= self.spec.bad_fraction_min_records and c["bad"] > limit * seen:
+                keys = ", ".join(f"{b['key']} ({b['reason']})" for b in c["last_bad"][-3:])
+                raise DataError(f"source {name}: {c['bad']} of {seen} records are bad ({c['bad'] / seen:.1%} > "
+                                f"data.max_bad_fraction {limit:.1%}); last bad: {keys}. Fix or drop the "
+                                "source, or raise data.max_bad_fraction")

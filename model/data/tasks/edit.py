@@ -1,0 +1,85 @@
+"""Instruction editing, single and multi-turn.
+
+Record forms, all through the same canonical fields (``source``, ``instruction``, ``target``):
+- one pair per row/line (InstructPix2Pix ``original_image``/``edit_prompt``/``edited_image``,
+  OmniEdit, SEED-Data-Edit Part 1/2 JSONL);
+- a session grouped from rows by ``session``/``turn`` (MagicBrush ``img_id``/``turn_index``): the reader
+  groups them, so one record = one session;
+- a session in one record: ``instruction`` and ``target`` hold lists, or the field names contain
+  ``{n}`` (e.g. ``instruction_{n}``, ``target_image_{n}``) and turns 1, 2, ... are read until one is
+  missing (SEED-Data-Edit Part 3 style; map the names in the recipe).
+Conversation: user [image source, text instruction 1], assistant [image_gen target 1], user [image
+target 1, text instruction 2], assistant [image_gen target 2], ... - each turn's target is fed back as
+the next turn's input, whatever the row's own source column says.
+"""
+from __future__ import annotations
+
+from unigen.model.data import fields as F
+from unigen.model.data.errors import BadRecord
+from unigen.model.data.tasks.base import TaskAdapter, assistant, image, image_gen, require, text, user
+
+
+class Edit(TaskAdapter):
+    task = "edit"
+    default_fields = {
+        "source": "original_image;source_img;source_image;input_image;src_img",
+        "instruction": "edit_prompt;instruction;instructions;prompt;edit_instruction",
+        "target": "edited_image;target_img;target_image;target_images;output_image;edited_img",
+        "session": "img_id",
+        "turn": "turn_index",
+    }
+    default_options = {"max_turns": 5}
+    session_fields = ("session", "turn")
+    templates = ("{instruction}",)
+
+    def convert(self, record, ctx):
+        source, turns = self._turns(record, ctx)
+        require(bool(turns), "edit record without any turn")
+        first, _ = self.fit(source)
+        messages, current = [], first
+        for instruction, target in turns[: int(self.options["max_turns"])]:
+            target_img, _ = self.fit(target)
+            messages.append(user(image(current), text(self.instruction(ctx, instruction=instruction))))
+            messages.append(assistant(image_gen(target_img)))
+            current = target_img
+        return messages
+
+    def _turns(self, record, ctx):
+        """(source image, [(instruction, target image), ...]) from any of the record forms."""
+        if "rows" in record:  # grouped session
+            rows = record["rows"]
+            require(bool(rows), "empty session")
+            source = self.image(rows[0], "source", ctx)
+            turns = [(F.as_text(F.lookup(r, self.fields["instruction"]), f"turn {k + 1} instruction"),
+                      F.decode_image(F.lookup(r, self.fields["target"]), f"turn {k + 1} target", ctx.resolve))
+                     for k, r in enumerate(rows)]
+            return source, turns
+        source = self.image(record, "source", ctx)
+        if "{n}" in self.fields["instruction"] or "{n}" in self.fields["target"]:
+            return source, self._numbered(record, ctx)
+        instr = F.lookup(record, self.fields["instruction"])
+        target = F.lookup(record, self.fields["target"])
+        if isinstance(instr, (list, tuple)) or hasattr(instr, "tolist"):
+            instrs = F.as_text_list(instr, "instruction")
+            targets = list(target.tolist() if hasattr(target, "tolist") else target) \
+                if isinstance(target, (list, tuple)) or hasattr(target, "tolist") else None
+            require(targets is not None and len(targets) == len(instrs),
+                    f"{len(instrs)} instructions but targets are not a list of the same length")
+            return source, [(i, F.decode_image(t, f"turn {k + 1} target", ctx.resolve))
+                            for k, (i, t) in enumerate(zip(instrs, targets))]
+        return source, [(F.as_text(instr, "instruction"), F.decode_image(target, "target", ctx.resolve))]
+
+    def _numbered(self, record, ctx):
+        turns = []
+        for n in range(1, int(self.options["max_turns"]) + 1):
+            ispec = self.fields["instruction"].replace("{n}", str(n))
+            tspec = self.fields["target"].replace("{n}", str(n))
+            instr = F.lookup_optional(record, ispec)
+            if instr is None:
+                break
+            try:
+                target = F.lookup(record, tspec)
+            except BadRecord:
+                raise BadRecord(f"turn {n}: instruction {ispec!r} present but target {tspec!r} missing") from None
+            turns.append((F.as_text(instr, ispec), F.decode_image(target, tspec, ctx.resolve)))
+        return turns

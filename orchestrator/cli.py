@@ -1,0 +1,237 @@
+"""The ``unigen`` command: argument parsing and dispatch, nothing heavy.
+
+Each subcommand lives in ``unigen.orchestrator.commands.<name>`` as ``run(args) -> int`` and is imported
+only when it runs, so ``unigen --help`` imports argparse and this file (no pydantic, torch, mlflow...).
+``unigen data ...`` is registered by the data package (``unigen.model.data.cli.add_subcommands``),
+loaded only when the command line starts with ``data``.
+
+Exit codes: 0 success; 1 the command ran and failed (e.g. a run failed); 2 a usage or input error
+(printed as ``error: ...`` lines, one per problem, never a traceback); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable, Sequence
+
+from unigen.orchestrator import __version__
+from unigen.orchestrator.errors import UserError
+
+EXIT_USAGE = 2
+# Kept equal to unigen.orchestrator.runs.STATUSES by a test (importing runs here would slow --help).
+RUN_STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
+STAGES = ("pretrain", "instruct")
+
+_EPILOG = """examples:
+  unigen data synth --out unigen-data/shapes
+  unigen submit recipes/smoke-pretrain.yaml recipes/smoke-instruct.yaml --profile local --wait
+  unigen validate recipes/pretrain.yaml --profile slurm-a100 train.micro_batch_size=8
+  unigen runs --stage pretrain
+  unigen generate --run smoke-instruct --prompt "a red circle" --out circle.png
+
+docs: runbooks/first-run.md, runbooks/recipes-and-overrides.md, runbooks/troubleshooting.md"""
+
+_INPUTS_HELP = ("recipe files (several = stages in order, each started from the previous run) and "
+                "KEY=VALUE overrides, e.g. train.lr=5e-5 data.sources.0.weight=0.5 instruct:train.max_steps=50 "
+                "profile.resources.nodes=4")
+
+
+def _run_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-root", metavar="DIR", help="folder holding the runs (default: $UNIGEN_RUN_ROOT, "
+                   "else ./unigen-runs)")
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="start training: one run per recipe, in order",
+                       description="Validate the recipes against the profile, create one run per recipe and "
+                       "launch them in order (stage N+1 starts from stage N's final checkpoint).")
+    p.add_argument("inputs", nargs="+", metavar="RECIPE|KEY=VALUE", help=_INPUTS_HELP)
+    p.add_argument("--profile", required=True, metavar="P", help="cluster profile: a name (P.yaml in "
+                   "./cluster_profiles, $UNIGEN_PROFILES_DIR, or ../cluster_profiles next to the recipe) or a path")
+    p.add_argument("--name", help="run name (default: the recipe's name); run ids are <name>-<time>-<hex>")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config of every stage and submit nothing")
+    p.add_argument("--wait", action="store_true", help="stay attached: show progress until every stage ends")
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check recipes and a profile; print the resolved config and memory per GPU",
+                       description="Check recipe files (with their base and overrides) against a profile without "
+                       "running anything: every problem is listed with its file and line. On success prints the "
+                       "resolved config, the derived batch numbers, the DeepSpeed config and a memory estimate.")
+    p.add_argument("inputs", nargs="*", metavar="RECIPE|KEY=VALUE", help=_INPUTS_HELP + " (none: check the profile only)")
+    p.add_argument("--profile", default="local", metavar="P", help="cluster profile, as for submit (default: local)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary lines, not the resolved configs")
+    p.add_argument("--fields", action="store_true", help="print every recipe and profile field with its type, "
+                   "default and description, then exit")
+
+
+def _add_run_commands(sub) -> None:
+    p = sub.add_parser("status", help="state of one run, or of every run")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id, unique id prefix or run folder (default: all runs)")
+    _run_root(p)
+
+    p = sub.add_parser("runs", help="table of runs (stage, status, step, loss, checkpoint, MLflow id)")
+    p.add_argument("--experiment", metavar="E", help="only runs of this MLflow experiment")
+    p.add_argument("--stage", choices=STAGES, help="only runs of this stage")
+    p.add_argument("--status", choices=RUN_STATUSES, help="only runs in this state")
+    p.add_argument("--sync", action="store_true", help="send tracking calls spooled while MLflow was unreachable")
+    _run_root(p)
+
+    p = sub.add_parser("lineage", help="where a model came from: data -> stage runs -> checkpoints -> export")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    _run_root(p)
+
+    p = sub.add_parser("ui", help="start the MLflow UI for the runs' tracking store (127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="P", help="port (default 5000, or a free one)")
+    _run_root(p)
+
+    p = sub.add_parser("generate", help="generate an image with a trained run or checkpoint")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="a run: its exported model, else its last checkpoint")
+    src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or exported model folder")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="what to draw (or the edit instruction)")
+    p.add_argument("--image", metavar="IN", help="input image to edit")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the image")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps")
+    p.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, metavar="S", help="sampling seed")
+    p.add_argument("--height", type=int, metavar="H", help="image height in pixels")
+    p.add_argument("--width", type=int, metavar="W", help="image width in pixels")
+    _run_root(p)
+
+    p = sub.add_parser("chat", help="ask a trained run about an image")
+    p.add_argument("--run", required=True, metavar="RUN", help="run id, unique id prefix or run folder")
+    p.add_argument("--image", required=True, metavar="IN", help="image to ask about")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer in tokens")
+    _run_root(p)
+
+    p = sub.add_parser("export", help="ZeRO-3 checkpoint -> a UniGenPipeline.from_pretrained folder")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the model into")
+    _run_root(p)
+
+    p = sub.add_parser("resume", help="restart a stopped run from its newest verified checkpoint")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p.add_argument("--plan", action="store_true", help="only print which checkpoint would load and why newer ones would not")
+    p.add_argument("--wait", action="store_true", help="stay attached until the run ends")
+    _run_root(p)
+
+    p = sub.add_parser("cancel", help="stop a run (it saves a checkpoint first)")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    _run_root(p)
+
+    p = sub.add_parser("logs", help="print a run's logs")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p.add_argument("--rank", type=int, metavar="R", help="only this rank's log (default: the launcher's and rank 0's)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
+    _run_root(p)
+
+
+def _add_data(sub, load: bool) -> None:
+    p = sub.add_parser("data", help="prepare and inspect datasets (synth, check, preview, encode)",
+                       description="Dataset tools of unigen.model.data.")
+    p.set_defaults(data_parser=p)
+    if not load:
+        return  # `unigen --help` stays fast: the data commands are only built for `unigen data ...`
+    try:
+        module = importlib.import_module("unigen.model.data.cli")
+    except ModuleNotFoundError as err:
+        if err.name != "unigen.model.data.cli":
+            raise
+        p.set_defaults(unavailable="unigen.model.data.cli")
+        return
+    module.add_subcommands(p.add_subparsers(dest="data_command", metavar="COMMAND"))
+
+
+def build_parser(load_data: bool = False) -> argparse.ArgumentParser:
+    """The whole ``unigen`` parser (``load_data``: also build the ``unigen data`` subcommands)."""
+    parser = argparse.ArgumentParser(prog="unigen", description="Train and use unified image understanding + "
+                                     "generation models: recipes (what to train) on cluster profiles (where).",
+                                     epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"unigen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_submit(sub)
+    _add_validate(sub)
+    _add_run_commands(sub)
+    _add_data(sub, load_data)
+    return parser
+
+
+def _command_runner(name: str) -> Callable[[argparse.Namespace], int] | None:
+    module_name = f"unigen.orchestrator.commands.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise  # a dependency of the command is missing: that is not "command not built yet"
+        return None
+    return module.run
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        if getattr(args, "unavailable", None):
+            print(f"error: `unigen data` is not available in this build ({args.unavailable} is missing)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        func = getattr(args, "func", None)
+        if func is None:
+            args.data_parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(func(args) or 0)
+    runner = _command_runner(args.command)
+    if runner is None:
+        print(f"error: `unigen {args.command}` is not available in this build "
+              f"(unigen.orchestrator.commands.{args.command} is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    return int(runner(args) or 0)
+
+
+def report_user_error(err: UserError) -> None:
+    """Print a user error as ``error: ...`` lines (one per problem) on stderr, secrets scrubbed."""
+    from unigen.orchestrator.secrets import scrub
+
+    for line in scrub(str(err)).splitlines() or ["(no message)"]:
+        if line.strip():
+            print(line if line.startswith("error: ") else f"error: {line}", file=sys.stderr)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse a command line; exits 2 with usage on a malformed one (argparse's own behaviour)."""
+    parser = build_parser(load_data=bool(argv) and argv[0] == "data")
+    # Overrides may follow options (`submit R.yaml --profile P train.lr=1e-4`), which argparse leaves
+    # unparsed after a positional list: take those back as inputs of submit / validate.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if args.command in ("submit", "validate") and not any(e.startswith("-") for e in extras):
+            args.inputs = list(args.inputs) + extras
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return parser, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``unigen`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, args = parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except UserError as err:
+        report_user_error(err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `unigen runs | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

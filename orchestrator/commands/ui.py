@@ -1,0 +1,143 @@
+"""``unigen ui [--port P] [--run-root DIR]``: the MLflow UI for the configured store.
+
+- ``MLFLOW_TRACKING_URI`` names a tracking server (http/https): that server already serves the UI;
+  its URL is printed and nothing is started.
+- Otherwise (the default ``sqlite:///<run_root>/mlflow.db``, or a database URI): an ``mlflow server``
+  is started on 127.0.0.1 only (port P, default 5000 or a free one when 5000 is taken) with
+  ``--workers 1``, its URL printed once it answers, and it runs until Ctrl-C, which stops it by pid.
+  Its output goes to ``<run_root>/mlflow-ui.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from unigen.orchestrator.commands.runs import run_root_arg
+from unigen.orchestrator.errors import UserError
+
+DEFAULT_PORT = 5000
+START_TIMEOUT_S = 90.0
+HOST = "127.0.0.1"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(requested: int | None) -> int:
+    """``requested`` (which must be free), else 5000 when free, else one the kernel picks."""
+    if requested is not None:
+        if not 0 < requested < 65536:
+            raise UserError(f"--port {requested} is not a TCP port: use 1-65535")
+        if not _port_free(requested):
+            raise UserError(f"--port {requested} is in use on {HOST}: pick another or leave --port out")
+        return requested
+    if _port_free(DEFAULT_PORT):
+        return DEFAULT_PORT
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class UiServer:
+    """An ``mlflow server`` we started on loopback, stopped by its pid."""
+
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    @classmethod
+    def start(cls, store_uri: str, *, port: int, artifact_root: Path, log_path: Path) -> "UiServer":
+        argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+                "--default-artifact-root", str(artifact_root), "--host", HOST, "--port", str(port),
+                "--workers", "1"]
+        # The UI needs no background job runner (one more ~250 MB process).
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+        server = cls(proc=proc, url=f"http://{HOST}:{port}", log_path=log_path)
+        server.wait_ready(START_TIMEOUT_S)
+        return server
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise UserError(f"the MLflow UI server exited with code {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise UserError(f"the MLflow UI server did not answer within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM the server (it stops its uvicorn worker), SIGKILL its process group if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what we started
+                self.proc.wait(5)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _remote_stores(root: Path) -> list[str]:
+    from unigen.orchestrator.runs import list_runs
+    from unigen.orchestrator.tracking.store import is_remote
+
+    uris = {(r.get("mlflow") or {}).get("tracking_uri") or "" for r in list_runs(root)}
+    return sorted(u for u in uris if u and is_remote(u))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``unigen ui``."""
+    from unigen.orchestrator.tracking.store import default_artifact_root, display_uri, is_remote, resolve_tracking_uri
+
+    root = run_root_arg(args)
+    uri = resolve_tracking_uri(None, run_root=root)
+    if is_remote(uri):
+        print(f"MLflow UI: {display_uri(uri)} (the tracking server named by MLFLOW_TRACKING_URI serves it)")
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
+    port = pick_port(getattr(args, "port", None))
+    server = UiServer.start(uri, port=port, artifact_root=default_artifact_root(root),
+                            log_path=root / "mlflow-ui.log")
+    print(f"MLflow UI: {server.url}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
+    elsewhere = _remote_stores(root)
+    if elsewhere:
+        print(f"note: some runs here track to {', '.join(elsewhere)}: their UI is there", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` must not orphan the server
+    try:
+        code = server.proc.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"the MLflow UI server exited with code {code}; see {server.log_path}", file=sys.stderr)
+    return 1

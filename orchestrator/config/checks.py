@@ -1,0 +1,180 @@
+"""Checks that span fields (pydantic checks each field on its own): a recipe's or a profile's
+values that are each fine but do not fit together, or that another part of unigen would refuse later."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from unigen.orchestrator.config.profile import ENV_NAME, SLURM_TIME, Profile
+from unigen.orchestrator.config.recipe import Recipe
+from unigen.orchestrator.config.yamlload import Locations
+from unigen.orchestrator.errors import Problem, UserError
+
+# Generated DeepSpeed keys that recipe fields own: setting them raw would contradict the recipe.
+RESERVED_DEEPSPEED = {
+    "train_batch_size": "train.global_batch_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.global_batch_size (accumulation is derived from it)",
+    "gradient_clipping": "train.grad_clip",
+    "optimizer": "train.lr / betas / eps / weight_decay (the runtime passes a torch AdamW)",
+    "scheduler": "train.warmup_steps / min_lr_ratio",
+    "bf16": "train.precision",
+    "fp16": "train.precision (fp16 is not supported: use bf16)",
+}
+_RUN_REF = re.compile(r"^run:[A-Za-z0-9._-]+$")
+
+
+def _tracking_uri_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
+    if uri is None:
+        return []
+    try:
+        from unigen.orchestrator.tracking.store import check_uri
+    except ImportError:  # tracking not installed in this build: the tracker checks it at start
+        return []
+
+    try:
+        check_uri(uri, "it")
+    except UserError as err:
+        return [locs.problem(path, str(err).replace("it is ", "", 1))]
+    return []
+
+
+def _uri_scheme_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
+    if not uri or "://" not in uri:
+        return []
+    from fsspec.registry import known_implementations
+
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in known_implementations and scheme != "file":
+        return [locs.problem(path, f"unknown storage scheme {scheme + '://'!r}: use s3://bucket/prefix, "
+                             "gs://..., or a local path")]
+    return []
+
+
+def recipe_problems(recipe: Recipe, model_config: dict | None, locs: Locations) -> list[Problem]:
+    """Cross-field problems of a recipe whose fields each validated."""
+    out: list[Problem] = []
+    train = recipe.train
+    if train.warmup_steps >= train.max_steps:
+        out.append(locs.problem(("train", "warmup_steps"), f"{train.warmup_steps} warmup steps leave no training "
+                                f"after them (max_steps={train.max_steps}): make warmup_steps < max_steps"))
+    if train.micro_batch_size > train.global_batch_size:
+        out.append(locs.problem(("train", "micro_batch_size"), f"{train.micro_batch_size} is larger than "
+                                f"train.global_batch_size={train.global_batch_size}: lower it"))
+    for key, owner in RESERVED_DEEPSPEED.items():
+        if key in recipe.deepspeed.config:
+            out.append(locs.problem(("deepspeed", "config", key), f"set by unigen from the recipe: use {owner}"))
+    zero = recipe.deepspeed.config.get("zero_optimization")
+    if isinstance(zero, dict) and "stage" in zero:
+        out.append(locs.problem(("deepspeed", "config", "zero_optimization", "stage"), "use deepspeed.zero_stage"))
+    if model_config is not None and model_config.get("image_size") != recipe.data.image_size:
+        out.append(locs.problem(("data", "image_size"), f"{recipe.data.image_size} differs from the model's image_size "
+                                f"{model_config.get('image_size')}: set model.image_size={recipe.data.image_size} "
+                                "too (or change data.image_size)"))
+    init = recipe.init_from
+    if init is not None:
+        if init.startswith("run:"):
+            if not _RUN_REF.match(init):
+                out.append(locs.problem(("init_from",), "write run:<run id> (letters, digits, . _ -), e.g. "
+                                        "run:smoke-pretrain-20260101-120000-ab12"))
+        elif "://" not in init and not Path(init).exists():
+            out.append(locs.problem(("init_from",), f"checkpoint {init!r} not found: give run:<run id>, an "
+                                    "existing checkpoint folder, or a URI such as s3://bucket/run/checkpoints"))
+        else:
+            out += _uri_scheme_problem(init, ("init_from",), locs)
+    out += _uri_scheme_problem(recipe.checkpoint.uri, ("checkpoint", "uri"), locs)
+    for i, src in enumerate(recipe.data.sources):
+        out += _uri_scheme_problem(src.uri, ("data", "sources", i, "uri"), locs)
+    out += _tracking_uri_problem(recipe.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
+    out += _adapter_problems(recipe, locs)
+    return out
+
+
+def _adapter_problems(recipe: Recipe, locs: Locations) -> list[Problem]:
+    """Field mappings and options of each source, checked by the data package's own adapters."""
+    try:
+        from unigen.model.data.tasks import make_adapter
+    except ImportError:  # the data package without adapters: the runtime checks them at start
+        return []
+    out = []
+    for i, src in enumerate(recipe.data.sources):
+        where = f"data.sources.{i}"
+        try:
+            make_adapter(src, recipe.data.image_size, where=where)
+        except ValueError as err:
+            text = str(err).splitlines()[0]
+            sub = "options" if ".options" in text.split(":", 1)[0] else "fields" if ".fields" in \
+                text.split(":", 1)[0] else None
+            path = ("data", "sources", i) + ((sub,) if sub else ())
+            message = text.split(": ", 1)[1] if text.startswith(where) and ": " in text else text
+            out.append(locs.problem(path, message))
+    return out
+
+
+def slurm_time_seconds(text: str) -> int:
+    """Seconds of an sbatch --time value (already matched by SLURM_TIME)."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+        h, m, s = parts
+        return int(days) * 86400 + h * 3600 + m * 60 + s
+    if len(parts) == 1:
+        return parts[0] * 60  # minutes
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]  # MM:SS
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def profile_problems(profile: Profile, locs: Locations) -> list[Problem]:
+    """Cross-field problems of a profile whose fields each validated."""
+    out: list[Problem] = []
+    for other in ("local", "slurm", "ray"):
+        if other != profile.launcher and other in profile.model_fields_set and getattr(profile, other) is not None:
+            out.append(locs.problem((other,), f"this profile's launcher is {profile.launcher}, so this section would "
+                                    f"be ignored: remove it, or set launcher: {other}"))
+    res, given = profile.resources, profile.resources.model_fields_set
+    if profile.launcher == "local":
+        for key, fix in (("nodes", "the local launcher runs on this machine only"),
+                         ("gpus_per_node", "it uses every visible GPU (limit them with CUDA_VISIBLE_DEVICES)"),
+                         ("ranks_per_node", "set local.cpu_ranks for CPU ranks; GPUs get one rank each")):
+            if key in given and getattr(res, key) != type(res).model_fields[key].default:
+                out.append(locs.problem(("resources", key), f"not used by launcher: local ({fix}): remove it"))
+    elif profile.launcher == "slurm":
+        out += _slurm_problems(profile, locs)
+    else:
+        for key in ("nodes", "gpus_per_node", "ranks_per_node"):
+            if key in given:
+                out.append(locs.problem(("resources", key), "not used by launcher: ray: size the job with "
+                                        "ray.workers and ray.gpus_per_worker"))
+    for name in profile.env:
+        if not ENV_NAME.match(name):
+            out.append(locs.problem(("env", name), "not a valid environment variable name (letters, digits, _)"))
+    out += _tracking_uri_problem(profile.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
+    return out
+
+
+def _slurm_problems(profile: Profile, locs: Locations) -> list[Problem]:
+    out: list[Problem] = []
+    res, slurm = profile.resources, profile.slurm
+    if res.gpus_per_node == 0 and res.ranks_per_node is None:
+        out.append(locs.problem(("resources",), "a CPU job (gpus_per_node: 0) needs resources.ranks_per_node: "
+                                "the number of training processes per node"))
+    if res.gpus_per_node and res.ranks_per_node not in (None, res.gpus_per_node):
+        out.append(locs.problem(("resources", "ranks_per_node"), f"{res.ranks_per_node} with {res.gpus_per_node} GPUs "
+                                "per node: unigen runs one rank per GPU; remove ranks_per_node"))
+    if slurm.time is not None:
+        if not SLURM_TIME.match(slurm.time):
+            out.append(locs.problem(("slurm", "time"), f"{slurm.time!r} is not an sbatch time: write minutes or "
+                                    "[D-]HH:MM:SS in quotes, e.g. \"24:00:00\""))
+        elif slurm.signal_grace_s >= slurm_time_seconds(slurm.time):
+            out.append(locs.problem(("slurm", "signal_grace_s"), f"{slurm.signal_grace_s} s is not shorter than the "
+                                    f"time limit {slurm.time}: lower it or raise slurm.time"))
+    for i, line in enumerate(slurm.extra_sbatch):
+        if "\n" in line or not line.startswith("--") or line.startswith("--=") or len(line) < 3:
+            out.append(locs.problem(("slurm", "extra_sbatch", i), "write one sbatch option per item as --key=value "
+                                    "or --flag (no #SBATCH prefix, no newlines)"))
+    for i, line in enumerate(slurm.setup):
+        if "\n" in line:
+            out.append(locs.problem(("slurm", "setup", i), "one shell line per item: split it at the newline"))
+    return out

@@ -1,0 +1,113 @@
+"""The recipe's ``model:`` section checked against the model package, without torch.
+
+``model: {preset: tiny, num_queries: 64}`` means ``unigen.model.config.get_preset("tiny", num_queries=64)``;
+``model: {pretrained: DIR, ...}`` means DIR/config.json with the same overrides. Mapping-valued fields
+(backbone_config, dit_config, vae_config) merge into the preset's mapping key by key, so
+``model.dit_config.num_layers=4`` changes one number instead of replacing the whole DiT config.
+Problems are reported at ``model.<key>``.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.config.problems import show_value, unknown_key_message
+from unigen.orchestrator.config.yamlload import Loc, Locations
+from unigen.orchestrator.errors import ConfigError, Problem
+
+OWN_KEYS = ("preset", "pretrained")
+_FIELD_ERROR = re.compile(r"^\s*-\s*([A-Za-z_][A-Za-z0-9_]*)[=:. ]")
+
+
+def _deep_merge(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, dict):
+        out = copy.deepcopy(base)
+        for key, value in extra.items():
+            out[key] = _deep_merge(out.get(key), value)
+        return out
+    return copy.deepcopy(extra)
+
+
+def _config_problems(message: str, field_names: list[str], locs: Locations) -> list[Problem]:
+    """Split UniGenConfig's multi-line ValueError into one Problem per field it names."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    bullets = [line for line in lines if _FIELD_ERROR.match(line)]
+    if not bullets:
+        return [locs.problem(("model",), " ".join(line.strip() for line in lines))]
+    out = []
+    for line in bullets:
+        name = _FIELD_ERROR.match(line).group(1)
+        text = line.strip()[2:].strip()
+        path = ("model", name) if name in field_names else ("model",)
+        out.append(locs.problem(path, text))
+    return out
+
+
+def _base_fields(section: dict, locs: Locations) -> tuple[dict | None, str, list[Problem]]:
+    """The config fields the overrides apply to: the pretrained folder's, else the preset's."""
+    from unigen.model.config import PRESET_NAMES, UniGenConfig, get_preset
+
+    preset, pretrained = section.get("preset"), section.get("pretrained")
+    if pretrained is not None:
+        config_path = Path(str(pretrained)) / "config.json"
+        if not config_path.is_file():
+            return None, "", [locs.problem(("model", "pretrained"), f"no config.json in {pretrained!r}: give a folder "
+                                           "written by UniGenPipeline.save_pretrained or `unigen export`")]
+        try:
+            return UniGenConfig.load_json(config_path).to_dict(), f"pretrained {pretrained}", []
+        except (ValueError, OSError) as err:
+            return None, "", [locs.problem(("model", "pretrained"), f"cannot read {config_path}: {err}".splitlines()[0])]
+    if preset is None:
+        return None, "", [locs.problem(("model",), f"set model.preset (one of {', '.join(PRESET_NAMES)}) or "
+                                       "model.pretrained (a saved model folder)")]
+    if preset not in PRESET_NAMES:
+        return None, "", [locs.problem(("model", "preset"), f"unknown preset {show_value(preset)}; choose one of "
+                                       f"{', '.join(PRESET_NAMES)}")]
+    try:
+        return get_preset(preset).to_dict(), f"preset {preset}", []
+    except ValueError as err:  # a preset the model package lists but cannot build: its bug, shown plainly
+        return None, "", [locs.problem(("model", "preset"), str(err).splitlines()[0])]
+
+
+def check_model_section(section: Any, locs: Locations) -> tuple[dict | None, list[Problem]]:
+    """The resolved UniGenConfig as a dict (None on problems), and every problem found."""
+    from unigen.model.config import UniGenConfig
+
+    if not isinstance(section, dict):
+        return None, [locs.problem(("model",), f"expected a mapping like {{preset: tiny}}, got {show_value(section)}")]
+    field_names = [n for n in UniGenConfig.field_names() if n != "preset"]
+    overrides = {k: v for k, v in section.items() if k not in OWN_KEYS}
+    problems = [locs.problem(("model", key), unknown_key_message(key, list(OWN_KEYS) + field_names, "model"))
+                for key in overrides if key not in field_names]
+    for key in OWN_KEYS:
+        if section.get(key) is not None and not isinstance(section[key], str):
+            problems.append(locs.problem(("model", key), f"expected text, got {show_value(section[key])}"))
+    if problems:
+        return None, problems
+    fields, origin, problems = _base_fields(section, locs)
+    if fields is None:
+        return None, problems
+    for key, value in overrides.items():
+        fields[key] = _deep_merge(fields.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
+    if section.get("preset") is not None:
+        fields["preset"] = section["preset"]
+    try:
+        config = UniGenConfig.from_dict(fields)
+    except (ValueError, TypeError) as err:
+        return None, [Problem(p.source, p.line, p.path, f"{p.message} ({origin})")
+                      for p in _config_problems(str(err), field_names, locs)]
+    return config.to_dict(), []
+
+
+def model_config_for(section: dict[str, Any]):
+    """The ``UniGenConfig`` a resolved recipe's ``model`` section means (what the runtime builds).
+
+    Raises ``ConfigError`` when the section is invalid (``unigen submit`` has already refused those)."""
+    from unigen.model.config import UniGenConfig
+
+    config, problems = check_model_section(section, Locations(Loc("recipe")))
+    if problems:
+        raise ConfigError(problems)
+    return UniGenConfig.from_dict(config)

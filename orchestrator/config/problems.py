@@ -1,0 +1,127 @@
+"""pydantic validation errors -> one located, actionable Problem each.
+
+pydantic knows what is wrong; this module says it in the recipe's terms: the dotted key path, the
+file line, the valid keys for an unknown key (with a did-you-mean), the choices for a bad literal,
+and a description of a missing field.
+"""
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from unigen.orchestrator.config.yamlload import Locations, PathT, dotted
+from unigen.orchestrator.errors import Problem
+
+_SHORT = 60
+_SECRETISH = ("secret", "password", "token", "credential")
+
+
+def unwrap_model(annotation: Any) -> Any:
+    """The BaseModel class inside Optional[...], list[...], dict[..., ...] or Annotated[...], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return unwrap_model(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        for arg in typing.get_args(annotation):
+            found = unwrap_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def model_at(root: type[BaseModel], path: PathT) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (list indexes and dict keys skipped)."""
+    current: type[BaseModel] | None = root
+    for part in path:
+        if current is None:
+            return None
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue  # a list index or a free-form dict key: stay on the item's model
+        current = unwrap_model(field.annotation)
+    return current
+
+
+def valid_keys(cls: type[BaseModel]) -> list[str]:
+    return list(cls.model_fields)
+
+
+def unknown_key_message(key: Any, valid: list[str], where: str) -> str:
+    """``unknown key 'lrr' in train (did you mean 'lr'?); valid keys: ...``."""
+    guess = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return f"unknown key {str(key)!r}{' in ' + where if where else ''}{hint}; valid keys: {', '.join(valid)}"
+
+
+def show_value(value: Any, path: PathT = ()) -> str:
+    """A short rendering of a user value for a message; never the value of a secret-looking key."""
+    if any(s in str(p).lower() for p in path for s in _SECRETISH):
+        return "(value hidden)"
+    text = repr(value)
+    return text if len(text) <= _SHORT else text[:_SHORT - 3] + "..."
+
+
+def _describe(cls: type[BaseModel] | None, key: Any) -> str:
+    field = cls.model_fields.get(key) if cls is not None and isinstance(key, str) else None
+    return f" ({field.description.rstrip('.')})" if field is not None and field.description else ""
+
+
+def _message(err: dict[str, Any], root: type[BaseModel], path: PathT) -> str:
+    kind = err["type"]
+    parent = path[:-1]
+    if kind == "extra_forbidden":
+        cls = model_at(root, parent)
+        valid = valid_keys(cls) if cls is not None else []
+        return unknown_key_message(path[-1], valid, dotted(parent))
+    if kind == "missing":
+        return f"missing required key{_describe(model_at(root, parent), path[-1])}"
+    got = f", got {show_value(err.get('input'), path)}"
+    if kind in ("literal_error", "enum"):
+        return f"invalid value: choose one of {err['ctx']['expected']}{got}"
+    if kind in ("int_parsing", "int_type"):
+        return f"expected a whole number{got}"
+    if kind == "int_from_float":
+        return f"expected a whole number (no fraction){got}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false{got}"
+    if kind == "string_type":
+        return f"expected text (quote it in YAML){got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of key: value{got}"
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list{got}"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    msg = err["msg"]
+    return (msg[0].lower() + msg[1:] if msg else kind) + got
+
+
+def _clean_loc(loc: tuple) -> PathT:
+    # pydantic adds validator names to a location inside unions/functions; keep only key path parts.
+    return tuple(p for p in loc if isinstance(p, int) or not (isinstance(p, str) and ("[" in p or p in (
+        "function-after", "function-before", "function-wrap", "function-plain"))))
+
+
+def problems_from_validation(err: ValidationError, root: type[BaseModel], locs: Locations,
+                             prefix: PathT = ()) -> list[Problem]:
+    """One Problem per pydantic error, in document order (then path order)."""
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for item in err.errors(include_url=False):
+        path = prefix + _clean_loc(item["loc"])
+        message = _message(item, root, path[len(prefix):])
+        if item["type"] == "tuple_type" or item["type"].startswith("too_"):
+            message = message.replace("expected a list", "expected a list of the right length")
+        key = f"{dotted(path)}|{message}"
+        if key not in seen:
+            seen.add(key)
+            out.append(locs.problem(path, message))
+    return out

@@ -1,0 +1,111 @@
+"""The recipe: one training stage (what to train, on what data, how long), as typed models.
+
+Every field has a description: ``unigen validate --fields`` and the runbook's field reference are built
+from them. Unknown keys are rejected. The ``data`` section IS ``unigen.model.data.spec.DataSpec`` (the
+data package owns it); the ``model`` section is a preset name plus flat overrides of
+``unigen.model.config.UniGenConfig`` fields, checked by ``model_section.check_model_section``.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from unigen.model.data.spec import DataSpec
+
+Stage = Literal["pretrain", "instruct"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(BaseModel):
+    """Which model to build: a preset (or a saved model folder) plus overrides of its config fields."""
+
+    # Extra keys are UniGenConfig field overrides (model.num_queries=64): checked against that class,
+    # so the list of valid keys stays the model package's.
+    model_config = ConfigDict(extra="allow")
+
+    preset: str | None = Field(None, description="Model preset: tiny (random, CPU tests), unigen-3b, unigen-7b. "
+                               "Required unless `pretrained` is given.")
+    pretrained: str | None = Field(None, description="Folder written by UniGenPipeline.save_pretrained (or "
+                                   "`unigen export`); its config.json replaces the preset's.")
+
+
+class TrainSection(_Strict):
+    """Optimisation: steps, batch sizes, AdamW and the learning-rate schedule."""
+
+    max_steps: int = Field(gt=0, description="Optimizer steps to train for.")
+    global_batch_size: int = Field(gt=0, description="Samples per optimizer step over all ranks: "
+                                   "micro_batch_size x accumulation x world size (accumulation is derived).")
+    micro_batch_size: int = Field(gt=0, description="Samples per rank per forward/backward pass.")
+    lr: float = Field(gt=0, description="Peak learning rate (reached after warmup_steps).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr x min_lr_ratio "
+                                "(1.0 = constant LR after warmup).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps before the cosine decay.")
+    seed: int = Field(0, ge=0, description="Seed of model init, data order and CFG dropout.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2), each in [0, 1).")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0 = no clipping).")
+    log_every: int = Field(10, gt=0, description="Log loss, lr, grad norm and throughput every N steps.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 mixed precision (DeepSpeed bf16) or "
+                                               "full fp32.")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"each beta must be in [0, 1), got {list(value)}")
+        return value
+
+
+class DeepSpeedSection(_Strict):
+    """DeepSpeed: the ZeRO stage, plus raw keys merged into the generated DeepSpeed config."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage: 0 none, 1 optimizer states, "
+                                            "2 + gradients, 3 + weights sharded over data-parallel ranks.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Raw DeepSpeed config keys merged over "
+                                   "the generated config (e.g. zero_optimization.stage3_prefetch_bucket_size). "
+                                   "Keys that recipe fields own are refused.")
+
+
+class CheckpointSection(_Strict):
+    """When checkpoints are saved, how many are kept, and where they are copied durably."""
+
+    every: int = Field(500, gt=0, description="Save a committed checkpoint every N optimizer steps "
+                       "(and always at the end and on preemption).")
+    keep_last: int = Field(3, ge=1, description="Keep the newest N committed checkpoints (locally and remotely).")
+    keep_every: int | None = Field(None, gt=0, description="Also keep every checkpoint whose step is a "
+                                   "multiple of N (null: none).")
+    uri: str | None = Field(None, description="Durable copy of committed checkpoints (s3://bucket/prefix); "
+                            "null keeps them in the run folder only.")
+
+
+class TrackingSection(_Strict):
+    """MLflow: experiment, store and run name."""
+
+    experiment: str = Field("unigen", min_length=1, description="MLflow experiment name.")
+    tracking_uri: str | None = Field(None, description="MLflow store (http://host:5000, sqlite:///path.db); "
+                                     "null: MLFLOW_TRACKING_URI, the profile's, else <run_root>/mlflow.db.")
+    run_name: str | None = Field(None, description="MLflow run name; null: the unigen run id.")
+
+
+class Recipe(_Strict):
+    """One training stage. ``model_dump(mode="json")`` is the resolved recipe recorded in run.json."""
+
+    name: str = Field(min_length=1, description="Name of the recipe; run ids start with it (or with --name).")
+    stage: Stage = Field(description="pretrain (stage 1: generation from scratch on the frozen backbone) or "
+                         "instruct (stage 2: editing, dense prediction, grounding, multi-image).")
+    base: str | None = Field(None, description="A recipe this one extends (path relative to this file). "
+                             "Mappings merge key by key; lists and values are replaced. One level deep.")
+    init_from: str | None = Field(None, description="Weights to start from: run:<run id> (that run's last "
+                                  "committed checkpoint) or a checkpoint URI/path. Empty in a later stage of a "
+                                  "multi-recipe submit: it is set to the previous stage's run.")
+    model: ModelSection = Field(description="The model: preset or pretrained folder, plus config overrides.")
+    data: DataSpec = Field(description="Data mixture (unigen.model.data.spec.DataSpec).")
+    train: TrainSection = Field(description="Optimisation settings.")
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed settings.")
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Checkpoint settings.")
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="MLflow settings.")

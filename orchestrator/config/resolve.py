@@ -1,0 +1,316 @@
+"""From command-line inputs to typed, checked stages: ``resolve_submission``.
+
+Reads every recipe (with its base) and the profile, applies the overrides, validates everything, and
+raises one ``ConfigError`` listing every problem of every file at once, each with its place. Nothing
+is written: a submission that fails here leaves no run folder behind.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from unigen.orchestrator.config.checks import profile_problems, recipe_problems
+from unigen.orchestrator.config.find import find_profile
+from unigen.orchestrator.config.inherit import load_document
+from unigen.orchestrator.config.model_section import check_model_section
+from unigen.orchestrator.config.overrides import Override, apply_override, parse_overrides
+from unigen.orchestrator.config.problems import problems_from_validation
+from unigen.orchestrator.config.profile import Profile
+from unigen.orchestrator.config.recipe import Recipe
+from unigen.orchestrator.config.secrets_check import literal_secret_problems, url_password_problems
+from unigen.orchestrator.config.world import World, world_of
+from unigen.orchestrator.config.yamlload import Locations
+from unigen.orchestrator.errors import ConfigError, Problem
+
+RUN_ROOT_ENV = "UNIGEN_RUN_ROOT"
+DEFAULT_RUN_ROOT = "unigen-runs"
+_BRACES = re.compile(r"\{([^{}]*)\}")
+
+
+def recipe_sha256(recipe: Recipe | dict[str, Any]) -> str:
+    """sha256 of the resolved recipe as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    data = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ResolvedStage:
+    """One recipe of a submission, validated, with what is derived from it and the profile."""
+
+    index: int  # 1-based position on the command line
+    path: Path
+    recipe: Recipe
+    recipe_sha256: str
+    accumulation: int  # gradient accumulation steps = global / (micro x world)
+    model_config: dict[str, Any]  # the full UniGenConfig (to_dict) the model section means
+
+    @property
+    def starts_from_previous(self) -> bool:
+        """True when the launcher must set init_from to the previous stage's run."""
+        return self.index > 1 and self.recipe.init_from is None
+
+    def resolved(self) -> dict[str, Any]:
+        """The resolved recipe as plain JSON data (what run.json and MLflow record)."""
+        return self.recipe.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything ``unigen submit`` needs to create and launch the runs of one command."""
+
+    stages: tuple[ResolvedStage, ...]
+    profile: Profile
+    profile_path: Path
+    world: World
+    run_root: Path
+    name: str | None = None
+    overrides: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def world_size(self) -> int:
+        return self.world.size
+
+
+@dataclass
+class _Doc:
+    path: Path
+    doc: dict | None
+    locs: Locations
+    problems: list[Problem]
+
+
+def run_root_for(profile: Profile) -> Path:
+    """$UNIGEN_RUN_ROOT, else the profile's storage.run_root, else ./unigen-runs (absolute)."""
+    return Path(os.environ.get(RUN_ROOT_ENV) or profile.storage.run_root or DEFAULT_RUN_ROOT).expanduser().resolve()
+
+
+def _validate_recipe(doc: dict, locs: Locations) -> tuple[Recipe | None, dict | None, list[Problem]]:
+    problems: list[Problem] = []
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(doc)
+    except ValidationError as err:
+        problems += problems_from_validation(err, Recipe, locs)
+    model_config = None
+    if isinstance(doc.get("model"), dict):
+        model_config, model_problems = check_model_section(doc["model"], locs)
+        problems += model_problems
+    if recipe is not None and not problems:
+        problems += recipe_problems(recipe, model_config, locs)
+    return (recipe if not problems else None), model_config, problems
+
+
+def _validate_profile(doc: dict, locs: Locations) -> tuple[Profile | None, list[Problem]]:
+    problems = literal_secret_problems(doc, locs) + url_password_problems(doc, locs)
+    reported = {p.path for p in problems}
+    profile = None
+    try:
+        profile = Profile.model_validate(doc)
+    except ValidationError as err:
+        problems += [p for p in problems_from_validation(err, Profile, locs) if p.path not in reported]
+    if profile is not None:
+        problems += profile_problems(profile, locs)
+    return (profile if not problems else None), problems
+
+
+def _first_local_path(uri: str) -> str | None:
+    """The first file a local source pattern names (brace ranges/lists take their first item)."""
+    if "://" in uri:
+        return None
+    first = _BRACES.sub(lambda m: m.group(1).split("..")[0].split(",")[0], uri)
+    if any(c in first for c in "*?["):
+        matches = sorted(glob.glob(first))
+        return matches[0] if matches else first
+    return first
+
+
+def _data_notes(recipe: Recipe, locs: Locations) -> list[Problem]:
+    notes = []
+    for i, src in enumerate(recipe.data.sources):
+        first = _first_local_path(src.uri)
+        if first is not None and not Path(first).exists():
+            notes.append(locs.problem(("data", "sources", i, "uri"), f"{first} does not exist: write the synthetic "
+                                      "corpus with `unigen data synth --out unigen-data/shapes`, or fix the path"))
+    return notes
+
+
+def _stage_order_problems(stages: list[tuple[_Doc, Recipe]], purpose: str) -> tuple[list[Problem], list[str]]:
+    problems, warnings = [], []
+    seen_instruct = False
+    for i, (d, recipe) in enumerate(stages, 1):
+        if i > 1 and recipe.init_from is not None:
+            problems.append(d.locs.problem(("init_from",), f"stage {i} of this submission starts from stage {i - 1}'s "
+                                           "run: remove init_from here, or submit this recipe on its own"))
+        if i == 1 and recipe.stage == "instruct" and recipe.init_from is None:
+            problem = d.locs.problem(("init_from",), "not set: an instruct stage starts from a stage-1 model; give "
+                                     "init_from=run:<run id> (or a checkpoint URI), or submit it after its pretrain recipe")
+            if purpose == "submit":
+                problems.append(problem)
+            else:
+                warnings.append(str(problem))
+        if recipe.stage == "pretrain" and seen_instruct:
+            problems.append(d.locs.problem(("stage",), "a pretrain stage cannot follow an instruct stage: list the "
+                                           "recipes in training order"))
+        seen_instruct |= recipe.stage == "instruct"
+    return problems, warnings
+
+
+def _selector_problems(overrides: list[Override], docs: list[_Doc]) -> list[Problem]:
+    choices: list[str] = []
+    for i, d in enumerate(docs, 1):
+        choices.append(str(i))
+        for key in ("stage", "name"):
+            value = (d.doc or {}).get(key)
+            if isinstance(value, str) and value not in choices:
+                choices.append(value)
+    problems = []
+    for ov in overrides:
+        if ov.selector is not None and ov.selector not in choices:
+            problems.append(Problem(ov.label, None, "", f"selector {ov.selector!r} matches no recipe of this command; "
+                                    f"use one of: {', '.join(choices) or '(no recipes given)'}"))
+    return problems
+
+
+def _apply(doc: _Doc, overrides: list[Override]) -> None:
+    for ov in overrides:
+        problem = apply_override(doc.doc, ov, doc.locs)
+        if problem is not None:
+            doc.problems.append(problem)
+
+
+def resolve_submission(recipe_paths: Sequence[str | os.PathLike], profile_name: str,
+                       overrides: Sequence[str] = (), name: str | None = None, *, purpose: str = "submit",
+                       gpu_count: int | None = None) -> Submission:
+    """Typed, checked stages for ``unigen submit`` (purpose="submit") or ``unigen validate``
+    (purpose="validate": a lone instruct recipe without init_from and missing local data are warnings).
+
+    Raises ``ConfigError`` with every problem found, each naming its file and line or its override.
+    """
+    assert purpose in ("submit", "validate"), purpose
+    paths = [Path(p) for p in recipe_paths]
+    parsed, problems = parse_overrides(list(overrides))
+    warnings: list[str] = []
+    if name is not None and not name.strip():
+        problems.append(Problem("--name", None, "", "is empty: give a run name or leave --name out"))
+
+    profile_path, missing = find_profile(profile_name, paths)
+    profile = world = None
+    if missing is not None:
+        problems.append(missing)
+    else:
+        pdoc = _Doc(profile_path, *load_document(profile_path, "profile"))
+        if pdoc.doc is not None:
+            _apply(pdoc, [ov for ov in parsed if ov.target == "profile"])
+            profile, more = _validate_profile(pdoc.doc, pdoc.locs)
+            pdoc.problems += more
+            profile = profile if not pdoc.problems else None
+        problems += pdoc.problems
+        if profile is not None:
+            world = world_of(profile, gpu_count)
+            if profile.launcher == "local" and profile.local.backend == "nccl" and not world.gpus:
+                problems.append(pdoc.locs.problem(("local", "backend"), "nccl needs GPUs and none is visible: use "
+                                                  "auto or gloo"))
+                world = None
+
+    docs = [_Doc(p, *load_document(p, "recipe")) for p in paths]
+    problems += _selector_problems([ov for ov in parsed if ov.target == "recipe"], docs)
+    stages: list[tuple[_Doc, Recipe, dict]] = []
+    for i, d in enumerate(docs, 1):
+        if d.doc is None:
+            problems += d.problems
+            continue
+        stage, rname = d.doc.get("stage"), d.doc.get("name")
+        _apply(d, [ov for ov in parsed if ov.target == "recipe" and ov.selects(i, stage, rname)])
+        # Validate even when an override could not be applied: the user gets every problem in one round.
+        recipe, model_config, more = _validate_recipe(d.doc, d.locs)
+        d.problems += more
+        if recipe is not None and not d.problems:
+            stages.append((d, recipe, model_config))
+        problems += d.problems
+
+    order_problems, order_warnings = _stage_order_problems([(d, r) for d, r, _ in stages], purpose)
+    problems += order_problems
+    warnings += order_warnings
+    resolved: list[ResolvedStage] = []
+    for d, recipe, model_config in stages:
+        accumulation = 0
+        if world is not None:
+            per_step = recipe.train.micro_batch_size * world.size
+            if recipe.train.global_batch_size % per_step:
+                near = max(per_step, round(recipe.train.global_batch_size / per_step) * per_step)
+                problems.append(d.locs.problem(("train", "global_batch_size"), (
+                    f"{recipe.train.global_batch_size} is not a multiple of micro_batch_size "
+                    f"{recipe.train.micro_batch_size} x world size {world.size} ({world.why}) = {per_step}: "
+                    f"use e.g. train.global_batch_size={near}, or change micro_batch_size or the profile")))
+            accumulation = recipe.train.global_batch_size // per_step
+        notes = _data_notes(recipe, d.locs)
+        if notes and purpose == "submit" and profile is not None and profile.launcher == "local":
+            problems += notes
+        else:
+            warnings += [str(n) for n in notes]
+        resolved.append(ResolvedStage(len(resolved) + 1, d.path, recipe, recipe_sha256(recipe), accumulation,
+                                      model_config))
+
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    assert profile is not None and world is not None
+    return Submission(tuple(resolved), profile, profile_path, world, run_root_for(profile), name,
+                      tuple(overrides), tuple(warnings))
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    """Each problem once; grouped by source (first seen first), by line within a file."""
+    unique = list(dict.fromkeys(problems))
+    first_seen = {}
+    for i, p in enumerate(unique):
+        first_seen.setdefault(p.source, i)
+    order = {p: i for i, p in enumerate(unique)}
+    return sorted(unique, key=lambda p: (first_seen[p.source], p.line or 0, order[p]))
+
+
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """One recipe file (+ its base) with overrides applied and validated on its own (no profile, so no
+    accumulation check). Raises ``ConfigError``."""
+    parsed, problems = parse_overrides(list(overrides))
+    problems += [Problem(ov.label, None, "", "a single recipe takes no selector or profile override")
+                 for ov in parsed if ov.selector is not None or ov.target == "profile"]
+    d = _Doc(Path(path), *load_document(Path(path), "recipe"))
+    recipe = None
+    if d.doc is not None:
+        _apply(d, [ov for ov in parsed if ov.selector is None and ov.target == "recipe"])
+        recipe, _config, more = _validate_recipe(d.doc, d.locs)
+        d.problems += more
+    problems += d.problems
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return recipe
+
+
+def load_profile(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Profile:
+    """One profile (found like ``--profile``), with ``KEY=VALUE`` overrides of its own keys (no
+    ``profile.`` prefix needed). Raises ``ConfigError``."""
+    path, missing = find_profile(str(name_or_path), [])
+    if missing is not None:
+        raise ConfigError([missing])
+    texts = [t if t.startswith("profile.") else f"profile.{t}" for t in overrides]
+    parsed, problems = parse_overrides(texts)
+    d = _Doc(path, *load_document(path, "profile"))
+    profile = None
+    if d.doc is not None:
+        _apply(d, parsed)
+        profile, more = _validate_profile(d.doc, d.locs)
+        d.problems += more
+    problems += d.problems
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return profile

@@ -1,0 +1,53 @@
+"""Turn a committed ZeRO checkpoint into a ``UniGenPipeline.from_pretrained`` folder.
+
+Used at the end of every run (rank 0, from the final checkpoint) and by ``unigen export RUN --out DIR``.
+The shards are consolidated with DeepSpeed's zero_to_fp32 (no process group needed), loaded into a
+freshly built pipeline of the run's recipe, and saved in the model's dtype. ``unigen_export.json`` says
+which run, step and checkpoint the folder came from.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.runs import now_iso
+
+log = logging.getLogger("unigen.runtime")
+EXPORT_INFO = "unigen_export.json"
+
+
+def export_checkpoint(recipe: dict[str, Any], step_dir: Path, out_dir: Path, *, run_id: str | None) -> Path:
+    """Write the pipeline of ``recipe`` with the weights of ``step_dir`` to ``out_dir`` (atomically)."""
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from unigen.orchestrator.runtime.build import build_pipeline
+
+    step_dir = Path(step_dir)
+    if not (step_dir / "COMMIT.json").is_file():
+        raise UserError(f"{step_dir} is not a committed checkpoint (no COMMIT.json)")
+    commit = json.loads((step_dir / "COMMIT.json").read_text())
+    state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    recipe = dict(recipe, init_from=None)
+    torch.manual_seed(0)
+    pipe = build_pipeline(recipe, init_weights=None)
+    missing, unexpected = pipe.model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise UserError(f"checkpoint {step_dir} does not match the run's model ({len(unexpected)} unexpected "
+                        f"tensors, e.g. {unexpected[:3]})")
+    if missing:
+        log.info("export: %d tensors not in the checkpoint keep their preset/pretrained values", len(missing))
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    (tmp / EXPORT_INFO).write_text(json.dumps({
+        "run_id": run_id, "step": commit["step"], "checkpoint": str(step_dir), "exported_at": now_iso()},
+        indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.replace(out_dir)
+    return out_dir

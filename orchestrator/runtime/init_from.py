@@ -1,0 +1,83 @@
+"""Resolve a recipe's ``init_from`` (stage 2 starting from stage 1) to weights on local disk.
+
+``init_from`` is ``run:<run id>`` (that run's newest committed checkpoint that verifies, local first,
+then its durable copy) or a checkpoint URI (a ``step-<N>`` folder, local or fsspec). Rank 0 verifies,
+downloads if needed, and consolidates the ZeRO shards into one fp32 state dict under
+``<run_dir>/init/``; every rank then loads that file. The returned lineage (stage-1 run, checkpoint
+URI, step, MLflow run id) goes to run.json and MLflow.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
+from unigen.orchestrator.comm import Comm
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.runs import find_run
+
+log = logging.getLogger("unigen.runtime")
+
+
+def resolve_init(init_from: str | None, *, run_dir: Path, comm: Comm,
+                 storage_options: dict[str, Any] | None) -> tuple[Path | None, dict[str, Any] | None]:
+    """(path of the consolidated state dict, lineage) or (None, None) without ``init_from``."""
+    if not init_from:
+        return None, None
+    out_dir = run_dir / "init"
+    weights = out_dir / "weights.pt"
+    lineage_path = out_dir / "lineage.json"
+    if comm.rank == 0 and not (weights.is_file() and lineage_path.is_file()):
+        step_dir, lineage = _locate(init_from, run_dir=run_dir, storage_options=storage_options)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _consolidate(step_dir, weights)
+        lineage_path.write_text(json.dumps(lineage, indent=2))
+    comm.barrier()
+    return weights, json.loads(lineage_path.read_text())
+
+
+def _locate(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path, dict[str, Any]]:
+    if init_from.startswith("run:"):
+        ref = init_from[len("run:"):]
+        other = find_run(run_dir.parent, ref)
+        record = other.read()
+        if record["status"] != "completed":
+            log.warning("init_from %s: that run is %s; using its newest verified checkpoint", ref, record["status"])
+        remote = (record["recipe"].get("checkpoint") or {}).get("uri")
+        manager = CheckpointManager(other.paths.checkpoints, remote_uri=remote, storage_options=storage_options)
+        try:
+            info = manager.resume()
+        finally:
+            manager.close()
+        if info is None:
+            raise UserError(f"init_from {init_from}: run {record['run_id']} has no committed checkpoint yet")
+        durable = (record.get("checkpoints") or {}).get("latest_durable") or {}
+        uri = durable.get("uri") if durable.get("step") == info.step else None
+        return Path(info.path), {
+            "run_id": record["run_id"], "stage": record["stage"], "step": info.step,
+            "checkpoint": uri or str(info.path),
+            "mlflow_run_id": (record.get("mlflow") or {}).get("run_id"),
+        }
+    path = Path(init_from)
+    if not (path / "COMMIT.json").is_file():
+        raise UserError(f"init_from {init_from!r}: not `run:<run id>` and not a committed checkpoint folder "
+                        "(a step-<N> folder with COMMIT.json)")
+    manager = CheckpointManager(path.parent)
+    plan = manager.plan_resume()
+    if plan.chosen is None or Path(plan.chosen.path) != path:
+        raise CheckpointError(f"init_from {init_from!r} does not verify:\n{plan.describe()}")
+    commit = json.loads((path / "COMMIT.json").read_text())
+    return path, {"run_id": None, "stage": None, "step": commit["step"], "checkpoint": str(path),
+                  "mlflow_run_id": (commit.get("metadata") or {}).get("mlflow_run_id")}
+
+
+def _consolidate(step_dir: Path, out: Path) -> None:
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    tmp = out.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out)

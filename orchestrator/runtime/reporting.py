@@ -1,0 +1,136 @@
+"""Where a rank's progress goes: run.json, metrics.jsonl, the rank log and MLflow (rank 0 only).
+
+- ``metrics.jsonl`` in the run folder gets every step (with its attempt number): the plain-text record
+  that survives any tracking outage and that tests compare bit for bit across resumes.
+- run.json's ``progress`` and ``checkpoints`` are updated at most every ``log_every`` steps (and on every
+  checkpoint event), so ``unigen status`` and the ``--wait`` progress bar see fresh numbers.
+- MLflow gets the same metrics through ``unigen.orchestrator.tracking.Tracker``, which buffers and
+  spools when the server is down and never raises into training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.runs import RunLedger, now_iso
+from unigen.orchestrator.runtime.context import RankContext
+
+log = logging.getLogger("unigen.runtime")
+
+
+class Reporter:
+    def __init__(self, ledger: RunLedger, ctx: RankContext, *, recipe: dict[str, Any], profile: dict[str, Any],
+                 ds_config: dict[str, Any], lineage: dict[str, Any] | None):
+        self.ledger, self.ctx = ledger, ctx
+        self.recipe, self.profile, self.ds_config, self.lineage = recipe, profile, ds_config, lineage
+        train = recipe["train"]
+        self.log_every = max(1, int(train.get("log_every", 10)))
+        self.max_steps = int(train["max_steps"])
+        self.tracker = None
+        self.mlflow_run_id: str | None = None
+        self._lock = threading.Lock()  # checkpoint events arrive from the uploader thread
+        self._metrics_file = None
+        self._last_progress = 0.0
+        self._t_start = time.monotonic()
+
+    @property
+    def active(self) -> bool:
+        return self.ctx.is_main
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, *, resumed_step: int | None, mlflow_run_id: str | None) -> None:
+        if not self.active:
+            return
+        self._metrics_file = open(self.ledger.paths.root / "metrics.jsonl", "a", buffering=1)
+        if self.lineage:
+            self.ledger.update(lambda r: r.__setitem__("init_from", self.lineage))
+        from unigen.orchestrator.tracking import Tracker
+
+        # open() logs the recipe, profile, DeepSpeed config, data inputs and the stage-1 link of run.json.
+        self.tracker = Tracker.open(self.ledger, attempt=self.ctx.attempt, job_ids=[self.ctx.job_id] if self.ctx.job_id
+                                    else [], mlflow_run_id=mlflow_run_id, deepspeed_config=self.ds_config)
+        self.mlflow_run_id = self.tracker.mlflow_run_id
+        if resumed_step is not None:
+            self.tracker.note_resume(resumed_step)
+        log.info("attempt %d started at step %s (mlflow run %s)", self.ctx.attempt, resumed_step or 0,
+                 self.mlflow_run_id)
+
+    def close(self, *, status: str) -> None:
+        """``status``: completed, requeued (saved on a signal) or failed. A failed attempt that the
+        launcher restarts reattaches to the MLflow run and sets it RUNNING again."""
+        if not self.active:
+            return
+        if self.tracker is not None:
+            self.tracker.close(status)
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+
+    # -- per step -------------------------------------------------------------------------------
+    def step(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
+        row = {"step": step, "attempt": self.ctx.attempt, **{k: float(v) for k, v in metrics.items()}}
+        self._metrics_file.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log_metrics(step, metrics)
+        now = time.monotonic()
+        if step % self.log_every == 0 or step == self.max_steps or now - self._last_progress > 30:
+            self._last_progress = now
+            log.info("step %d/%d loss %.5f lr %.3g grad_norm %.3g %.2f samples/s data_wait %.0f%%", step,
+                     self.max_steps, metrics["loss"], metrics["lr"], metrics["grad_norm"],
+                     metrics["samples_per_s"], 100 * metrics["data_wait_s"] / max(metrics["step_time_s"], 1e-9))
+            self.ledger.set_progress(step=step, max_steps=self.max_steps, loss=float(metrics["loss"]),
+                                     samples_per_s=float(metrics["samples_per_s"]))
+
+    def preempted(self, step: int, reason: str | None) -> None:
+        if self.active:
+            log.warning("stopping at step %d after %s: checkpoint committed, exiting for requeue", step, reason)
+
+    def finish_training(self, step: int) -> None:
+        if self.active:
+            self.ledger.set_progress(step=step, max_steps=self.max_steps)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_saved(self, info) -> None:
+        def change(r: dict[str, Any]) -> None:
+            r["checkpoints"]["latest_local"] = {"step": info.step, "path": info.path, "at": now_iso()}
+            r["checkpoints"]["last_save_s"] = round(info.blocked_s, 3)
+
+        with self._lock:
+            self.ledger.update(change)
+
+    def on_checkpoint_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Called by CheckpointManager on rank 0 (from the uploader thread for upload events)."""
+        if not self.active or kind not in ("durable", "durable_known"):
+            return
+        step, uri = payload.get("step"), payload.get("uri")
+        commit_sha = _commit_sha256(self.ledger.paths.checkpoints, step)
+
+        def change(r: dict[str, Any]) -> None:
+            current = r["checkpoints"].get("latest_durable") or {}
+            if step is not None and step >= (current.get("step") or -1):
+                r["checkpoints"]["latest_durable"] = {"step": step, "uri": uri, "at": now_iso(),
+                                                      "commit_sha256": commit_sha}
+
+        with self._lock:
+            self.ledger.update(change)
+        if kind == "durable" and self.tracker is not None:
+            self.tracker.log_checkpoint(step, uri, commit_sha)
+
+
+def _commit_sha256(checkpoints: Path, step: int | None) -> str | None:
+    """sha256 of a committed checkpoint's COMMIT.json: the identity lineage records point at."""
+    if step is None:
+        return None
+    from unigen.orchestrator.checkpoint import COMMIT_NAME, step_dir_name
+
+    path = checkpoints / step_dir_name(step) / COMMIT_NAME
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # retention removed it locally already; the remote copy is what counts
+        return None

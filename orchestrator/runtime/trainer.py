@@ -1,0 +1,192 @@
+"""One rank's training attempt: set up (or resume), run the steps, save, export.
+
+The loop is deliberately plain; each concern lives in its own module:
+build (model, optimizer), state (checkpoint contents), init_from (stage 2's start), reporting
+(run.json progress, metrics.jsonl, MLflow), signals (preemption), checkpoint (commit protocol).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.checkpoint import CheckpointManager
+from unigen.orchestrator.deepspeed_config import build_deepspeed_config
+from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.runtime import rng
+from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
+from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.runtime.init_from import resolve_init
+from unigen.orchestrator.runtime.reporting import Reporter
+from unigen.orchestrator.runtime.schedule import build_scheduler
+from unigen.orchestrator.runtime.state import load_rank_state, make_write_fn
+from unigen.orchestrator.runtime.storage import storage_options_from_profile
+from unigen.orchestrator.signals import EXIT_REQUEUE, install_handlers
+
+log = logging.getLogger("unigen.runtime")
+
+
+class Trainer:
+    """Everything one rank needs for one attempt of a run."""
+
+    def __init__(self, run_dir: Path, ctx: RankContext):
+        self.ctx = ctx
+        self.ledger = RunLedger(run_dir)
+        record = self.ledger.read()
+        self.record = record
+        self.recipe: dict[str, Any] = record["recipe"]
+        self.profile: dict[str, Any] = record["profile"]
+        self.train_cfg: dict[str, Any] = self.recipe["train"]
+        self.flag = install_handlers()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from unigen.model.data.loader import build_loader
+        from unigen.model.data.spec import DataSpec
+        from unigen.orchestrator.comm import TorchComm
+        from unigen.orchestrator.runtime.distributed import init_distributed
+
+        import deepspeed
+
+        self.device = init_distributed(self.ctx)
+        self.comm = TorchComm()
+        seed = int(self.train_cfg.get("seed", 0))
+        storage = storage_options_from_profile(self.profile)
+        init_weights, self.lineage = resolve_init(self.recipe.get("init_from"), run_dir=self.ledger.paths.root,
+                                                  comm=self.comm, storage_options=storage)
+        rng.seed_everything(seed)  # identical initial parameters on every rank (ZeRO-3 partitions them)
+        self.pipe = build_pipeline(self.recipe, init_weights)
+        model = self.pipe.model
+        ds_config = build_deepspeed_config(self.recipe, self.ctx.world_size)
+        self.ds_config = ds_config
+        self.accumulation = ds_config["gradient_accumulation_steps"]
+        optimizer = build_optimizer(model, self.train_cfg)
+        self.max_steps = int(self.train_cfg["max_steps"])
+        scheduler = build_scheduler(optimizer, warmup_steps=int(self.train_cfg.get("warmup_steps", 0)),
+                                    max_steps=self.max_steps,
+                                    min_lr_ratio=float(self.train_cfg.get("min_lr_ratio", 0.1)))
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds_config)
+        ckpt = self.recipe.get("checkpoint") or {}
+        remote = f"{ckpt['uri'].rstrip('/')}/{self.record['run_id']}" if ckpt.get("uri") else None
+        self.reporter = Reporter(self.ledger, self.ctx, recipe=self.recipe, profile=self.profile,
+                                 ds_config=ds_config, lineage=self.lineage)
+        self.ckpt = CheckpointManager(self.ledger.paths.checkpoints, comm=self.comm, remote_uri=remote,
+                                      storage_options=storage, keep_last=int(ckpt.get("keep_last", 3)),
+                                      keep_every=ckpt.get("keep_every"),
+                                      on_event=self.reporter.on_checkpoint_event)
+        self.save_every = int(ckpt.get("every") or 0)
+        self.step, data_state = 0, None
+        info = self.ckpt.resume(self.comm)
+        if info is not None:
+            data_state = self._restore(Path(info.path), info.world_size)
+        else:
+            torch.manual_seed(rng.derive_seed(seed, "rank", self.ctx.rank))
+        self.reporter.start(resumed_step=self.step if info is not None else None,
+                            mlflow_run_id=(info.metadata.get("mlflow_run_id") if info else None))
+        spec = DataSpec.model_validate(self.recipe["data"])
+        self.loader = build_loader(spec, self.pipe.processor, seed=seed,
+                                   global_batch_size=int(self.train_cfg["global_batch_size"]),
+                                   micro_batch_size=int(self.train_cfg["micro_batch_size"]),
+                                   rank=self.ctx.rank, world_size=self.ctx.world_size, state=data_state)
+
+    def _restore(self, step_dir: Path, saved_world: int) -> dict[str, Any]:
+        """Load the engine and this rank's state from a committed checkpoint; returns the data state."""
+        if saved_world != self.ctx.world_size:
+            from unigen.orchestrator.runtime.reshard import load_resharded
+
+            load_resharded(self.engine, step_dir, comm=self.comm)
+        else:
+            self.engine.load_checkpoint(str(step_dir.parent), tag=step_dir.name,
+                                        load_optimizer_states=True, load_lr_scheduler_states=True)
+        own = load_rank_state(step_dir, self.ctx.rank)
+        rank0 = own if self.ctx.rank == 0 else load_rank_state(step_dir, 0)
+        trainer_state = (own or rank0)["trainer"]
+        if own is not None and saved_world == self.ctx.world_size:
+            rng.restore(own["rng"])
+        self.step = int(trainer_state["step"])
+        log.info("rank %d resumed at step %d from %s", self.ctx.rank, self.step, step_dir)
+        return trainer_state["data"]
+
+    # -- loop -----------------------------------------------------------------------------------
+    def train(self) -> int:
+        """Run to max_steps; returns the process exit code (0, or EXIT_REQUEUE after a preemption)."""
+        while self.step < self.max_steps:
+            if self.flag.should_stop(self.comm):
+                self._save(reason=f"preempted ({self.flag.reason})")
+                self.reporter.preempted(self.step, self.flag.reason)
+                return EXIT_REQUEUE
+            self._one_step()
+            if self.save_every and self.step % self.save_every == 0 and self.step < self.max_steps:
+                self._save(reason="periodic")
+        self._save(reason="final")
+        self.reporter.finish_training(self.step)
+        return 0
+
+    def _one_step(self) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        micro_batches = self.loader.next_step()
+        data_wait = time.perf_counter() - t0
+        losses = []
+        for m, batch in enumerate(micro_batches):
+            # Rank r's micro-batch m holds global samples [g*micro, (g+1)*micro) with g = r*accumulation+m,
+            # whatever the world size (see unigen.model.data.loader). Seeding noise and CFG dropout by
+            # (seed, step, g) gives the same samples the same randomness on any number of ranks.
+            index = self.ctx.rank * self.accumulation + m
+            torch.manual_seed(rng.derive_seed(self.train_cfg.get("seed", 0), self.step, index))
+            out = self.engine(**_to_device(batch, self.device))
+            self.engine.backward(out.loss)
+            self.engine.step()
+            losses.append(out.loss.detach().float())
+        loss = _mean_over_ranks(torch.stack(losses).mean())
+        self.step += 1
+        step_time = time.perf_counter() - t0
+        self.reporter.step(self.step, {
+            "loss": loss,
+            "lr": self.engine.get_lr()[0],
+            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "step_time_s": step_time,
+            "data_wait_s": data_wait,
+            "samples_per_s": int(self.train_cfg["global_batch_size"]) / step_time,
+        })
+
+    def _save(self, *, reason: str) -> None:
+        state = {"step": self.step, "samples_seen": self.step * int(self.train_cfg["global_batch_size"]),
+                 "data": self.loader.state_dict(), "mlflow_run_id": self.reporter.mlflow_run_id,
+                 "attempt": self.ctx.attempt}
+        info = self.ckpt.save(self.step, make_write_fn(self.engine, rank=self.ctx.rank, trainer_state=state),
+                              metadata={k: v for k, v in state.items() if k != "data"} | {"reason": reason})
+        if self.ctx.is_main:
+            self.reporter.checkpoint_saved(info)
+
+    # -- end ------------------------------------------------------------------------------------
+    def close(self, *, status: str) -> None:
+        """End the attempt: ``status`` is completed, requeued or failed (see Reporter.close)."""
+        ckpt = getattr(self, "ckpt", None)
+        if ckpt is not None and self.ctx.is_main:
+            # Durable copies matter more than a fast exit: wait for the uploads of this attempt.
+            ckpt.close(timeout=600 if status != "failed" else 120)
+        reporter = getattr(self, "reporter", None)
+        if reporter is not None:
+            reporter.close(status=status)
+
+
+def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    import torch
+
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _mean_over_ranks(value) -> float:
+    import torch.distributed as dist
+
+    value = value.clone()
+    if dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= dist.get_world_size()
+    return float(value)

@@ -1,0 +1,70 @@
+"""What ``unigen submit`` does once every stage validated: create one run folder per stage, then hand
+them to the profile's launcher.
+
+- Stage N+1 of a multi-recipe submission gets ``init_from: run:<stage N's run id>`` (unless its recipe
+  names its own), so it starts from stage N's final committed checkpoint.
+- A multi-stage submission gets a submission id recorded as ``parent`` in every stage's run.json; the
+  MLflow parent run is created here when the store answers, else lazily by the first stage.
+- Nothing is created before ``resolve_submission`` succeeded (see commands/submit.py), and a failure
+  while creating the folders removes the ones this call created.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Any
+
+from unigen.orchestrator.config import Submission, recipe_sha256
+from unigen.orchestrator.launchers import get_launcher
+from unigen.orchestrator.runs import RunLedger, new_run_id
+
+
+def _run_name(sub: Submission, index: int) -> str:
+    stage = sub.stages[index]
+    if not sub.name:
+        return stage.recipe.name
+    return sub.name if len(sub.stages) == 1 else f"{sub.name}-{stage.recipe.name}"
+
+
+def create_runs(sub: Submission) -> list[RunLedger]:
+    """One run folder (run.json status ``queued``) per stage, in order."""
+    from unigen.orchestrator.tracking.store import display_uri, resolve_tracking_uri
+
+    profile = sub.profile.model_dump(mode="json")
+    submission_id = new_run_id(sub.name or sub.stages[0].recipe.name) if len(sub.stages) > 1 else None
+    ledgers: list[RunLedger] = []
+    try:
+        for i, stage in enumerate(sub.stages):
+            recipe: dict[str, Any] = stage.resolved()
+            if stage.starts_from_previous:
+                recipe["init_from"] = f"run:{ledgers[-1].run_id}"
+            uri = resolve_tracking_uri(None, recipe=recipe, profile=profile, run_root=sub.run_root)
+            ledgers.append(RunLedger.create(
+                sub.run_root, run_id=new_run_id(_run_name(sub, i)), stage=recipe["stage"], recipe=recipe,
+                recipe_path=str(stage.path), recipe_sha256=recipe_sha256(recipe), profile=profile,
+                launcher=sub.profile.launcher, init_from=recipe.get("init_from"), parent=submission_id,
+                tracking_uri=display_uri(uri)))
+    except BaseException:
+        for ledger in ledgers:
+            shutil.rmtree(ledger.paths.root, ignore_errors=True)
+        raise
+    if submission_id is not None:
+        from unigen.orchestrator.tracking import start_parent_run
+
+        start_parent_run(submission_id, ledgers=ledgers)
+    return ledgers
+
+
+def submit_stages(sub: Submission, *, wait: bool) -> int:
+    """Create the runs and launch them; with ``wait``, stay attached until every stage ended.
+    Returns the exit code of ``unigen submit``: 0 when submitted (or, with wait, when all completed)."""
+    launcher = get_launcher(sub.profile.launcher)
+    ledgers = create_runs(sub)
+    for i, ledger in enumerate(ledgers, 1):
+        print(f"stage {i}: run {ledger.run_id}  ({ledger.paths.root})", file=sys.stderr)
+    return launcher.launch(ledgers, sub, wait=wait)
+
+
+def describe_launch(sub: Submission) -> str:
+    """The launcher's own preview for ``--dry-run`` (e.g. the sbatch script of every stage)."""
+    return get_launcher(sub.profile.launcher).describe(sub)

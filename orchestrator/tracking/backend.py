@@ -1,0 +1,239 @@
+"""Apply tracking ops to MLflow. The only module of the tracker that talks to an MLflow client.
+
+An op is a small JSON-able dict (``{"op": "metrics", ...}``) so the same op can be sent now, or
+written to the spool and sent by a later process. Ops never carry the MLflow run id: they act on "the
+MLflow run of this unigen run", which ``start`` creates or reattaches to and records in run.json. That
+is what lets a first attempt that never reached MLflow be replayed, run creation included.
+
+Every method may raise; ``is_transient`` tells the sender whether to keep the op for a retry
+(server down, 5xx, database locked) or to drop it with a warning (MLflow rejected it as invalid).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.secrets import scrub
+from unigen.orchestrator.tracking.parent import ensure_parent_run, get_or_create_experiment, update_parent_on_end
+from unigen.orchestrator.tracking.store import display_uri
+
+log = logging.getLogger("unigen.tracking")
+
+# MLflow error codes that retrying cannot fix: the op itself is wrong (or its run is gone).
+_PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST",
+              "MALFORMED_REQUEST", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE_TRANSITION"}
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+REPLAYED_METRIC = "unigen.replayed"
+
+
+class RunNotCreated(RuntimeError):
+    """An op for a run whose MLflow run does not exist yet (its ``start`` op is still pending)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the op may succeed later (keep it); False when MLflow rejected it or the op itself
+    is malformed (drop it: kept, it would block every op behind it forever)."""
+    if isinstance(exc, RunNotCreated):
+        return True
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # an op we cannot even build a request from
+        return False
+    return getattr(exc, "error_code", None) not in _PERMANENT
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """One scrubbed line describing ``exc`` for a warning."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return scrub(text)[:limit]
+
+
+class MlflowBackend:
+    """Sends ops for the unigen run in ``run_dir`` to the store at ``tracking_uri``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], tracking_uri: str):
+        self.ledger = RunLedger(run_dir)
+        self.run_dir = Path(run_dir)
+        self.tracking_uri = tracking_uri
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._client = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "start": self._start, "tags": self._tags, "params": self._params, "metrics": self._metrics,
+            "text": self._text, "inputs": self._inputs, "link_stage1": self._link_stage1, "end": self._end,
+        }
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient  # heavy (1-3 s): only in the sender thread or a CLI command
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def apply(self, op: dict[str, Any]) -> None:
+        handler = self._handlers.get(op.get("op", ""))
+        if handler is None:
+            raise ValueError(f"unknown tracking op {op.get('op')!r}")  # a bug or a newer spool format
+        handler(op)
+
+    def apply_metric_ops(self, ops: list[dict[str, Any]]) -> None:
+        """Several ``metrics`` ops as few ``log_batch`` calls (a step's metrics, a backlog's steps)."""
+        from mlflow.entities import Metric
+
+        rows = [row for op in ops for row in op["metrics"]]
+        run_id = self._run()
+        for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
+            chunk = rows[i:i + MAX_METRICS_PER_BATCH]
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), int(t), int(s)) for k, v, t, s in chunk])
+
+    def _run(self) -> str:
+        if self.run_id is None:
+            known = (self.ledger.read().get("mlflow") or {}).get("run_id")
+            if not known:
+                raise RunNotCreated(f"no MLflow run recorded in {self.ledger.paths.ledger} yet")
+            self.run_id = known
+        return self.run_id
+
+    # -- ops ------------------------------------------------------------------------------------
+    def _start(self, op: dict[str, Any]) -> None:
+        record = self.ledger.read()
+        mlflow_rec = record.get("mlflow") or {}
+        known = mlflow_rec.get("run_id") or op.get("hint_run_id")
+        if known and self._reattach(known):
+            self.run_id = known
+            if op.get("tags"):
+                self._set_tags(known, dict(op["tags"]))
+        else:
+            self.run_id = self._create(op, record)  # the tags go with the creation
+
+    def _reattach(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            log.warning("MLflow run %s recorded for %s no longer exists in %s: starting a new one", run_id,
+                        self.run_dir.name, display_uri(self.tracking_uri))
+            return False
+        if run.info.lifecycle_stage == "deleted":
+            self.client.restore_run(run_id)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        self.experiment_id = run.info.experiment_id
+        self._record(run_id=run_id, experiment_id=self.experiment_id)
+        return True
+
+    def _create(self, op: dict[str, Any], record: dict[str, Any]) -> str:
+        experiment = op["experiment"]
+        self.experiment_id = get_or_create_experiment(self.client, experiment, self.tracking_uri)
+        parent_id = ensure_parent_run(self.client, self.experiment_id, self.ledger, record)
+        tags = dict(op.get("tags") or {})
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, start_time=op.get("t"), tags=tags,
+                                     run_name=op.get("run_name"))
+        self._record(run_id=run.info.run_id, experiment_id=self.experiment_id, experiment_name=experiment,
+                     parent_run_id=parent_id)
+        log.info("MLflow run %s created for %s in %s", run.info.run_id, self.run_dir.name,
+                 display_uri(self.tracking_uri))
+        return run.info.run_id
+
+    def _record(self, **fields: Any) -> None:
+        fields["tracking_uri"] = display_uri(self.tracking_uri)
+
+        def change(r: dict[str, Any]) -> None:
+            r.setdefault("mlflow", {}).update({k: v for k, v in fields.items() if v is not None})
+
+        self.ledger.update(change)
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def _tags(self, op: dict[str, Any]) -> None:
+        self._set_tags(self._run(), op["tags"])
+
+    def _params(self, op: dict[str, Any]) -> None:
+        """Log the params the run lacks. Params are immutable in MLflow, so every attempt sends the
+        full set and only missing keys are written: idempotent, and a later attempt never fails."""
+        from mlflow.entities import Param
+
+        run_id = self._run()
+        existing = self.client.get_run(run_id).data.params
+        wanted: dict[str, str] = op["params"]
+        missing = [Param(k, v) for k, v in wanted.items() if k not in existing]
+        changed = sorted(k for k, v in wanted.items() if k in existing and existing[k] != v)
+        for i in range(0, len(missing), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=missing[i:i + MAX_PARAMS_PER_BATCH])
+        if changed:
+            log.warning("MLflow run %s: recipe params differ from the first attempt's and were kept as "
+                        "logged: %s", run_id, ", ".join(changed[:20]))
+            self._set_tags(run_id, {"unigen.params_changed": ",".join(changed)[:8000]})
+
+    def _metrics(self, op: dict[str, Any]) -> None:
+        self.apply_metric_ops([op])
+
+    def _text(self, op: dict[str, Any]) -> None:
+        self.client.log_text(self._run(), op["text"], op["file"])
+
+    def _inputs(self, op: dict[str, Any]) -> None:
+        """Each data source as an MLflow dataset input (skipping those the run already has)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run_id = self._run()
+        have = {(d.dataset.name, d.dataset.digest) for d in self.client.get_run(run_id).inputs.dataset_inputs}
+        new = []
+        for src in op["datasets"]:
+            if (src["name"], src["digest"]) in have:
+                continue
+            dataset = Dataset(name=src["name"], digest=src["digest"], source_type=src["source_type"],
+                              source=json.dumps({"uri": src["uri"]}),
+                              profile=json.dumps({k: src.get(k) for k in ("format", "task", "weight")}))
+            tags = [InputTag("mlflow.data.context", "training"), InputTag("unigen.task", str(src.get("task"))),
+                    InputTag("unigen.weight", str(src.get("weight"))),
+                    InputTag("unigen.format", str(src.get("format")))]
+            new.append(DatasetInput(dataset, tags=tags))
+        if new:
+            self.client.log_inputs(run_id, datasets=new)
+
+    def _link_stage1(self, op: dict[str, Any]) -> None:
+        """Tag the stage-1 run and checkpoint this run started from. The stage-1 ids are read from
+        its run.json at send time, so a stage 1 that tracked while MLflow was down still links."""
+        tags = {}
+        mlflow_id, uri = op.get("mlflow_run_id"), op.get("checkpoint_uri")
+        stage1_dir = op.get("stage1_dir")
+        if stage1_dir and Path(stage1_dir, "run.json").is_file():
+            stage1 = RunLedger(stage1_dir).read()
+            mlflow_id = mlflow_id or (stage1.get("mlflow") or {}).get("run_id")
+            tags["unigen.stage1.run_id"] = stage1["run_id"]
+        if op.get("run_id"):
+            tags["unigen.stage1.run_id"] = op["run_id"]
+        if mlflow_id:
+            tags["unigen.stage1.mlflow_run_id"] = mlflow_id
+        if uri:
+            tags["unigen.stage1.checkpoint_uri"] = uri
+        if op.get("step") is not None:
+            tags["unigen.stage1.checkpoint_step"] = str(op["step"])
+        if stage1_dir and not mlflow_id:
+            # Never block the queue on it: the unigen ids still link the runs (`unigen lineage`).
+            log.warning("stage-1 run %s has no MLflow run recorded: linked by unigen run id only (run "
+                        "`unigen runs --sync` for it, then the link can be read from run.json)", stage1_dir)
+        self._set_tags(self._run(), tags)
+
+    def _end(self, op: dict[str, Any]) -> None:
+        run_id = self._run()
+        self.client.set_terminated(run_id, status=op["status"], end_time=op.get("t") or int(time.time() * 1000))
+        parent_id = (self.ledger.read().get("mlflow") or {}).get("parent_run_id")
+        if parent_id:
+            update_parent_on_end(self.client, parent_id, self.ledger.read(), op["status"])

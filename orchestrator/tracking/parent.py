@@ -1,0 +1,126 @@
+"""Experiments and parent runs: a multi-stage submission nests its stage runs under one parent run.
+
+The submitter calls ``start_parent_run`` once, before the stages run. When MLflow is down at that
+moment it returns None and nothing is lost: each stage's ledger carries the submission id in its
+``parent`` field, and the first stage that reaches MLflow finds the parent run by its
+``unigen.submission`` tag, or creates it (``ensure_parent_run``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from unigen.orchestrator.runs import RunLedger, list_runs
+from unigen.orchestrator.tracking.store import (
+    artifact_location, display_uri, resolve_experiment, resolve_tracking_uri)
+
+log = logging.getLogger("unigen.tracking")
+
+PARENT_ROLE = "parent"
+TERMINAL = {"FINISHED", "FAILED", "KILLED"}
+
+
+def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (artifacts next to a sqlite store) or restored if needed."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it meanwhile
+                raise
+            found = client.get_experiment_by_name(name)
+    if found.lifecycle_stage == "deleted":
+        log.warning("MLflow experiment %r was deleted; restoring it to log into it", name)
+        client.restore_experiment(found.experiment_id)
+    return found.experiment_id
+
+
+def _stage_run_ids(run_root: Path, submission: str) -> list[str]:
+    """The submission's stages in run order: a stage initialised from a sibling comes after it
+    (creation times tie within a second, so they alone cannot order them)."""
+    from unigen.orchestrator.tracking.lineage import parse_init_from
+
+    siblings = {r["run_id"]: r for r in list_runs(run_root) if r.get("parent") == submission}
+
+    def depth(run_id: str, seen: frozenset = frozenset()) -> int:
+        ref = parse_init_from(siblings[run_id].get("init_from")).run
+        parent = next((rid for rid in siblings if ref and rid.startswith(ref)), None)
+        return 0 if parent is None or parent in seen else 1 + depth(parent, seen | {run_id})
+
+    return sorted(siblings, key=lambda rid: (depth(rid), siblings[rid].get("created_at") or ""))
+
+
+def _create_parent(client, experiment_id: str, submission: str, stages: Sequence[str]) -> str:
+    tags = {"unigen.role": PARENT_ROLE, "unigen.submission": submission, "unigen.stages": ",".join(stages)}
+    return client.create_run(experiment_id, run_name=submission, tags=tags).info.run_id
+
+
+def ensure_parent_run(client, experiment_id: str, ledger: RunLedger, record: dict[str, Any]) -> str | None:
+    """The parent MLflow run of a stage: recorded in run.json, else found by submission tag, else
+    created. None for a single-stage run (no ``parent`` in its ledger)."""
+    known = (record.get("mlflow") or {}).get("parent_run_id")
+    submission = record.get("parent")
+    if known or not submission:
+        return known
+    query = f"tags.`unigen.submission` = '{_quote(submission)}' and tags.`unigen.role` = '{PARENT_ROLE}'"
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    return _create_parent(client, experiment_id, submission, _stage_run_ids(ledger.paths.root.parent, submission))
+
+
+def _quote(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def update_parent_on_end(client, parent_id: str, record: dict[str, Any], status: str) -> None:
+    """Reflect a stage's end on its parent: a failed or killed stage ends the parent the same way;
+    the last stage (per the parent's ``unigen.stages`` tag) finishing ends it FINISHED."""
+    from mlflow.entities import RunTag
+
+    run_id = record["run_id"]
+    client.log_batch(parent_id, tags=[RunTag(f"unigen.stage_status.{run_id}", status)])
+    if status != "FINISHED":
+        client.set_terminated(parent_id, status=status)
+        return
+    stages = client.get_run(parent_id).data.tags.get("unigen.stages", "").split(",")
+    if stages and stages[-1] == run_id:
+        client.set_terminated(parent_id, status="FINISHED")
+
+
+def start_parent_run(submission_id: str, *, ledgers: Sequence[RunLedger], experiment: str | None = None,
+                     tracking_uri: str | None = None) -> str | None:
+    """Create the parent MLflow run of a multi-stage submission and record its id in every stage's
+    run.json (``mlflow.parent_run_id``). Returns the id, or None with a warning when MLflow cannot
+    be reached (the stages then create or find it themselves; see the module docstring). Never raises
+    for MLflow trouble: a parent run is bookkeeping, not a reason to refuse a submission."""
+    from unigen.orchestrator.tracking.sender import apply_http_timeouts
+
+    if not ledgers:
+        raise ValueError("start_parent_run needs the ledgers of the submission's stages")
+    first = ledgers[0].read()
+    uri = tracking_uri or (first.get("mlflow") or {}).get("tracking_uri") or resolve_tracking_uri(
+        None, recipe=first.get("recipe"), profile=first.get("profile"), run_root=ledgers[0].paths.root.parent)
+    name = resolve_experiment(experiment, first.get("recipe"))
+    apply_http_timeouts()
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = get_or_create_experiment(client, name, uri)
+        parent_id = _create_parent(client, experiment_id, submission_id, [ledger.run_id for ledger in ledgers])
+    except Exception as e:  # noqa: BLE001 - any MLflow trouble: the stages retry it lazily
+        from unigen.orchestrator.tracking.backend import short_error
+
+        log.warning("MLflow at %s: could not create the parent run of %s (%s); the stages will create it "
+                    "when MLflow answers", display_uri(uri), submission_id, short_error(e))
+        return None
+    for ledger in ledgers:
+        ledger.update(lambda r: r.setdefault("mlflow", {}).update(
+            parent_run_id=parent_id, experiment_id=experiment_id, experiment_name=name,
+            tracking_uri=r.get("mlflow", {}).get("tracking_uri") or display_uri(uri)))
+    return parent_id

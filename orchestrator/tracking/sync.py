@@ -1,0 +1,67 @@
+"""Tracking work outside a training attempt: replay a run's spool (``unigen runs --sync``) and record
+an export made after training (``unigen export``)."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.tracking.backend import MlflowBackend, short_error
+from unigen.orchestrator.tracking.sender import Sender, apply_http_timeouts, replay_spool
+from unigen.orchestrator.tracking.spool import Spool, spool_path
+from unigen.orchestrator.tracking.store import run_tracking_uri
+from unigen.orchestrator.tracking.tracker import record_export_in_ledger
+
+log = logging.getLogger("unigen.tracking")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a spool replay did: ops sent, dropped (MLflow rejected them), left, and why it stopped."""
+
+    run_id: str
+    sent: int
+    dropped: int
+    left: int
+    error: str | None = None
+
+
+def pending_ops(run_dir: str | os.PathLike[str]) -> int:
+    """How many tracking calls of a run wait in its spool."""
+    return Spool(spool_path(run_dir)).pending()
+
+
+def sync_run(run_dir: str | os.PathLike[str], *, tracking_uri: str | None = None) -> SyncResult:
+    """Send a run's spooled tracking calls to MLflow now, in order (the store is the one in run.json
+    unless ``tracking_uri`` is given). Stops at the first transient failure and keeps the rest."""
+    ledger = RunLedger(run_dir)
+    record = ledger.read()
+    uri = run_tracking_uri(record, tracking_uri, Path(run_dir).resolve().parent)
+    apply_http_timeouts()
+    dropped: list[int] = []
+
+    def on_drop(group, error) -> None:
+        dropped.append(len(group))
+        log.warning("MLflow rejected a spooled %s call of %s; dropped: %s", group[0].get("op"), record["run_id"],
+                    short_error(error))
+
+    sent, left, error = replay_spool(MlflowBackend(run_dir, uri), Spool(spool_path(run_dir)), on_drop)
+    return SyncResult(run_id=record["run_id"], sent=sent - sum(dropped), dropped=sum(dropped), left=left,
+                      error=short_error(error) if error else None)
+
+
+def record_export(ledger: RunLedger, path: str | os.PathLike[str], *, tracking_uri: str | None = None,
+                  timeout_s: float = 20.0) -> int:
+    """Record an exported model folder on the run (``unigen.export.path`` tag, run.json ``export``)
+    after training ended. Returns how many calls were left in the spool (0 when MLflow took it)."""
+    record = ledger.read()
+    where = str(Path(path).resolve())
+    record_export_in_ledger(ledger, where)
+    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent)
+    apply_http_timeouts()
+    sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
+    sender.start()
+    sender.submit({"op": "tags", "tags": {"unigen.export.path": where}})
+    return sender.close(timeout_s)

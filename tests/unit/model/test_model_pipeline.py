@@ -1,0 +1,95 @@
+"""UniGenPipeline: one image per empty slot, seeded sampling, guidance, and chat == plain Qwen2.5-VL."""
+import jinja2
+import pytest
+import torch
+
+from tests.unit.model.model_helpers import QWEN_TEMPLATE, edit, noise_image, pattern, tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=2)
+
+
+def test_one_image_per_empty_slot_in_order(pipe):
+    conversation = [{"role": "user", "content": [
+        {"type": "text", "text": "Three pictures:"}, {"type": "image_gen"},
+        {"type": "image_gen", "image": pattern(1)}, {"type": "text", "text": "and"}, {"type": "image_gen"}]}]
+    images = pipe(conversation, num_inference_steps=2, seed=0)
+    assert len(images) == 2 and all(im.size == (64, 64) and im.mode == "RGB" for im in images)
+    batch_images = pipe([conversation, edit(pattern(2), "make it red")], num_inference_steps=2, seed=0)
+    assert len(batch_images) == 3
+    assert pipe([[{"role": "user", "content": [{"type": "image_gen", "image": pattern(0)}]}]]) == []
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(pipe):
+    request = edit(noise_image(1), "make it blue")
+    first = pipe(request, num_inference_steps=3, seed=123)[0]
+    again = pipe(request, num_inference_steps=3, seed=123)[0]
+    other = pipe(request, num_inference_steps=3, seed=124)[0]
+    assert first.tobytes() == again.tobytes()
+    assert first.tobytes() != other.tobytes()
+
+
+def test_size_and_guidance_settings(pipe):
+    request = edit(pattern(3), "make it green")
+    wide = pipe(request, num_inference_steps=2, seed=0, height=32, width=96)[0]
+    assert wide.size == (96, 32)
+    with pytest.raises(ValueError, match=r"height=60, width=64: both must be positive multiples of the VAE "
+                                         r"compression 8"):
+        pipe(request, height=60, width=64)
+    no_guidance = pipe(request, num_inference_steps=2, seed=0, guidance_scale=1.0, image_guidance_scale=1.0)
+    with_guidance = pipe(request, num_inference_steps=2, seed=0, guidance_scale=7.0, image_guidance_scale=2.0)
+    assert no_guidance[0].tobytes() != with_guidance[0].tobytes()
+
+
+def test_guidance_branches_follow_the_inputs(pipe):
+    from unigen.model.cfg_dropout import DROP_BOTH, DROP_TEXT, KEEP
+
+    with_image = pipe.processor([edit(pattern(0), "x")])
+    text_only = pipe.processor([[{"role": "user", "content": [{"type": "text", "text": "x"},
+                                                               {"type": "image_gen"}]}]])
+    assert pipe._guidance_modes(with_image, 4.5, 1.5) == [KEEP, DROP_TEXT, DROP_BOTH]
+    assert pipe._guidance_modes(text_only, 4.5, 1.5) == [KEEP, DROP_BOTH]
+    assert pipe._guidance_modes(with_image, 1.0, 1.0) == [KEEP]
+
+
+def plain_qwen_reference(pipe, messages, max_new_tokens, folder):
+    """Greedy generation of a plain Qwen2_5_VLForConditionalGeneration with the same weights, with its
+    inputs built the usual way: Qwen's jinja template, the tokenizer, the image processor."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    pipe.model.backbone.save_pretrained(folder)
+    qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).eval()
+    tokenizer, image_processor = pipe.processor.tokenizer, pipe.processor.image_processor
+    images = [item["image"] for m in messages for item in m["content"] if item["type"] == "image"]
+    vision = image_processor(images=images, return_tensors="pt")
+    text = jinja2.Template(QWEN_TEMPLATE).render(messages=messages, add_generation_prompt=True)
+    counts = iter((vision["image_grid_thw"].prod(-1) // image_processor.merge_size ** 2).tolist())
+    parts = text.split("<|image_pad|>")
+    text = parts[0] + "".join("<|image_pad|>" * next(counts) + p for p in parts[1:])
+    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    out = qwen.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"],
+                        mm_token_type_ids=(inputs["input_ids"] == image_id).long(),
+                        max_new_tokens=max_new_tokens, do_sample=False,
+                        eos_token_id=[im_end, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id)
+    return inputs["input_ids"], out[0, inputs["input_ids"].shape[1]:]
+
+
+def test_chat_equals_plain_qwen_greedy_generation(pipe, tmp_path):
+    messages = [{"role": "user", "content": [{"type": "image", "image": noise_image(5, (84, 56))},
+                                             {"type": "text", "text": "What is shown here?"}]}]
+    prompt_ids, new_ids = plain_qwen_reference(pipe, messages, 8, tmp_path)
+    assert len(new_ids) >= 2 and new_ids[0] not in (pipe.processor.token_ids["<|im_end|>"],)
+    mine = pipe.processor([messages], add_generation_prompt=True)["input_ids"][0]
+    assert torch.equal(mine, prompt_ids[0])  # the processor builds exactly Qwen's prompt
+    answer = pipe.chat(messages, max_new_tokens=8)
+    assert answer == pipe.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+def test_chat_refuses_image_gen_items(pipe):
+    with pytest.raises(ValueError, match=r"conversation 0, message 0, item 1: chat\(\) answers in text"):
+        pipe.chat([{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image_gen"}]}])

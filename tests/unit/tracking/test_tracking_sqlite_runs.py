@@ -1,0 +1,183 @@
+"""The tracker end to end on the default store (sqlite:///<run_root>/mlflow.db, MLflow in-process):
+one MLflow run across attempts, replayed steps marked, stage 2 linked, parent run created lazily,
+an offline first attempt replayed by the next one. The same against a real server:
+tests/integration/test_mlflow_lineage.py."""
+import argparse
+import time
+
+import pytest
+
+from tests.unit.tracking.tracking_helpers import ckpt_uri, commit_sha, loss_at, make_recipe, make_run, run_attempt
+from unigen.orchestrator.commands import lineage as lineage_cmd
+from unigen.orchestrator.commands import runs as runs_cmd
+from unigen.orchestrator.tracking import Tracker, default_store_uri, record_export
+from unigen.orchestrator.tracking.payload import flatten_params
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def client(run_root):
+    from mlflow import MlflowClient
+
+    return MlflowClient(default_store_uri(run_root))
+
+
+@pytest.fixture(scope="module")
+def two_stages(run_root):
+    """Stage 1 in three attempts (requeued at 12 and 25, resumed from 10 and 20), stage 2 from it."""
+    r1 = make_recipe("unit-pretrain", "pretrain", max_steps=30, tracking={"experiment": "unit"})
+    s1 = make_run(run_root, "unit-pretrain-1", r1, parent="sub-unit")
+    r2 = make_recipe("unit-instruct", "instruct", max_steps=8, tracking={"experiment": "unit"})
+    s2 = make_run(run_root, "unit-instruct-1", r2, parent="sub-unit", init_from="run:unit-pretrain-1")
+    run_attempt(s1, attempt=1, job_id="501", steps=range(1, 13), resumed_from=None, checkpoint_steps=(10,),
+                end_status="requeued")
+    run_attempt(s1, attempt=2, job_id="502", steps=range(11, 26), resumed_from=10, checkpoint_steps=(20,),
+                end_status="requeued")
+    run_attempt(s1, attempt=3, job_id="503", steps=range(21, 31), resumed_from=20, checkpoint_steps=(30,),
+                end_status="completed")
+    run_attempt(s2, attempt=1, job_id="601", steps=range(1, 9), resumed_from=None, checkpoint_steps=(8,),
+                end_status="completed")
+    record_export(s2, run_root / "unit-instruct-1" / "export")
+    return s1, s2
+
+
+def test_three_attempts_make_one_run_with_a_continuous_marked_history(two_stages, client, run_root):
+    s1, _ = two_stages
+    record = s1.read()
+    assert record["mlflow"]["tracking_uri"] == default_store_uri(run_root)
+    found = client.search_runs([record["mlflow"]["experiment_id"]], "tags.`unigen.run_id` = 'unit-pretrain-1'")
+    assert len(found) == 1
+    run = found[0]
+    assert run.info.run_id == record["mlflow"]["run_id"] and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["unigen.attempt"] == "3" and tags["unigen.job_ids"] == "501,502,503"
+    assert [tags[f"unigen.attempt.{n}.job_ids"] for n in (1, 2, 3)] == ["501", "502", "503"]
+    assert tags["unigen.attempt.2.replayed_steps"] == "11-12" and tags["unigen.attempt.3.replayed_steps"] == "21-25"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    steps = [m.step for m in history]
+    assert set(steps) == set(range(1, 31))
+    assert sorted(s for s in set(steps) if steps.count(s) > 1) == [11, 12, 21, 22, 23, 24, 25]
+    assert all(m.value == pytest.approx(loss_at(m.step)) for m in history)
+    replayed = client.get_metric_history(run.info.run_id, "unigen.replayed")
+    assert sorted((m.step, m.value) for m in replayed) == [(s, 2.0) for s in (11, 12)] + [(s, 3.0) for s in range(21, 26)]
+    assert run.data.params == flatten_params(record["recipe"])
+    assert tags["unigen.checkpoint.durable.step"] == "30"
+    assert tags["unigen.checkpoint.durable.commit_sha256"] == commit_sha("unit-pretrain-1", 30)
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "unigen")}
+    assert {"unigen/recipe.yaml", "unigen/profile.yaml", "unigen/checkpoints.json", "unigen/environment"} <= files
+    assert (run_root / "mlartifacts").is_dir()
+
+
+def test_stage2_links_stage1_and_both_nest_under_a_lazily_created_parent(two_stages, client):
+    s1, s2 = two_stages
+    one, two = s1.read(), s2.read()
+    run2 = client.get_run(two["mlflow"]["run_id"])
+    assert run2.data.tags["unigen.stage1.mlflow_run_id"] == one["mlflow"]["run_id"]
+    assert run2.data.tags["unigen.stage1.run_id"] == "unit-pretrain-1"
+    assert run2.data.tags["unigen.stage1.checkpoint_uri"] == ckpt_uri(one["recipe"], 30)
+    assert run2.data.tags["unigen.export.path"].endswith("unit-instruct-1/export")
+    parent_id = one["mlflow"]["parent_run_id"]
+    assert parent_id and parent_id == two["mlflow"]["parent_run_id"]
+    assert client.get_run(one["mlflow"]["run_id"]).data.tags["mlflow.parentRunId"] == parent_id
+    assert run2.data.tags["mlflow.parentRunId"] == parent_id
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["unigen.stages"] == "unit-pretrain-1,unit-instruct-1"
+    assert parent.info.status == "FINISHED"
+    names = sorted((d.dataset.name, d.dataset.source_type) for d in run2.inputs.dataset_inputs)
+    assert names == [("cc3m", "s3"), ("magicbrush", "s3")]
+
+
+def test_runs_command_prints_a_row_per_run(two_stages, run_root, capsys):
+    s1, s2 = two_stages
+    args = argparse.Namespace(run_root=str(run_root), experiment=None, stage=None, status=None)
+    assert runs_cmd.run(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["RUN", "STAGE", "STATUS", "STEP", "LOSS", "DURABLE", "CHECKPOINT", "MLFLOW", "RUN"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["unit-pretrain-1"] == ["unit-pretrain-1", "pretrain", "completed", "30/30", f"{loss_at(30):.4g}",
+                                       "30", ckpt_uri(s1.read()["recipe"], 30), s1.read()["mlflow"]["run_id"]]
+    assert rows["unit-instruct-1"] == ["unit-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "8",
+                                       ckpt_uri(s2.read()["recipe"], 8), s2.read()["mlflow"]["run_id"]]
+    # run.json's progress lags (the runtime writes it now and then): MLflow's latest loss wins.
+    s1.set_progress(loss=9.99)
+    try:
+        runs_cmd.run(args)
+        rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+        assert rows["unit-pretrain-1"][4] == f"{loss_at(30):.4g}"
+    finally:
+        s1.set_progress(loss=loss_at(30))
+    args.stage = "instruct"
+    runs_cmd.run(args)
+    out = capsys.readouterr().out
+    assert "unit-instruct-1" in out and "unit-pretrain-1" not in out
+    args.stage, args.experiment = None, "no-such-experiment"
+    runs_cmd.run(args)
+    assert "no runs under" in capsys.readouterr().out
+
+
+def test_lineage_command_prints_the_chain(two_stages, run_root, capsys):
+    s1, s2 = two_stages
+    one, two = s1.read(), s2.read()
+    assert lineage_cmd.run(argparse.Namespace(run="unit-instruct", run_root=str(run_root))) == 0
+    lines = capsys.readouterr().out.splitlines()
+    labels = [line.split("  ")[0].strip() for line in lines if not line.startswith(" ")]
+    assert labels == ["data sources (stage 1)", "stage-1 run", "checkpoint", "data sources (stage 2)", "stage-2 run",
+                      "checkpoint", "exported model"]
+    text = "\n".join(lines)
+    assert f"unit-pretrain-1  pretrain  completed  MLflow {one['mlflow']['run_id']}" in text
+    assert f"{ckpt_uri(one['recipe'], 30)}  step 30  COMMIT sha256 {commit_sha('unit-pretrain-1', 30)}" in text
+    assert f"unit-instruct-1  instruct  completed  MLflow {two['mlflow']['run_id']}" in text
+    assert "cc3m  s3://unigen-data/cc3m/{00000..00009}.tar  webdataset  t2i  weight 2.0" in text
+    assert lines[-1].endswith("unit-instruct-1/export")
+
+
+def test_an_offline_attempt_is_replayed_by_the_next_one(run_root, client, caplog):
+    recipe = make_recipe("unit-offline", "pretrain", max_steps=10, tracking={"experiment": "unit"})
+    ledger = make_run(run_root, "unit-offline-1", recipe)
+    t = time.monotonic()
+    first = run_attempt(ledger, attempt=1, job_id="701", steps=range(1, 7), resumed_from=None, checkpoint_steps=(5,),
+                        end_status="requeued", tracking_uri="http://127.0.0.1:9")  # nothing listens there
+    assert time.monotonic() - t < 8, "a dead server stalled the attempt"
+    assert first.mlflow_run_id is None and ledger.read()["mlflow"]["run_id"] is None
+    assert (ledger.paths.root / "tracking" / "spool.jsonl").stat().st_size > 0
+    second = run_attempt(ledger, attempt=2, job_id="702", steps=range(6, 11), resumed_from=5, checkpoint_steps=(10,),
+                         end_status="completed")
+    run = client.get_run(second.mlflow_run_id)
+    assert run.data.tags["unigen.attempt.1.job_ids"] == "701" and run.data.tags["unigen.attempt"] == "2"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert steps == [1, 2, 3, 4, 5, 6, 6, 7, 8, 9, 10]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "unigen.replayed")] == [6]
+    assert not (ledger.paths.root / "tracking" / "spool.jsonl").exists()
+
+
+def test_reattach_by_the_id_from_checkpoint_metadata(run_root, client):
+    recipe = make_recipe("unit-restored", "pretrain", max_steps=4, tracking={"experiment": "unit"})
+    ledger = make_run(run_root, "unit-restored-1", recipe)
+    first = run_attempt(ledger, attempt=1, job_id="801", steps=range(1, 3), resumed_from=None, checkpoint_steps=(),
+                        end_status="requeued")
+    mlflow_id = first.mlflow_run_id
+    ledger.update(lambda r: r["mlflow"].update(run_id=None))  # run.json restored from before the first attempt
+    run_attempt(ledger, attempt=2, job_id="802", steps=range(3, 5), resumed_from=2, checkpoint_steps=(),
+                end_status="completed", mlflow_run_id=mlflow_id)
+    assert ledger.read()["mlflow"]["run_id"] == mlflow_id
+    found = client.search_runs([ledger.read()["mlflow"]["experiment_id"]], "tags.`unigen.run_id` = 'unit-restored-1'")
+    assert [r.info.run_id for r in found] == [mlflow_id]
+    assert sorted(m.step for m in client.get_metric_history(mlflow_id, "loss")) == [1, 2, 3, 4]
+
+
+def test_tracker_calls_after_close_are_ignored_not_raised(run_root, caplog):
+    recipe = make_recipe("unit-closed", "pretrain", max_steps=2, tracking={"experiment": "unit"})
+    ledger = make_run(run_root, "unit-closed-1", recipe)
+    tracker = Tracker.open(ledger, attempt=1, job_ids="901")
+    assert tracker.close("completed") == 0
+    tracker.log_metrics(3, {"loss": 1.0})
+    tracker.log_metrics(4, {"loss": 1.0})
+    assert caplog.text.count("after close()") == 1
+    with pytest.raises(ValueError, match="attempt must be >= 1"):
+        Tracker.open(ledger, attempt=0)
