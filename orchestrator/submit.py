@@ -65,6 +65,36 @@ def submit_stages(sub: Submission, *, wait: bool) -> int:
     return launcher.launch(ledgers, sub, wait=wait)
 
 
+def submission_from_record(ledger: RunLedger) -> Submission:
+    """The one-stage Submission of an existing run, rebuilt from its run.json (for ``unigen resume``):
+    the recorded resolved recipe and profile, the world size of the profile as seen from here."""
+    from pathlib import Path
+
+    from unigen.orchestrator.config import Profile, Recipe, ResolvedStage, world_of
+    from unigen.orchestrator.config.model_section import check_model_section
+    from unigen.orchestrator.config.yamlload import Loc, Locations
+    from unigen.orchestrator.errors import UserError
+
+    record = ledger.read()
+    try:
+        recipe = Recipe.model_validate(record["recipe"])
+        profile = Profile.model_validate(record["profile"])
+    except ValueError as e:
+        raise UserError(f"{ledger.paths.ledger}: the recorded recipe or profile no longer validates ({e}); "
+                        "submit the recipe again instead") from None
+    world = world_of(profile)
+    train = recipe.train
+    per_step = train.micro_batch_size * world.size
+    if train.global_batch_size % per_step:
+        raise UserError(f"run {record['run_id']}: global batch {train.global_batch_size} is not a multiple of micro "
+                        f"batch {train.micro_batch_size} x world size {world.size} ({world.why}) here")
+    model_config, _ = check_model_section(recipe.model.model_dump(mode="json"), Locations(Loc("recipe")))
+    stage = ResolvedStage(1, Path(record.get("recipe_path") or "recipe.yaml"), recipe, record.get("recipe_sha256")
+                          or recipe_sha256(recipe), train.global_batch_size // per_step, model_config)
+    return Submission((stage,), profile, Path(record.get("profile_name") or "profile"), world,
+                      ledger.paths.root.parent, record["run_id"])
+
+
 def describe_launch(sub: Submission) -> str:
     """The launcher's own preview for ``--dry-run`` (e.g. the sbatch script of every stage)."""
     return get_launcher(sub.profile.launcher).describe(sub)

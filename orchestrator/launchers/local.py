@@ -169,6 +169,8 @@ class LocalSupervisor:
                     [sys.executable, "-m", "unigen.orchestrator.runtime", str(ledger.paths.root)],
                     env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True))
+        pids = [p.pid for p in self._procs]  # operators (and tests) signal ranks by these
+        ledger.update(lambda r: r["attempts"][-1].__setitem__("pids", pids))
         if self._cancel:  # a signal arrived while we were starting them
             self._signal_ranks(signal.SIGTERM)
         codes = self._wait_all(ledger)

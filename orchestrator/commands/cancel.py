@@ -1,0 +1,25 @@
+"""``unigen cancel RUN``: ask a run to save a checkpoint and stop (status ``cancelled``).
+
+The launcher delivers the request (the local supervisor forwards SIGTERM, SLURM and Ray stop their
+jobs after the ranks saved); a run that is already over is left as it is.
+"""
+from __future__ import annotations
+
+import argparse
+
+from unigen.orchestrator.commands.runref import ledger_arg
+from unigen.orchestrator.runs import TERMINAL
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``unigen cancel``."""
+    from unigen.orchestrator.launchers import get_launcher
+
+    ledger = ledger_arg(args)
+    record = ledger.read()
+    if record["status"] in TERMINAL:
+        print(f"{record['run_id']} is {record['status']}: nothing to cancel")
+        return 0
+    ledger.update(lambda r: r.__setitem__("cancel_requested", True))
+    print(get_launcher(record.get("launcher") or "local").cancel(ledger))
+    return 0

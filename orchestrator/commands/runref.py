@@ -1,0 +1,93 @@
+"""Finding the run a command names, and the model files a run or checkpoint holds."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.commands.runs import run_root_arg
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.runs import RunLedger, find_run
+
+
+def ledger_arg(args: argparse.Namespace, attr: str = "run") -> RunLedger:
+    """The run named by ``args.<attr>`` (id, unique prefix or folder) under the run root."""
+    return find_run(run_root_arg(args), getattr(args, attr))
+
+
+def remote_uri(record: dict[str, Any]) -> str | None:
+    """Where the run's checkpoints are mirrored (``checkpoint.uri`` + run id), as the runtime uses it."""
+    uri = ((record.get("recipe") or {}).get("checkpoint") or {}).get("uri")
+    return f"{uri.rstrip('/')}/{record['run_id']}" if uri else None
+
+
+def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
+    """A CheckpointManager over the run's local checkpoints (and remote mirror), for planning."""
+    from unigen.orchestrator.checkpoint import CheckpointManager
+    from unigen.orchestrator.runtime.storage import storage_options_from_profile
+
+    record = ledger.read()
+    remote = remote_uri(record) if with_remote else None
+    return CheckpointManager(ledger.paths.checkpoints, remote_uri=remote,
+                             storage_options=storage_options_from_profile(record.get("profile") or {}))
+
+
+def newest_local_checkpoint(ledger: RunLedger) -> Path:
+    """The newest local checkpoint whose COMMIT and manifests verify (sha256)."""
+    plan = checkpoint_manager(ledger, with_remote=False).plan_resume(strict=False)
+    if plan.chosen is None:
+        why = plan.error or "it has no committed checkpoint yet"
+        raise UserError(f"run {ledger.run_id}: no usable local checkpoint ({why}); "
+                        f"`unigen resume {ledger.run_id} --plan` explains")
+    return Path(plan.chosen.location)
+
+
+def is_model_folder(path: Path) -> bool:
+    """A ``UniGenPipeline.save_pretrained`` folder (an export)."""
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The UniGenPipeline of ``--run`` (its export, else its newest checkpoint) or ``--checkpoint``
+    (an export folder, or a committed step folder of a run)."""
+    from unigen.model import UniGenPipeline
+
+    if getattr(args, "checkpoint", None):
+        path = Path(args.checkpoint).expanduser()
+        if is_model_folder(path):
+            return UniGenPipeline.from_pretrained(path)
+        if (path / "COMMIT.json").is_file():
+            run_dir = path.parent.parent
+            if not (run_dir / "run.json").is_file():
+                raise UserError(f"{path} is a checkpoint outside a run folder: its recipe is unknown; "
+                                f"export it with `unigen export` from its run, or pass the run with --run")
+            return _pipeline_from_checkpoint(RunLedger(run_dir), path)
+        raise UserError(f"--checkpoint {path}: neither a model folder (config.json + *.safetensors) nor a "
+                        "committed checkpoint (step-<N>/ with COMMIT.json)")
+    ledger = ledger_arg(args)
+    record = ledger.read()
+    export = Path((record.get("export") or {}).get("path") or ledger.paths.export)
+    if is_model_folder(export):
+        return UniGenPipeline.from_pretrained(export)
+    return _pipeline_from_checkpoint(ledger, newest_local_checkpoint(ledger))
+
+
+def _pipeline_from_checkpoint(ledger: RunLedger, step_dir: Path):
+    """Consolidate a ZeRO checkpoint into a temporary export and load it."""
+    import tempfile
+
+    from unigen.model import UniGenPipeline
+    from unigen.orchestrator.runtime.export import export_checkpoint
+
+    record = ledger.read()
+    with tempfile.TemporaryDirectory(prefix="unigen-load-") as tmp:
+        out = export_checkpoint(record["recipe"], step_dir, Path(tmp) / "model", run_id=record["run_id"])
+        return UniGenPipeline.from_pretrained(out)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

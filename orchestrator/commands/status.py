@@ -1,0 +1,95 @@
+"""``unigen status [RUN]``: the state of every run (a table), or of one run (its whole story).
+
+Reads run.json; the launcher adds what its scheduler says right now (SLURM's PENDING/RUNNING, a Ray
+job's state, a local supervisor that is gone). Exit 0 also for failed runs: the command worked.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from unigen.orchestrator.commands.runref import ledger_arg
+from unigen.orchestrator.commands.runs import render_table, run_root_arg
+from unigen.orchestrator.runs import list_runs
+
+HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "ATTEMPTS", "DURABLE", "LAUNCHER")
+
+
+def _scheduler_state(record: dict[str, Any]) -> str | None:
+    from unigen.orchestrator.launchers import get_launcher
+
+    try:
+        return get_launcher(record.get("launcher") or "local").scheduler_state(record)
+    except Exception as e:  # noqa: BLE001 - a scheduler that does not answer must not break status
+        return f"unknown ({type(e).__name__}: {e})"
+
+
+def _step(record: dict[str, Any]) -> str:
+    progress = record.get("progress") or {}
+    return f"{progress.get('step') or 0}/{progress.get('max_steps') or '?'}"
+
+
+def _loss(record: dict[str, Any]) -> str:
+    loss = (record.get("progress") or {}).get("loss")
+    return "-" if loss is None else f"{loss:.4f}"
+
+
+def _durable(record: dict[str, Any]) -> str:
+    durable = (record.get("checkpoints") or {}).get("latest_durable")
+    return f"step-{durable['step']}" if durable else "-"
+
+
+def _status_text(record: dict[str, Any]) -> str:
+    state = _scheduler_state(record) if record.get("status") not in ("completed", "failed", "cancelled") else None
+    return f"{record['status']} ({state})" if state else record["status"]
+
+
+def _table(args: argparse.Namespace) -> int:
+    root = run_root_arg(args)
+    records = list_runs(root)
+    if not records:
+        print(f"no runs under {root}")
+        return 0
+    rows = [(r["run_id"], r.get("stage") or "-", _status_text(r), _step(r), _loss(r), str(len(r.get("attempts") or [])),
+             _durable(r), r.get("launcher") or "-") for r in records]
+    print(render_table(HEADERS, rows))
+    return 0
+
+
+def describe_run(record: dict[str, Any], run_dir) -> str:
+    """The detailed view of one run."""
+    ckpts = record.get("checkpoints") or {}
+    local, durable = ckpts.get("latest_local"), ckpts.get("latest_durable")
+    mlflow = record.get("mlflow") or {}
+    lines = [f"run:        {record['run_id']}  ({run_dir})",
+             f"stage:      {record.get('stage')}   recipe {record.get('recipe_path')}   profile {record.get('profile_name')}",
+             f"status:     {_status_text(record)}",
+             f"progress:   step {_step(record)}, loss {_loss(record)}"]
+    if record.get("init_from"):
+        lines.append(f"init_from:  {record['init_from']}")
+    lines.append(f"checkpoint: newest local {('step-%s' % local['step']) if local else '-'}, newest durable "
+                 f"{('step-%s at %s' % (durable['step'], durable.get('uri'))) if durable else '-'}"
+                 + (f", last save took {ckpts['last_save_s']} s" if ckpts.get("last_save_s") is not None else ""))
+    if record.get("export"):
+        lines.append(f"export:     {record['export'].get('path')}")
+    lines.append(f"mlflow:     run {mlflow.get('run_id') or '-'} in experiment {mlflow.get('experiment_name') or '-'} "
+                 f"at {mlflow.get('tracking_uri') or '-'}")
+    attempts = record.get("attempts") or []
+    lines.append(f"attempts:   {len(attempts)}")
+    for a in attempts:
+        end = a.get("ended_at") or "running"
+        lines.append(f"  #{a['attempt']}: job {a.get('job_id')} on {a.get('nodes')}, {a.get('started_at')} -> {end}, "
+                     f"{a.get('exit_reason') or '-'} (exit {a.get('exit_code') if a.get('exit_code') is not None else '-'})")
+    if record.get("error"):
+        lines.append(f"error:      {record['error']}")
+    lines.append(f"logs:       {run_dir}/logs/ (unigen logs {record['run_id']} [--rank R] [--follow])")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``unigen status``."""
+    if not getattr(args, "run", None):
+        return _table(args)
+    ledger = ledger_arg(args)
+    print(describe_run(ledger.read(), ledger.paths.root))
+    return 0
