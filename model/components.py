@@ -23,11 +23,17 @@ def torch_dtype(config: UniGenConfig) -> torch.dtype:
     return DTYPES[config.dtype]
 
 
+def frozen_torch_dtype(config: UniGenConfig) -> torch.dtype:
+    """The parameter dtype of the frozen parts (frozen_dtype, or dtype when unset)."""
+    return DTYPES[config.frozen_dtype or config.dtype]
+
+
 def build_backbone(config: UniGenConfig):
     """Qwen2_5_VLForConditionalGeneration from backbone_source or, when None, random from backbone_config."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    dtype = torch_dtype(config)
+    # Only a wholly frozen backbone takes frozen_dtype: LoRA and full training update it (or adapters on it).
+    dtype = frozen_torch_dtype(config) if config.backbone_training == "frozen" else torch_dtype(config)
     source = config.backbone_source
     qwen_config = Qwen2_5_VLConfig.from_pretrained(source) if source else Qwen2_5_VLConfig(**config.backbone_config)
     # Checked before any weight is read: a mismatch fails in seconds, not after loading gigabytes.
@@ -70,11 +76,12 @@ def build_vae(config: UniGenConfig):
            config.latent_channels)
     stages = len(settings.get("encoder_block_out_channels", (128, 256, 512, 512, 1024, 1024)))
     _check("decoder_source", source, "vae compression", 2 ** (stages - 1), config.vae_compression)
+    dtype = frozen_torch_dtype(config)
     if source:
-        model = AutoencoderDC.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype(config))
+        model = AutoencoderDC.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
     else:
         model = AutoencoderDC.from_config(config.vae_config)
-    return _cast(model, torch_dtype(config)).eval().requires_grad_(False)
+    return _cast(model, dtype).eval().requires_grad_(False)
 
 
 def inject_lora(backbone: Any, config: UniGenConfig) -> None:
@@ -96,6 +103,14 @@ def enable_backbone_checkpointing(backbone: Any) -> None:
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def disable_backbone_checkpointing(backbone: Any) -> None:
+    """Undo enable_backbone_checkpointing."""
+    if hasattr(backbone, "activation_checkpointing_disable"):
+        backbone.activation_checkpointing_disable()
+    else:
+        backbone.gradient_checkpointing_disable()
 
 
 def refuse_xformers(*_: Any, **__: Any) -> None:

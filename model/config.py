@@ -18,6 +18,7 @@ BACKBONE_TRAINING = ("frozen", "lora", "full")
 DTYPES = ("float32", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+CHECKPOINT_PARTS = ("backbone", "connector", "dit")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -92,7 +93,17 @@ class UniGenConfig:
     lora_target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     """Linear layer names of the LANGUAGE model that get adapters (the vision tower never does)."""
     gradient_checkpointing: bool = False
-    """Recompute backbone, connector and DiT activations in backward."""
+    """Recompute activations in backward (of the parts in gradient_checkpointing_parts)."""
+    gradient_checkpointing_parts: list = field(default_factory=lambda: list(CHECKPOINT_PARTS))
+    """Which parts recompute when gradient_checkpointing is on: any of 'backbone', 'connector', 'dit'
+    (recomputing a frozen backbone costs one more forward at the slot positions only)."""
+    frozen_prefix_cache: bool = True
+    """With a frozen backbone, run the conversation before the first image_gen slot once without autograd
+    and let the slots attend to its cached keys/values: the same loss and gradients as a full forward, with
+    no backward or recomputation at prompt positions (attn_implementation sdpa or eager; else ignored)."""
+    frozen_dtype: str | None = None
+    """Parameter dtype of the frozen parts (a frozen backbone, the DC-AE): 'bfloat16' halves their memory
+    and, under autocast, the per-forward weight casts; None = dtype. Trainable parts keep dtype."""
     dtype: str = "float32"
     """Parameter dtype: 'float32' or 'bfloat16'."""
     autocast: bool = False
@@ -140,6 +151,13 @@ class UniGenConfig:
             choice("attn_implementation", ATTN_IMPLEMENTATIONS)
         choice("backbone_training", BACKBONE_TRAINING)
         choice("dtype", DTYPES)
+        if self.frozen_dtype is not None:
+            choice("frozen_dtype", DTYPES)
+        parts = self.gradient_checkpointing_parts
+        if not isinstance(parts, (list, tuple)) or any(p not in CHECKPOINT_PARTS for p in parts):
+            errors.append(f"gradient_checkpointing_parts={parts!r}: choose a list of {list(CHECKPOINT_PARTS)}")
+        if not isinstance(self.frozen_prefix_cache, bool):
+            errors.append(f"frozen_prefix_cache={self.frozen_prefix_cache!r}: must be true or false")
         choice("timestep_sampling", TIMESTEP_SAMPLING)
         for name in ("num_queries", "connector_layers", "connector_head_dim", "image_size",
                      "input_min_pixels", "input_max_pixels", "max_length", "lora_rank", "lora_alpha"):

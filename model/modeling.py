@@ -3,7 +3,9 @@
 forward(**batch) runs four readable steps:
   1. ``target_latents``: DC-AE latents of every slot that carries a target (precomputed or encoded here);
   2. ``slot_hidden_states``: embed the tokens, scatter the learned queries (and slot-boundary embeddings)
-     into the slot positions, run the backbone, gather the final hidden states at each slot's queries;
+     into the slot positions, run the backbone, gather the final hidden states at each slot's queries
+     (a frozen backbone in training runs the prompt before the first slot without autograd:
+     unigen.model.frozen_prefix);
   3. ``connector``: those hidden states -> Sana caption embeddings;
   4. ``flow_loss``: rectified-flow loss of the DiT on every target slot.
 Randomness (CFG drop modes, flow times, noise; in that order) comes from torch's global RNG on the
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from unigen.model import components
+from unigen.model import components, frozen_prefix
 from unigen.model.cfg_dropout import KEEP, condition_mask, sample_drop_modes
 from unigen.model.config import UniGenConfig
 from unigen.model.connector import Connector
@@ -87,11 +89,22 @@ class UniGenModel(nn.Module):
         self.queries.requires_grad_(True)
         self.slot_boundaries.requires_grad_(True)
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute backbone, connector and DiT activations during backward."""
-        components.enable_backbone_checkpointing(self.backbone)
-        self.dit.enable_gradient_checkpointing()
-        self.connector.gradient_checkpointing = True
+    def enable_gradient_checkpointing(self, parts: list[str] | tuple[str, ...] | None = None) -> None:
+        """Recompute activations during backward in ``parts`` (default: config.gradient_checkpointing_parts);
+        the other parts keep theirs."""
+        parts = tuple(self.config.gradient_checkpointing_parts if parts is None else parts)
+        if "backbone" in parts:
+            components.enable_backbone_checkpointing(self.backbone)
+        if "dit" in parts:
+            self.dit.enable_gradient_checkpointing()
+        if "connector" in parts:
+            self.connector.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        """Keep every activation (fastest while memory allows)."""
+        components.disable_backbone_checkpointing(self.backbone)
+        self.dit.disable_gradient_checkpointing()
+        self.connector.gradient_checkpointing = False
 
     def enable_xformers_memory_efficient_attention(self, *args, **kwargs) -> None:
         """Refused: it would swap Sana's linear attention for softmax attention."""
@@ -186,9 +199,26 @@ class UniGenModel(nn.Module):
         embeds = self._scatter(embeds, ends, self.slot_boundaries[1].expand(n_slots, -1))
         merge = self.backbone.config.vision_config.spatial_merge_size
         positions = rope_positions(attention_mask, mm_token_type_ids, image_grid_thw, merge)
-        out = self.backbone.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
-                                  use_cache=False)
-        return out.last_hidden_state[pad].view(n_slots, cfg.num_queries, -1)
+        if self._split_at_slots():
+            prefix, end = frozen_prefix.split_points(input_ids, cfg.image_gen_start_token_id,
+                                                     cfg.image_gen_pad_token_id)
+            span = frozen_prefix.slot_span_hidden(self.backbone, embeds, attention_mask, positions, prefix, end,
+                                                  keep_order=self._run_every_module())
+            hidden = span[pad[:, prefix:end]]
+        else:
+            out = self.backbone.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+                                      use_cache=False)
+            hidden = out.last_hidden_state[pad]
+        # The connector's dtype: a frozen_dtype backbone hands over bf16 states to float32 trainable parts.
+        return hidden.view(n_slots, cfg.num_queries, hidden.shape[-1]).to(self.dtype)
+
+    def _split_at_slots(self) -> bool:
+        """Whether slot_hidden_states runs the prompt prefix without autograd (unigen.model.frozen_prefix)."""
+        if not (self.config.frozen_prefix_cache and self.config.backbone_training == "frozen"
+                and torch.is_grad_enabled()):
+            return False  # without autograd the plain forward costs the same
+        layer = self.backbone.model.language_model.layers[0]
+        return frozen_prefix.usable(self.backbone, recompute=bool(getattr(layer, "gradient_checkpointing", False)))
 
     @staticmethod
     def _scatter(embeds: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,13 @@ class UniGenPipeline:
     # ---- understanding ----------------------------------------------------------------------------------
     @torch.no_grad()
     def chat(self, messages: list[dict], max_new_tokens: int = 128) -> str:
-        """The backbone's own greedy answer to one conversation (no image_gen items)."""
+        """The backbone's own greedy answer to one conversation (no image_gen items), as text."""
+        return self.processor.decode(self.answer_ids(messages, max_new_tokens))
+
+    @torch.no_grad()
+    def answer_ids(self, messages: list[dict], max_new_tokens: int = 128) -> torch.Tensor:
+        """The token ids ``chat`` decodes: plain Qwen2.5-VL greedy generation after the prompt. With the
+        backbone frozen these are the tokens the original Qwen checkpoint gives (a test checks it)."""
         tpl.check_conversation(messages)
         for m, message in enumerate(messages):
             for i, item in enumerate(tpl.content_items(message)):
@@ -128,7 +134,7 @@ class UniGenPipeline:
             mm_token_type_ids=batch["mm_token_type_ids"], max_new_tokens=max_new_tokens, do_sample=False,
             eos_token_id=[tokens[tpl.IM_END], self.processor.tokenizer.pad_token_id or tokens[tpl.IM_END]],
             pad_token_id=self.processor.tokenizer.pad_token_id)
-        return self.processor.decode(out[0, batch["input_ids"].shape[1]:])
+        return out[0, batch["input_ids"].shape[1]:]
 
 
 def _combine(parts: tuple, guidance_scale: float, image_guidance_scale: float) -> torch.Tensor:

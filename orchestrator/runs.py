@@ -114,7 +114,8 @@ class RunLedger:
             "run_id": run_id,
             "stage": stage,
             "status": "queued",
-            "created_at": now_iso(),
+            # Milliseconds: the stages of one submission are created within the same second.
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
             "updated_at": now_iso(),
             "launcher": launcher,
             "recipe_path": recipe_path,

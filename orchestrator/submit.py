@@ -55,6 +55,30 @@ def create_runs(sub: Submission) -> list[RunLedger]:
     return ledgers
 
 
+def grace_warnings(sub: Submission) -> list[str]:
+    """A warning per stage whose last measured checkpoint save (the newest earlier run of the same
+    recipe name under the run root) took longer than the profile's signal grace: a preemption would
+    then kill the job in the middle of its save, and the run would fall back to an older checkpoint."""
+    from unigen.orchestrator.runs import list_runs
+
+    grace = sub.profile.slurm.signal_grace_s if sub.profile.slurm is not None else None
+    if grace is None:
+        return []
+    earlier = list_runs(sub.run_root)
+    out = []
+    for stage in sub.stages:
+        saves = [(r.get("created_at") or "", r["checkpoints"]["last_save_s"]) for r in earlier
+                 if (r.get("recipe") or {}).get("name") == stage.recipe.name
+                 and (r.get("checkpoints") or {}).get("last_save_s") is not None]
+        if saves:
+            last = max(saves)[1]
+            if last >= grace:
+                out.append(f"{stage.path}: the last run of {stage.recipe.name} took {last:.0f} s to save a checkpoint, "
+                           f"but slurm.signal_grace_s is {grace} s: raise it (e.g. profile.slurm.signal_grace_s="
+                           f"{int(last * 1.5) + 30}) or a preemption may interrupt the save")
+    return out
+
+
 def submit_stages(sub: Submission, *, wait: bool) -> int:
     """Create the runs and launch them; with ``wait``, stay attached until every stage ended.
     Returns the exit code of ``unigen submit``: 0 when submitted (or, with wait, when all completed)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from unigen.model.data.errors import DataError
 from unigen.model.data.mixture import Mixture, MixtureState
 from unigen.model.data.sources import open_sources
-from unigen.model.data.worker import CollateWithEvents, SampleLoader, WorkDataset
+from unigen.model.data.worker import CollateWithEvents, SampleLoader, WorkDataset, ignore_stop_signals
 
 log = logging.getLogger("unigen.data")
 LAST_BAD_KEPT = 5
@@ -84,7 +84,8 @@ class Loader:
     def _make_dataloader(self, collate):
         from torch.utils.data import DataLoader
         workers = self.spec.num_workers
-        extra = {"prefetch_factor": self.spec.prefetch_factor, "persistent_workers": True} if workers else {}
+        extra = {"prefetch_factor": self.spec.prefetch_factor, "persistent_workers": True,
+                 "worker_init_fn": ignore_stop_signals} if workers else {}
         dataset = WorkDataset(SampleLoader(self.sources, self.mixture, self.seed, self.spec.image_size))
         return DataLoader(dataset, batch_sampler=_StepSampler(self), num_workers=workers,
                           collate_fn=CollateWithEvents(collate), **extra)

@@ -82,3 +82,17 @@ class CollateWithEvents:
         if any(e[0] == "fatal" for e in events):
             return None, events
         return self.collate([conv for conv, _ in loaded]), events
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: stop signals are the main process's business.
+
+    SLURM (and the launchers) signal every process of a rank's group; a worker killed by SIGTERM makes
+    the DataLoader raise in the main process in the middle of a step, instead of letting it finish the
+    step, save a checkpoint with its peers and exit for requeue. Workers still exit when the main
+    process does (torch's worker watchdog), and SIGKILL still kills them.
+    """
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in sub.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     module = _submit_module()
+    for warning in (module.grace_warnings(sub) if module is not None else []):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         print(describe(sub, full=True, memory=False, profile_yaml=True))
         preview = getattr(module, "describe_launch", None) if module is not None else None

@@ -61,11 +61,32 @@ class SlurmSection(_Strict):
                                     "written --key=value (e.g. --gres-flags=enforce-binding).")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before the ranks start "
                              "(module load ..., source venv/bin/activate).")
+    python: str | None = Field(None, description="Interpreter the job runs after the setup lines: a name on "
+                               "PATH (python) or an absolute path, not expanded by the shell. null: the one "
+                               "running `unigen submit` (fine when it lives on a shared filesystem).")
+    srun_args: list[str] = Field(default_factory=list, description="More options for the srun that starts "
+                                 "the ranks, one per item (e.g. --gpu-bind=closest, --mpi=none).")
 
     @field_validator("time", mode="before")
     @classmethod
     def _minutes_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("partition", "account", "qos", "constraint", "python")
+    @classmethod
+    def _one_word(cls, value: str | None) -> str | None:
+        # These land in #SBATCH lines (or the exec line), which cannot hold a newline.
+        if value is not None and (not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+            raise ValueError("must be non-empty text on one line (no newline or control character)")
+        return value
+
+    @field_validator("srun_args")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("-") or any(ord(c) < 32 for c in item):
+                raise ValueError(f"{item!r}: write one srun option per item, e.g. --gpu-bind=closest")
+        return value
 
 
 class RaySection(_Strict):
@@ -75,9 +96,23 @@ class RaySection(_Strict):
     runtime_env: dict[str, Any] = Field(default_factory=dict, description="Ray runtime_env of the job "
                                         "(working_dir, pip, env_vars; no secrets).")
     workers: int = Field(1, ge=1, description="Training workers = ranks (the world size).")
-    gpus_per_worker: float = Field(1, ge=0, description="GPUs per worker (0: CPU workers).")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker.")
+    gpus_per_worker: float = Field(1, ge=0, description="GPUs per worker: 1 (one rank per GPU, NCCL) or 0 "
+                                   "(CPU workers, gloo).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (also the rank's OMP_NUM_THREADS).")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts after a failure (from the last checkpoint).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How the placement group spreads the workers over nodes (PACK: fewest nodes).")
+    cancel_grace_s: int = Field(300, gt=0, description="After a cancel, how long the ranks may take to save "
+                                "before they are killed (also what `ray job stop` waits).")
+    python: str = Field("python", min_length=1, description="Interpreter of the job's driver on the Ray head "
+                        "(a venv path if unigen is not on the head's PATH python).")
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _one_rank_per_gpu(cls, value: float) -> float:
+        if value not in (0, 1):
+            raise ValueError("must be 1 (one rank per GPU) or 0 (CPU workers): a rank uses exactly one GPU")
+        return value
 
 
 class S3Section(_Strict):

@@ -168,7 +168,7 @@ class LocalSupervisor:
                 self._procs.append(subprocess.Popen(
                     [sys.executable, "-m", "unigen.orchestrator.runtime", str(ledger.paths.root)],
                     env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True))
+                    start_new_session=True, preexec_fn=_term_when_parent_dies))
         pids = [p.pid for p in self._procs]  # operators (and tests) signal ranks by these
         ledger.update(lambda r: r["attempts"][-1].__setitem__("pids", pids))
         if self._cancel:  # a signal arrived while we were starting them
@@ -201,6 +201,18 @@ class LocalSupervisor:
             if self.on_tick:
                 self.on_tick(ledger)
             time.sleep(0.2)
+
+
+def _term_when_parent_dies() -> None:
+    """In the child before exec: SIGTERM it when the supervisor dies (even by SIGKILL), so orphaned
+    ranks save a checkpoint and stop instead of training on unwatched. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _worst(codes: list[int]) -> int:

@@ -78,11 +78,11 @@ class Outcome:
     reason: str
     codes: tuple[int, ...]
     detail: str
+    exit_code: int = 0  # the code that says why: the first failing rank's (75 for a requeue)
 
-    @property
-    def worst(self) -> int:
-        bad = [c for c in self.codes if c != 0]
-        return bad[0] if bad else 0
+    def __post_init__(self) -> None:
+        if self.reason == "requeue" and not self.exit_code:
+            object.__setattr__(self, "exit_code", EXIT_REQUEUE)
 
 
 def describe_code(code: int) -> str:
@@ -93,19 +93,24 @@ def describe_code(code: int) -> str:
     return f"exited {code}"
 
 
-def classify(codes: Sequence[int]) -> Outcome:
+def classify(codes: Sequence[int], first_bad: int | None = None) -> Outcome:
     """All 0: completed. Only 0 and 75: every rank saved on a stop signal, restart at once. Any 2: a
-    user error a restart cannot fix. Anything else (a crash, a signal, a lost worker): crashed."""
+    user error a restart cannot fix. Anything else (a crash, a signal, a lost worker): crashed.
+
+    ``first_bad`` is the rank seen failing first: the cause, while its peers usually fail after it
+    (a collective whose partner vanished); it comes first in ``detail`` and gives ``exit_code``."""
     codes = tuple(int(c) for c in codes)
     bad = [(r, c) for r, c in enumerate(codes) if c not in (0, EXIT_REQUEUE)]
+    bad.sort(key=lambda rc: rc[0] != first_bad)
     detail = "; ".join(f"rank {r} {describe_code(c)}" for r, c in bad[:4])
     if all(c == 0 for c in codes):
         return Outcome("completed", codes, "all ranks exited 0")
     if not bad:
         return Outcome("requeue", codes, f"ranks saved a checkpoint and asked to be restarted (exit {EXIT_REQUEUE})")
     if any(c == EXIT_FATAL for c in codes):
-        return Outcome("fatal", codes, detail)
-    return Outcome("crashed", codes, detail)
+        fatal = [(r, c) for r, c in bad if c == EXIT_FATAL]
+        return Outcome("fatal", codes, detail, fatal[0][1])
+    return Outcome("crashed", codes, detail, bad[0][1])
 
 
 def first_failure(codes: Sequence[int | None]) -> int | None:

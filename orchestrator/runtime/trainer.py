@@ -14,7 +14,7 @@ from typing import Any
 from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.runs import RunLedger
-from unigen.orchestrator.runtime import rng
+from unigen.orchestrator.runtime import rng, throughput
 from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
 from unigen.orchestrator.runtime.context import RankContext
 from unigen.orchestrator.runtime.init_from import resolve_init
@@ -153,6 +153,8 @@ class Trainer:
             "step_time_s": step_time,
             "data_wait_s": data_wait,
             "samples_per_s": int(self.train_cfg["global_batch_size"]) / step_time,
+            # mfu and model_tflops of this rank, on GPUs only (unigen.orchestrator.runtime.throughput)
+            **throughput.mfu_metrics(self.pipe.model.config, micro_batches, step_time, self.device),
         })
 
     def _save(self, *, reason: str) -> None:
@@ -167,6 +169,11 @@ class Trainer:
     # -- end ------------------------------------------------------------------------------------
     def close(self, *, status: str) -> None:
         """End the attempt: ``status`` is completed, requeued or failed (see Reporter.close)."""
+        loader = getattr(self, "loader", None)
+        if loader is not None:
+            # Stop the data workers now. They ignore SIGTERM (so a scheduler's signal cannot kill them
+            # mid-step), and multiprocessing's exit hook would otherwise SIGTERM and join them forever.
+            loader.close()
         ckpt = getattr(self, "ckpt", None)
         if ckpt is not None and self.ctx.is_main:
             # Durable copies matter more than a fast exit: wait for the uploads of this attempt.

@@ -2,12 +2,13 @@
 
 Record forms, all through the same canonical fields (``source``, ``instruction``, ``target``):
 - one pair per row/line (InstructPix2Pix ``original_image``/``edit_prompt``/``edited_image``,
-  OmniEdit, SEED-Data-Edit Part 1/2 JSONL);
+  SEED-Data-Edit Part 1/2 JSONL); OmniEdit's ``src_img``/``edited_prompt_list``/``edited_img`` is a pair
+  whose instruction is a list of phrasings of the same edit: the sample's RNG picks one;
 - a session grouped from rows by ``session``/``turn`` (MagicBrush ``img_id``/``turn_index``): the reader
   groups them, so one record = one session;
-- a session in one record: ``instruction`` and ``target`` hold lists, or the field names contain
-  ``{n}`` (e.g. ``instruction_{n}``, ``target_image_{n}``) and turns 1, 2, ... are read until one is
-  missing (SEED-Data-Edit Part 3 style; map the names in the recipe).
+- a session in one record: ``instruction`` and ``target`` hold lists of the same length, or the field
+  names contain ``{n}`` (e.g. ``instruction_{n}``, ``target_image_{n}``) and turns 1, 2, ... are read
+  until one is missing (SEED-Data-Edit Part 3 style; map the names in the recipe).
 Conversation: user [image source, text instruction 1], assistant [image_gen target 1], user [image
 target 1, text instruction 2], assistant [image_gen target 2], ... - each turn's target is fed back as
 the next turn's input, whatever the row's own source column says.
@@ -23,7 +24,7 @@ class Edit(TaskAdapter):
     task = "edit"
     default_fields = {
         "source": "original_image;source_img;source_image;input_image;src_img",
-        "instruction": "edit_prompt;instruction;instructions;prompt;edit_instruction",
+        "instruction": "edit_prompt;instruction;instructions;prompt;edit_instruction;edited_prompt_list",
         "target": "edited_image;target_img;target_image;target_images;output_image;edited_img",
         "session": "img_id",
         "turn": "turn_index",
@@ -61,10 +62,13 @@ class Edit(TaskAdapter):
         target = F.lookup(record, self.fields["target"])
         if isinstance(instr, (list, tuple)) or hasattr(instr, "tolist"):
             instrs = F.as_text_list(instr, "instruction")
-            targets = list(target.tolist() if hasattr(target, "tolist") else target) \
-                if isinstance(target, (list, tuple)) or hasattr(target, "tolist") else None
-            require(targets is not None and len(targets) == len(instrs),
-                    f"{len(instrs)} instructions but targets are not a list of the same length")
+            if not (isinstance(target, (list, tuple)) or hasattr(target, "tolist")):
+                # One target, several instructions: phrasings of one edit (OmniEdit's edited_prompt_list).
+                chosen = instrs[ctx.rng.randrange(len(instrs))]
+                return source, [(chosen, F.decode_image(target, "target", ctx.resolve))]
+            targets = list(target.tolist() if hasattr(target, "tolist") else target)
+            require(len(targets) == len(instrs),
+                    f"{len(instrs)} instructions but {len(targets)} targets: a session needs one target per turn")
             return source, [(i, F.decode_image(t, f"turn {k + 1} target", ctx.resolve))
                             for k, (i, t) in enumerate(zip(instrs, targets))]
         return source, [(F.as_text(instr, "instruction"), F.decode_image(target, "target", ctx.resolve))]

@@ -86,8 +86,54 @@ def test_chat_equals_plain_qwen_greedy_generation(pipe, tmp_path):
     assert len(new_ids) >= 2 and new_ids[0] not in (pipe.processor.token_ids["<|im_end|>"],)
     mine = pipe.processor([messages], add_generation_prompt=True)["input_ids"][0]
     assert torch.equal(mine, prompt_ids[0])  # the processor builds exactly Qwen's prompt
-    answer = pipe.chat(messages, max_new_tokens=8)
-    assert answer == pipe.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+    assert torch.equal(pipe.answer_ids(messages, max_new_tokens=8), new_ids)  # the same tokens
+    assert pipe.chat(messages, max_new_tokens=8) == pipe.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+def test_training_with_the_backbone_frozen_leaves_chat_as_the_original_qwen(tmp_path):
+    """The reference is the Qwen checkpoint saved BEFORE training; queries, connector and DiT move, the
+    backbone's answers do not (queries are our parameter, not vocabulary rows the step could touch)."""
+    pipe = tiny_pipeline(seed=8)
+    messages = [{"role": "user", "content": [{"type": "image", "image": noise_image(6, (56, 84))},
+                                             {"type": "text", "text": "Describe this image."}]}]
+    _, before_ids = plain_qwen_reference(pipe, messages, 8, tmp_path / "qwen-before")
+    queries = pipe.model.queries.detach().clone()
+    model = pipe.model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(3):
+        model(**pipe.processor([edit(pattern(step), "make it red", pattern(step + 1))])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert not torch.equal(model.queries.detach(), queries)
+    assert torch.equal(pipe.answer_ids(messages, max_new_tokens=8), before_ids)
+
+
+def test_sampler_is_flow_matching_euler_with_sanas_inference_shift(pipe):
+    """The DiT sees timesteps 1000 s_i with s_i = k u_i / (1 + (k - 1) u_i), k = flow_shift = 3.0 (Sana's
+    shift at 512/1024 px), u_i evenly spaced from 1; each step moves the latent by (s_{i+1} - s_i) v."""
+    assert pipe.model.config.flow_shift == 3.0
+    seen = []
+    hook = pipe.model.dit.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["timestep"][0].item()), with_kwargs=True)
+    try:
+        pipe(edit(pattern(0), "x"), num_inference_steps=6, seed=0, guidance_scale=1.0, image_guidance_scale=1.0)
+    finally:
+        hook.remove()
+    s = torch.tensor(seen, dtype=torch.float64) / 1000.0
+    u = s / (3.0 - 2.0 * s)  # the inverse of the shift
+    assert len(seen) == 6 and abs(u[0].item() - 1.0) < 1e-6
+    steps = u[1:] - u[:-1]
+    assert torch.allclose(steps, steps[0].expand_as(steps), atol=1e-5) and steps[0] < 0
+    unshifted = s[1:] - s[:-1]
+    assert not torch.allclose(unshifted, unshifted[0].expand_as(unshifted), atol=1e-3)  # the shift is applied
+    from unigen.model.flow import make_scheduler
+
+    scheduler = make_scheduler(pipe.model.config.flow_shift)
+    scheduler.set_timesteps(6)
+    sigmas = scheduler.sigmas
+    v, x = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    moved = scheduler.step(v, scheduler.timesteps[0], x).prev_sample
+    assert torch.allclose(moved, (sigmas[1] - sigmas[0]) * v)  # Euler: x + (s_next - s) v
 
 
 def test_chat_refuses_image_gen_items(pipe):

@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.unit.model.model_helpers import seed_example, t2i, pattern, tiny_pipeline
+from tests.unit.model.model_helpers import pattern, save_hub_layout, seed_example, t2i, tiny_pipeline
 from unigen.model import UniGenModel, UniGenPipeline, UniGenProcessor
+from unigen.model.config import get_preset
 
 
 def losses(model, batch, seed=11):
@@ -48,17 +49,6 @@ def test_pipeline_round_trip_gives_identical_images_and_processor(tmp_path):
     second = loaded(request, num_inference_steps=3, seed=4)
     assert [im.tobytes() for im in first] == [im.tobytes() for im in second]
     assert loaded.processor.token_ids == pipe.processor.token_ids
-
-
-def save_hub_layout(pipe, root):
-    """A tiny Qwen folder (weights, tokenizer, preprocessor) and a Sana diffusers folder."""
-    qwen, sana = root / "qwen", root / "sana"
-    pipe.model.backbone.save_pretrained(qwen)
-    pipe.processor.tokenizer.save_pretrained(qwen)
-    pipe.processor.image_processor.save_pretrained(qwen)
-    pipe.model.dit.save_pretrained(sana / "transformer")
-    pipe.model.vae.save_pretrained(sana / "vae")
-    return qwen, sana
 
 
 def test_components_load_from_hub_layout_folders_through_the_same_code(tmp_path):
@@ -135,9 +125,44 @@ def test_incomplete_or_foreign_checkpoints_are_errors(tmp_path):
 
 
 def test_processor_from_a_hub_folder_adds_the_slot_tokens(tmp_path):
+    """The published Qwen tokenizer lacks our three tokens: the processor adds them, as special tokens, at the
+    ids the config names (vocabulary end: 151665..151667 for the real one, 406..408 for the tiny one)."""
+    from transformers import AutoTokenizer
+
+    from unigen.model.chat_template import SLOT_TOKENS
+
     source = tiny_pipeline()
     qwen, _ = save_hub_layout(source, tmp_path)
-    processor = UniGenProcessor.from_config(source.model.config.__class__.from_dict(
-        {**source.model.config.to_dict(), "backbone_source": str(qwen)}))
+    assert not set(SLOT_TOKENS) & set(AutoTokenizer.from_pretrained(qwen).get_vocab())
+    config = source.model.config.__class__.from_dict({**source.model.config.to_dict(), "backbone_source": str(qwen)})
+    processor = UniGenProcessor.from_config(config)
     assert processor.token_ids == source.processor.token_ids
+    assert [processor.tokenizer.convert_tokens_to_ids(t) for t in SLOT_TOKENS] == [406, 407, 408]
     assert processor.image_processor.size == source.processor.image_processor.size
+    conversations = [seed_example(), t2i("a red cube")]
+    assert torch.equal(processor(conversations)["input_ids"], source.processor(conversations)["input_ids"])
+    processor.save_pretrained(tmp_path / "saved")
+    reloaded = UniGenProcessor.from_pretrained(tmp_path / "saved")
+    assert all(reloaded.tokenizer.added_tokens_decoder[i].special for i in (406, 407, 408))
+    assert torch.equal(reloaded(conversations)["input_ids"], source.processor(conversations)["input_ids"])
+
+
+def test_a_hub_tokenizer_whose_vocabulary_does_not_end_where_the_config_expects_is_refused(tmp_path):
+    qwen, _ = save_hub_layout(tiny_pipeline(), tmp_path)
+    config = get_preset("tiny", backbone_source=str(qwen), image_gen_start_token_id=410,
+                        image_gen_pad_token_id=411, image_gen_end_token_id=412)
+    with pytest.raises(ValueError, match=r"slot token ids .*406.* differ from the config's .*410.*; set "
+                                         r"image_gen_\*_token_id"):
+        UniGenProcessor.from_config(config)
+
+
+def test_backbone_attention_is_sdpa_by_default_and_sana_keeps_its_own_processors():
+    model = tiny_pipeline().model
+    assert model.config.attn_implementation == "sdpa"
+    assert model.backbone.config._attn_implementation == "sdpa"
+    assert model.backbone.config.text_config._attn_implementation == "sdpa"
+    assert model.backbone.config.vision_config._attn_implementation == "sdpa"
+    processors = {type(p).__name__ for p in model.dit.attn_processors.values()}
+    assert processors and not any("XFormers" in name for name in processors)
+    eager = tiny_pipeline(attn_implementation="eager").model
+    assert eager.backbone.config._attn_implementation == "eager"

@@ -1,4 +1,4 @@
-"""The tiny preset trains, fast, in every backbone mode."""
+"""The tiny preset trains (loss halves in 50 steps on a fixed batch), in every backbone mode."""
 import time
 
 import torch
@@ -35,8 +35,8 @@ def test_tiny_loss_halves_within_50_steps_on_a_fixed_batch():
     per_step = (time.perf_counter() - started) / 50
     after = fixed_loss(model, batches)
     assert after <= 0.5 * before, (before, after)
+    # The step time is printed for the record, never asserted (shared CI cores); bench/ measures speed.
     print(f"tiny loss {before:.3f} -> {after:.3f}, {per_step * 1000:.0f} ms per step")
-    assert per_step < 0.5, f"a tiny training step (batch 2) took {per_step:.3f} s"
 
 
 def test_lora_trains_only_adapters_on_the_language_model():

@@ -1,0 +1,246 @@
+"""Times unigen's own training step (the real UniGenModel, optimizer step included) at unigen-3b shapes.
+
+    .venv/bin/python bench/train_step.py --small                      # CPU, seconds: the script stays alive
+    .venv/bin/python bench/train_step.py --small --ablate --baseline ../shared/bench/peer_metaquery_step.py
+    python3 bench/train_step.py --ablate --baseline .bench/peer_metaquery_step.py   # one GPU: see runbooks/performance.md
+
+Rows, each at every --batches size: ``torch`` = UniGenModel + torch AdamW (fused on CUDA) on fp32 trainable
+weights under bf16 autocast (the baseline's setting), ``deepspeed`` = the same model under the runtime's
+DeepSpeed ZeRO-3 engine on one device (config from unigen.orchestrator.deepspeed_config, the runtime's
+torch AdamW, bf16 on CUDA). Each prints samples/s, peak memory and MFU: model FLOPs (unigen.model.flops;
+checked against a FlopCounterMode step) over the bf16 matmul peak measured in the same run.
+
+The step's switches (each measured by --ablate at the largest batch, one at a time, then all together):
+frozen_prefix_cache (no backward through the prompt), precomputed latents (no DC-AE per step),
+frozen_dtype=bfloat16 (frozen weights stored bf16), gradient checkpointing (--ckpt; 'auto' keeps every
+activation and recomputes part by part only when memory runs out). --baseline runs the peer script at the
+same batch sizes first, in its own processes, and prints both rows side by side with the ratio.
+Speed figures belong here, never in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import socket
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":  # before anything imports deepspeed: its accelerator is chosen once
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import step_setup as S  # noqa: E402
+import step_table  # noqa: E402
+
+CKPT_FALLBACK = [[], ["backbone"], ["backbone", "dit"], ["backbone", "connector", "dit"]]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", action="store_true", help="tiny sizes (the baseline's --small), seconds on a CPU")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 8,16,32; --small: 2)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 8; --small: 2)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    p.add_argument("--text-len", type=int, default=96, help="prompt tokens before the slot (baseline: 96)")
+    p.add_argument("--rows", default="torch,deepspeed", help="which rows: torch, deepspeed (comma-separated)")
+    p.add_argument("--ckpt", default="auto", help="gradient checkpointing: auto | none | all | parts, e.g. backbone,dit")
+    p.add_argument("--online-latents", action="store_true", help="encode pixel targets with the DC-AE every step")
+    p.add_argument("--no-frozen-prefix", action="store_true", help="backward through the whole prompt")
+    p.add_argument("--frozen-dtype", default=None, choices=["bfloat16", "float32"],
+                   help="dtype of the frozen backbone and DC-AE (default bfloat16 on CUDA, float32 on a CPU, "
+                        "whose bf16 kernels are slower)")
+    p.add_argument("--ablate", action="store_true", help="measure each switch off, one at a time, at the largest batch")
+    p.add_argument("--compile", action="store_true", help="torch.compile each connector layer and DiT block (GPU)")
+    p.add_argument("--no-count", action="store_true", help="skip the FlopCounterMode cross-check of the formula")
+    p.add_argument("--baseline", default=None, help="path of peer_metaquery_step.py: run it too, print the ratio")
+    p.add_argument("--json", default=None, help="also write every result to this file")
+    args = p.parse_args(argv)
+    args.batches = [int(b) for b in (args.batches or ("2" if args.small else "8,16,32")).split(",")]
+    args.steps = args.steps or (2 if args.small else 8)
+    args.rows = [r for r in args.rows.split(",") if r]
+    args.frozen_dtype = args.frozen_dtype or ("bfloat16" if DEVICE == "cuda" else "float32")
+    unknown = set(args.rows) - {"torch", "deepspeed"}
+    if unknown:
+        p.error(f"--rows: unknown {sorted(unknown)}; choose from torch, deepspeed")
+    return args
+
+
+def ckpt_plan(spec: str) -> list[list[str]]:
+    """Checkpointing settings to try in order (auto: fastest first, more recomputation after an OOM)."""
+    if spec == "auto":
+        return CKPT_FALLBACK if DEVICE == "cuda" else [[]]
+    if spec == "none":
+        return [[]]
+    return [["backbone", "connector", "dit"] if spec == "all" else spec.split(",")]
+
+
+def set_ckpt(model, parts: list[str]) -> None:
+    model.disable_gradient_checkpointing()
+    if parts:
+        model.enable_gradient_checkpointing(parts)
+
+
+def torch_optimizer(model):
+    """The runtime's parameter groups (build_optimizer), as a fused AdamW on CUDA like the baseline's."""
+    from unigen.orchestrator.runtime.build import build_optimizer
+
+    groups = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}).param_groups
+    return torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
+                             lr=1e-4, fused=DEVICE == "cuda")
+
+
+def model_flops(model, batch: dict) -> float:
+    from unigen.model.flops import step_flops
+
+    return step_flops(model.config, {k: v.cpu() for k, v in batch.items()}).total
+
+
+def counted_flops(model, batch: dict) -> float:
+    """FlopCounterMode over one forward + backward at batch <= 2, without recomputation, scaled up."""
+    from unigen.model.flops import flop_counter
+
+    rows = batch["input_ids"].shape[0]
+    small = {k: v[:2] for k, v in batch.items()}
+    saved = _ckpt_state(model)
+    set_ckpt(model, [])
+    with flop_counter() as counter:
+        model(**small).loss.backward()
+    model.zero_grad(set_to_none=True)
+    set_ckpt(model, saved)
+    return counter.get_total_flops() * rows / small["input_ids"].shape[0]
+
+
+def _ckpt_state(model) -> list[str]:
+    parts = []
+    if getattr(model.backbone.model.language_model.layers[0], "gradient_checkpointing", False):
+        parts.append("backbone")
+    if model.connector.gradient_checkpointing:
+        parts.append("connector")
+    if getattr(model.dit, "gradient_checkpointing", False):
+        parts.append("dit")
+    return parts
+
+
+def measure(name: str, step, model, batch: dict, args, peak: float | None, plan: list[list[str]]) -> dict:
+    """One row at one batch size, trying the checkpointing plan until a setting fits in memory."""
+    rows = batch["input_ids"].shape[0]
+    result = {"row": name, "batch": rows}
+    for parts in plan:
+        set_ckpt(model, parts)
+        try:
+            result.update(S.timed(step, batch, steps=args.steps, warmup=args.warmup, device=DEVICE), ckpt=parts)
+            break
+        except Exception as err:  # noqa: BLE001
+            if not S.is_oom(err):
+                raise
+            result.update(error="OOM", ckpt=parts)
+        finally:
+            model.zero_grad(set_to_none=True)
+            S.free_memory(DEVICE)
+    if "samples_per_s" in result:
+        result.pop("error", None)
+        flops = model_flops(model, batch)
+        result["flops_per_step"] = flops
+        result["tflop_per_step"] = float(f"{flops / 1e12:.4g}")
+        result["achieved_tflops"] = float(f"{flops / result['step_s'] / 1e12:.4g}")
+        result["mfu"] = round(flops / result["step_s"] / peak, 3) if peak else None
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def torch_rows(model, args, peak) -> list[dict]:
+    optimizer = torch_optimizer(model)
+
+    def step(batch):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    results, plan = [], ckpt_plan(args.ckpt)
+    for rows in args.batches:
+        batch = S.make_batch(model.config, rows, args.text_len, online=args.online_latents, device=DEVICE)
+        result = measure("unigen torch", step, model, batch, args, peak, plan)
+        if not args.no_count and "samples_per_s" in result:
+            counted = counted_flops(model, batch)
+            result["counted_over_formula"] = round(counted / result["flops_per_step"], 4)
+            print(json.dumps({"row": "flop check", "batch": rows, **{k: result[k] for k in ("counted_over_formula",)}}))
+        results.append(result)
+    if args.ablate:
+        results += step_table.ablation(model, step, args, peak, measure, set_ckpt, results[-1])
+    del optimizer
+    S.free_memory(DEVICE)
+    return results
+
+
+def deepspeed_rows(model, args, peak) -> list[dict]:
+    """The runtime's engine on one device: ZeRO-3, its DeepSpeed config and torch AdamW."""
+    import deepspeed
+
+    from unigen.orchestrator.deepspeed_config import build_deepspeed_config
+    from unigen.orchestrator.runtime.build import build_optimizer
+    from unigen.orchestrator.runtime.context import RankContext
+    from unigen.orchestrator.runtime.distributed import init_distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    init_distributed(RankContext.from_env())
+    top = max(args.batches)
+    recipe = {"train": {"global_batch_size": top, "micro_batch_size": top, "grad_clip": 1.0,
+                        "precision": "bf16" if DEVICE == "cuda" else "fp32"}, "deepspeed": {"zero_stage": 3}}
+    set_ckpt(model, [])
+    optimizer = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05})
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=build_deepspeed_config(recipe, 1))
+
+    def step(batch):
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        return loss.detach()
+
+    results, plan = [], ckpt_plan(args.ckpt)
+    for rows in args.batches:  # ZeRO-3 fixes the batch only in its bookkeeping; the engine takes any size
+        batch = S.make_batch(model.config, rows, args.text_len, online=args.online_latents, device=DEVICE)
+        results.append(measure("unigen deepspeed zero3", step, model, batch, args, peak, plan))
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    if DEVICE == "cpu":
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    header = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__, "small": args.small,
+              "text_len": args.text_len}
+    baseline = step_table.run_baseline(args.baseline, args) if args.baseline else []
+    peak = S.matmul_peak_flops(DEVICE)
+    header["matmul_peak_tflops"] = round(peak / 1e12, 1) if peak else None
+    config = S.bench_config(args.small, autocast=DEVICE == "cuda", frozen_dtype=args.frozen_dtype)
+    config.frozen_prefix_cache = not args.no_frozen_prefix
+    model = S.build_model(config, DEVICE)
+    if args.compile:
+        step_table.compile_blocks(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    header.update(params_total_B=round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+                  params_trainable_B=round(trainable / 1e9, 3))
+    print(json.dumps(header), flush=True)
+    ours = torch_rows(model, args, peak) if "torch" in args.rows else []
+    if "deepspeed" in args.rows:
+        ours += deepspeed_rows(model, args, peak)
+    print(step_table.render(header, baseline, ours, config))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"header": header, "baseline": baseline, "unigen": ours}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""``launcher: ray``: the stages of a submission as one Ray Job on a Ray cluster.
+
+The job's driver (``ray_driver``) runs the stages in order; for each attempt it places
+``ray.workers`` actors in a placement group, each starting one rank of the per-rank runtime
+(``python -m unigen.orchestrator.runtime RUN_DIR``, the same process every launcher starts), and acts
+on the exit codes: restart from the last committed checkpoint after a crash or a lost worker (up to
+``ray.max_failures``), restart at once after 75, fail after 2. See runbooks/running-on-ray.md.
+
+Everything goes through the run folder, which must be on storage shared by the submitter, the
+driver and every worker: run.json (status, attempts, progress), logs/rank-<r>.log, checkpoints.
+This module only submits, watches (``--wait``), cancels and asks Ray for the job's status.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.launchers.ray_job import (
+    ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    build_job,
+    connect,
+    job_status,
+    submission_id_for,
+)
+from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
+from unigen.orchestrator.secrets import redact
+
+STATUS_POLL_S = 2.0  # how often --wait asks Ray for the job's status
+
+
+class RayLauncher:
+    name = "ray"
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, address: str):
+        if address not in self._clients:
+            self._clients[address] = connect(address)
+        return self._clients[address]
+
+    # -- submit -----------------------------------------------------------------------------------
+    def launch(self, ledgers: list[RunLedger], sub, *, wait: bool) -> int:
+        cfg = sub.profile.ray
+        run_ids = [ledger.run_id for ledger in ledgers]
+        spec = build_job(cfg, [str(ledger.paths.root) for ledger in ledgers], run_ids, cwd=os.getcwd())
+        for ledger in ledgers:  # before submitting: `unigen cancel` may follow at once
+            ledger.update(lambda r: r.__setitem__("ray", {"job_id": spec.submission_id, "address": cfg.address}))
+        try:
+            client = self._client(cfg.address)
+            client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
+                              submission_id=spec.submission_id, metadata=spec.metadata,
+                              entrypoint_num_cpus=spec.entrypoint_num_cpus)
+        except Exception as e:
+            message = str(e) if isinstance(e, UserError) else f"Ray refused the job: {type(e).__name__}: {e}"
+            for ledger in ledgers:
+                ledger.set_status("failed", error=f"not submitted: {message}"[:500])
+            raise UserError(message) from None
+        print(f"submitted Ray job {spec.submission_id} ({len(ledgers)} stage(s)) to {cfg.address}",
+              file=sys.stderr)
+        if not wait:
+            print(f"follow with `unigen status {ledgers[-1].run_id}`, `unigen logs {ledgers[0].run_id} --follow` "
+                  f"or `ray job logs {spec.submission_id}`")
+            return 0
+        return self._attached(ledgers, client, spec.submission_id)
+
+    def _attached(self, ledgers: list[RunLedger], client, submission_id: str) -> int:
+        from unigen.orchestrator.launchers.progress import ProgressView
+
+        interrupts: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, frame: interrupts.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        state, asked_cancel, last_poll = "PENDING", False, 0.0
+        try:
+            with ProgressView() as view:
+                while True:
+                    for ledger in ledgers:
+                        view.tick(ledger)
+                    if interrupts and not asked_cancel:
+                        asked_cancel = True
+                        view.write("cancelling: every rank saves a checkpoint, then stops "
+                                   "(interrupt again to detach; the job keeps going)")
+                        for ledger in ledgers:
+                            _request_cancel(ledger)
+                    elif len(interrupts) > 1:
+                        view.write(f"detached; Ray job {submission_id} goes on: `unigen status`, `unigen cancel`")
+                        return 130
+                    if time.monotonic() - last_poll >= STATUS_POLL_S:
+                        last_poll = time.monotonic()
+                        try:
+                            state = job_status(client, submission_id)
+                        except Exception as e:  # noqa: BLE001 - a head restarting: keep trying
+                            view.write(f"warning: cannot read the Ray job's status ({type(e).__name__}); retrying")
+                        if state in TERMINAL_JOB_STATES:
+                            break
+                    time.sleep(0.3)
+                _settle(ledgers, client, submission_id, state)
+                for ledger in ledgers:
+                    view.tick(ledger, force=True)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        for ledger in ledgers:
+            record = ledger.read()
+            line = f"{record['run_id']}: {record['status']}"
+            if record.get("export"):
+                line += f", model exported to {record['export']['path']}"
+            if record.get("error"):
+                line += f" ({record['error']})"
+            print(line)
+        return 0 if all(ledger.read()["status"] == "completed" for ledger in ledgers) else 1
+
+    # -- preview ----------------------------------------------------------------------------------
+    def describe(self, sub) -> str:
+        cfg = sub.profile.ray
+        run_dirs = [str(sub.run_root / f"<{stage.recipe.name} run id>") for stage in sub.stages]
+        run_ids = [f"<{sub.stages[0].recipe.name} run id>"]
+        spec = build_job(cfg, run_dirs, run_ids, cwd=os.getcwd())
+        bundle = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {})}
+        lines = [
+            f"ray launcher: one Ray Job for {len(sub.stages)} stage(s), run in order by its driver",
+            f"  address:        {cfg.address}",
+            f"  submission id:  {spec.submission_id}",
+            f"  entrypoint:     {spec.entrypoint}",
+            f"  entrypoint resources: {spec.entrypoint_num_cpus} CPU (the driver only watches)",
+            "  runtime_env:    " + json.dumps(redact(spec.runtime_env), sort_keys=True),
+            f"  workers:        {cfg.workers} x {json.dumps(bundle)} in one placement group "
+            f"(strategy {cfg.placement_strategy}), one rank each:",
+            f"                  python -m unigen.orchestrator.runtime <run folder> with RANK=0..{cfg.workers - 1}, "
+            f"WORLD_SIZE={cfg.workers}, LOCAL_RANK per node, MASTER_ADDR=<rank 0's node>, MASTER_PORT=<free there>",
+            f"  failures:       a worker that dies -> the group is stopped and restarted from the last committed "
+            f"checkpoint, at most ray.max_failures={cfg.max_failures} times; all ranks exit 75 -> restarted at "
+            "once; exit 2 -> failed",
+            f"  cancel:         ranks get SIGTERM, save, stop; killed after ray.cancel_grace_s={cfg.cancel_grace_s}",
+            f"  storage:        {sub.run_root} must be at the same path on the submitter and every Ray node "
+            "(shared disk); relative data paths resolve against the folder you submit from",
+        ]
+        return "\n".join(lines)
+
+    # -- operate ----------------------------------------------------------------------------------
+    def cancel(self, ledger: RunLedger) -> str:
+        record = ledger.read()
+        run_id = record["run_id"]
+        if record["status"] in TERMINAL:
+            return f"{run_id} is {record['status']}: nothing to cancel"
+        _request_cancel(ledger)
+        job = (record.get("ray") or {}).get("job_id")
+        state = self.scheduler_state(record)
+        if state in ACTIVE_JOB_STATES:
+            return (f"asked Ray job {job} to stop {run_id}: its ranks save a checkpoint, then the run is "
+                    "marked cancelled")
+        if state == "unreachable":
+            return (f"cannot reach Ray at {record['profile']['ray']['address']}: the cancel request is in "
+                    f"run.json; the job's driver acts on it if it is still running")
+        ledger.set_status("cancelled", error=f"cancelled (the Ray job {job or '(none)'} was {state or 'not submitted'})")
+        return f"{run_id} marked cancelled (Ray job {job or '(none)'}: {state or 'never submitted'})"
+
+    def scheduler_state(self, record: dict[str, Any]) -> str | None:
+        job = (record.get("ray") or {}).get("job_id")
+        if not job:
+            return None
+        address = (record.get("ray") or {}).get("address") or ((record.get("profile") or {}).get("ray") or {}).get("address", "auto")
+        try:
+            return job_status(self._client(address), job)
+        except UserError:
+            return "unreachable"
+        except Exception as e:  # noqa: BLE001 - Ray answers 404 for a job it no longer knows
+            return "unknown job" if "not" in str(e).lower() and "exist" in str(e).lower() else "unreachable"
+
+
+def _request_cancel(ledger: RunLedger) -> None:
+    """The flag the driver polls (run.json is on storage it shares with us)."""
+    ledger.update(lambda r: r.__setitem__("cancel_requested", r.get("cancel_requested") or now_iso()))
+
+
+def _settle(ledgers: list[RunLedger], client, submission_id: str, state: str) -> None:
+    """The job ended: a stage its driver did not finish (driver killed, head lost) is failed, with
+    Ray's reason, instead of staying "running" forever."""
+    reason = ""
+    try:
+        info = client.get_job_info(submission_id)
+        reason = (getattr(info, "message", "") or "").strip().splitlines()[0][:300] if getattr(info, "message", "") else ""
+    except Exception:  # noqa: BLE001 - the reason is a nicety
+        pass
+    for ledger in ledgers:
+        record = ledger.read()
+        if record["status"] in TERMINAL:
+            continue
+        why = f"the Ray job {submission_id} ended {state} before this run finished"
+        why += f" ({reason})" if reason else ""
+        why += f"; driver output: `ray job logs {submission_id}`"
+        cancelled = bool(record.get("cancel_requested"))
+        ledger.end_attempt(exit_reason="cancelled" if cancelled else "lost", exit_code=None,
+                           status="cancelled" if cancelled else "failed")
+        ledger.update(lambda r: r.__setitem__("error", r.get("error") or why))
+
+
+LAUNCHER = RayLauncher()

@@ -1,0 +1,266 @@
+"""The attempt loop of the Ray job driver, free of Ray: it drives any ``RankGroup``.
+
+Per run (stage), until it ends:
+- place the workers (waiting for resources; a cancel while waiting ends the run as cancelled);
+- start an attempt: run.json gets job id, nodes, and each rank's host and pid;
+- watch the ranks: when one ends badly the others get ``peer_grace_s`` to notice (a rank blocked in
+  a collective often exits by itself), then the group is killed;
+- all ranks 0: completed. All 0 or 75 (saved on a stop signal): next attempt at once. Any 2: failed,
+  never restarted. Otherwise (a crash, a kill, a lost worker): restart from the last committed
+  checkpoint while ``max_failures`` allows; the runtime resumes by itself.
+- a cancel (``cancel_requested`` in run.json, written by ``unigen cancel``, or SIGTERM to the driver
+  from ``ray job stop``): SIGTERM to every rank, they save and exit 75, the run is cancelled;
+  after ``cancel_grace_s`` what is left is killed.
+
+Stages run in order; a stage starts only when the one before it completed.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol, Sequence
+
+from unigen.orchestrator.exitcodes import EXIT_FATAL
+from unigen.orchestrator.launchers.ray_plan import (
+    Outcome,
+    RankSlot,
+    WorkerInfo,
+    classify,
+    describe_code,
+    first_failure,
+    rank_layout,
+)
+from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
+from unigen.orchestrator.secrets import ScrubFilter, scrub
+
+log = logging.getLogger("unigen.launcher.ray")
+
+PEER_GRACE_S = 10.0
+MAX_REQUEUES = 1000  # a loop guard, not a budget: every requeue follows a committed checkpoint
+LEDGER_READ_S = 1.0  # how often the driver looks for a cancel request in run.json
+
+
+class RankGroup(Protocol):
+    """The workers of one attempt (Ray actors in a placement group, in ``ray_group``)."""
+
+    def place(self, should_stop: Callable[[], bool]) -> list[WorkerInfo] | None:
+        """Reserve and start the workers; None when ``should_stop`` turned true while waiting."""
+
+    def free_port(self) -> int:
+        """A free port on the node of the first worker (rank 0's rendezvous)."""
+
+    def missing_paths(self, paths: list[str]) -> list[str]:
+        """'<host>: <path>' for every path some worker cannot see."""
+
+    def start(self, slots: Sequence[RankSlot], *, run_dir: str, cwd: str | None, header: str) -> list[dict]:
+        """Start one rank per slot; returns per rank {pid, host, ...}."""
+
+    def poll(self) -> list[int | None]:
+        """Exit code per rank (None: running, ray_plan.LOST: the worker vanished)."""
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to every rank still running."""
+
+    def kill(self) -> None:
+        """SIGKILL every rank (and what it started)."""
+
+    def release(self) -> None:
+        """Stop the workers and give their resources back."""
+
+
+@dataclass
+class Settings:
+    job_id: str
+    gpus: bool
+    max_failures: int
+    cancel_grace_s: float
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    peer_grace_s: float = PEER_GRACE_S
+    poll_s: float = 0.5
+
+
+class RunAttempts:
+    """Every attempt of one run, until it completes, fails or is cancelled."""
+
+    def __init__(self, ledger: RunLedger, make_group: Callable[[], RankGroup], settings: Settings,
+                 stopping: Callable[[], bool] = lambda: False):
+        self.ledger = ledger
+        self.make_group = make_group
+        self.s = settings
+        self.stopping = stopping  # the driver itself was asked to stop (ray job stop)
+        self._cancel_seen = False
+        self._last_read = 0.0
+
+    def cancelled(self) -> bool:
+        """A stop of the driver, or ``cancel_requested`` in run.json (checked at most every second)."""
+        if self._cancel_seen or self.stopping():
+            self._cancel_seen = True
+            return True
+        now = time.monotonic()
+        if now - self._last_read >= LEDGER_READ_S:
+            self._last_read = now
+            try:
+                self._cancel_seen = bool(self.ledger.read().get("cancel_requested"))
+            except ValueError:  # being rewritten this instant
+                pass
+        return self._cancel_seen
+
+    def run(self) -> str:
+        """Run attempts until the run ends; returns its final status."""
+        run_id = self.ledger.run_id
+        crashes = requeues = 0
+        while True:
+            if self.cancelled():
+                self.ledger.set_status("cancelled", error="cancelled")
+                return "cancelled"
+            group = self.make_group()
+            try:
+                outcome = self._attempt(group, run_id)
+            finally:
+                group.release()
+            if outcome is None:  # cancelled while waiting for workers: no attempt was started
+                self.ledger.set_status("cancelled", error="cancelled while waiting for Ray workers")
+                return "cancelled"
+            if outcome.reason == "completed":
+                self._end("completed", outcome, "completed")
+                return "completed"
+            if self._cancel_seen:
+                saved = "every rank saved a checkpoint first" if outcome.reason == "requeue" else outcome.detail
+                self._end("cancelled", replace(outcome, detail=f"cancelled: {saved}"), "cancelled")
+                return "cancelled"
+            if outcome.reason == "requeue" and requeues < MAX_REQUEUES:
+                requeues += 1
+                log.info("%s: every rank saved and asked to be restarted: next attempt now", run_id)
+                self._end("requeue", outcome, "requeued")
+                continue
+            if outcome.reason == "fatal":
+                log.error("%s: %s: a user error, not restarted (see run.json error)", run_id, outcome.detail)
+                self._end("crashed", outcome, "failed")
+                self._set_error(f"failed: {outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
+                return "failed"
+            crashes += 1
+            if crashes <= self.s.max_failures:
+                log.warning("%s: attempt crashed (%s); restart %d of %d from the last committed checkpoint",
+                            run_id, outcome.detail, crashes, self.s.max_failures)
+                self._end("crashed", outcome, "requeued")
+                continue
+            self._end("crashed", outcome, "failed")
+            self._set_error(f"crashed {crashes} times (ray.max_failures={self.s.max_failures}), last: "
+                            f"{outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
+            return "failed"
+
+    # -- one attempt ------------------------------------------------------------------------------
+    def _attempt(self, group: RankGroup, run_id: str) -> Outcome | None:
+        workers = group.place(self.cancelled)
+        if workers is None:
+            return None
+        run_dir = str(self.ledger.paths.root)
+        missing = group.missing_paths([run_dir])
+        if missing:
+            # Nothing can be recorded from those nodes: fail now with the fix instead of crash-looping.
+            self._set_error(f"the run folder is not visible on every Ray node ({'; '.join(missing)}): put "
+                            "storage.run_root on storage shared by the submitter and all nodes")
+            return Outcome("fatal", (), f"run folder missing on {', '.join(missing)}", EXIT_FATAL)
+        slots = rank_layout(workers, master_port=group.free_port(), gpus=self.s.gpus)
+        nodes = ",".join(dict.fromkeys(slot.worker.hostname for slot in slots))
+        attempt = self.ledger.start_attempt(job_id=self.s.job_id, nodes=nodes)
+        self.ledger.update(lambda r: r.__setitem__("error", None))  # the last attempt's, kept in it
+        extra = {**(self.s.env or {}), "UNIGEN_ATTEMPT": str(attempt), "UNIGEN_JOB_ID": self.s.job_id}
+        slots = [RankSlot(s.rank, s.worker, {**extra, **s.env}) for s in slots]
+        log.info("%s: attempt %d on %s (MASTER_ADDR=%s)", run_id, attempt, nodes, slots[0].env["MASTER_ADDR"])
+        header = f"attempt {attempt} (ray job {self.s.job_id})"
+        started = group.start(slots, run_dir=run_dir, cwd=self.s.cwd, header=header)
+        ranks = [{"rank": s.rank, "host": info.get("host"), "ip": s.worker.node_ip, "pid": info.get("pid")}
+                 for s, info in zip(slots, started)]
+        # "pids" as the local launcher records them; "ranks" adds where each one runs.
+        self.ledger.update(lambda r: r["attempts"][-1].update(ranks=ranks, pids=[x["pid"] for x in ranks]))
+        return self._watch(group, run_id)
+
+    def _watch(self, group: RankGroup, run_id: str) -> Outcome:
+        failed_at = cancel_at = first_bad = None
+        killed = False
+        while True:
+            codes = group.poll()
+            if all(c is not None for c in codes):
+                return classify(codes, first_bad if first_bad is not None else first_failure(codes))  # type: ignore[arg-type]
+            now = time.monotonic()
+            bad = first_failure(codes)
+            if bad is not None and failed_at is None:
+                failed_at, first_bad = now, bad
+                log.warning("%s: rank %d %s; stopping the group in %.0f s unless it ends by itself",
+                            run_id, bad, describe_code(codes[bad]), self.s.peer_grace_s)  # type: ignore[arg-type]
+            if cancel_at is None and self.cancelled():
+                cancel_at = now
+                log.warning("%s: cancel requested: asking every rank to save a checkpoint and stop", run_id)
+                group.signal(signal.SIGTERM)
+            if not killed and ((failed_at is not None and now - failed_at > self.s.peer_grace_s)
+                               or (cancel_at is not None and now - cancel_at > self.s.cancel_grace_s)):
+                killed = True
+                group.kill()
+            time.sleep(self.s.poll_s)
+
+    # -- ledger ---------------------------------------------------------------------------------
+    def _end(self, reason: str, outcome: Outcome, status: str) -> None:
+        def change(r: dict) -> None:
+            attempt = r["attempts"][-1] if r["attempts"] else None
+            if attempt is not None and attempt["ended_at"] is None and r.get("error"):
+                attempt["error"] = r["error"]  # the attempt keeps its crash message ...
+            if status == "completed":
+                r["error"] = None  # ... and a run that then completed shows none
+
+        self.ledger.update(change)
+        self.ledger.end_attempt(exit_reason=reason, exit_code=outcome.exit_code, status=status,
+                                exit_codes=list(outcome.codes), detail=outcome.detail)
+
+    def _set_error(self, message: str) -> None:
+        # The runtime's own message (a user error, a crash) is more precise: keep it when there is one.
+        self.ledger.update(lambda r: r.__setitem__("error", r.get("error") or message))
+
+
+def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger], RunAttempts],
+               stopping: Callable[[], bool] = lambda: False) -> int:
+    """Run the stages in order; 0 when every one completed."""
+    previous: RunLedger | None = None
+    for ledger in ledgers:
+        record = ledger.read()
+        if record["status"] in TERMINAL:
+            log.info("%s is already %s: skipped", record["run_id"], record["status"])
+        elif stopping() or record.get("cancel_requested"):
+            ledger.set_status("cancelled", error="cancelled before it started")
+        elif previous is not None and previous.read()["status"] != "completed":
+            ledger.set_status("cancelled", error=f"not started: the previous stage {previous.run_id} did not complete")
+        else:
+            _with_run_log(ledger, lambda: _guarded(ledger, make_attempts))
+        previous = ledger
+    return 0 if all(ledger.read()["status"] == "completed" for ledger in ledgers) else 1
+
+
+def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts]) -> None:
+    """A bug or a Ray failure in the driver ends this run as failed (with the reason in run.json)
+    instead of leaving it "running" forever; the next stages are then not started."""
+    try:
+        make_attempts(ledger).run()
+    except Exception as e:  # noqa: BLE001 - recorded, then the driver goes on to the next stage
+        log.exception("%s: the Ray driver failed", ledger.run_id)
+        message = scrub(f"the Ray driver failed: {type(e).__name__}: {e}")[:500]
+        ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed", detail=message)
+        ledger.update(lambda r: r.__setitem__("error", r.get("error") or message))
+
+
+def _with_run_log(ledger: RunLedger, body: Callable[[], object]) -> None:
+    """The driver's lines about a run also go to its logs/launcher.log (`unigen logs` shows them)."""
+    handler = logging.FileHandler(ledger.paths.logs / "launcher.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ScrubFilter())
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # launcher.log always tells the attempts, whatever the root logger says
+    try:
+        log.info("%s: driver started at %s", ledger.run_id, now_iso())
+        body()
+    finally:
+        log.removeHandler(handler)
+        handler.close()

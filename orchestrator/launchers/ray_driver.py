@@ -1,0 +1,91 @@
+"""The Ray job driver: the entrypoint of the Ray Job that ``unigen submit --profile <ray profile>``
+submits. It runs the stages of one submission in order, each through ``ray_attempts.RunAttempts``
+with its workers placed by ``ray_group.RayGroup``, and exits 0 only when every stage completed.
+
+    python -m unigen.orchestrator.launchers.ray_driver --job-id ID [--cwd DIR] RUN_DIR [RUN_DIR ...]
+
+It needs nothing but the run folders: workers, resources and the failure budget come from the
+profile recorded in each run.json. The run folders must be visible at the same path to the
+submitter, this driver and every worker (shared storage); ``--cwd`` is the folder the submit ran
+in, where relative data paths of a recipe point.
+
+SIGTERM (``ray job stop``, which waits RAY_JOB_STOP_WAIT_TIME_S before SIGKILL; the launcher sets it
+from ray.cancel_grace_s) cancels like ``unigen cancel``: ranks save, the run is cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from unigen.orchestrator.runs import RunLedger
+
+log = logging.getLogger("unigen.launcher.ray")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the attempt loop polls it (a handler must not do more)."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.set = True
+
+    def __call__(self) -> bool:
+        return self.set
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unigen.orchestrator.launchers.ray_driver")
+    parser.add_argument("--job-id", required=True, help="the Ray job submission id (recorded per attempt)")
+    parser.add_argument("--cwd", default=None, help="the folder `unigen submit` ran in")
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    missing = [str(d) for d in args.run_dirs if not (d / "run.json").is_file()]
+    if missing:
+        print(f"error: run folder(s) not visible where the Ray driver runs: {', '.join(missing)}; "
+              "storage.run_root must be on storage shared by the submitter and every Ray node", file=sys.stderr)
+        return 2
+    stop = StopFlag().install()
+
+    import ray
+
+    from unigen.orchestrator.launchers.ray_attempts import RunAttempts, Settings, run_stages
+    from unigen.orchestrator.launchers.ray_group import RayGroup
+
+    ray.init(log_to_driver=False)  # RAY_ADDRESS comes from the job supervisor
+    ledgers = [RunLedger(d) for d in args.run_dirs]
+
+    def attempts_for(ledger: RunLedger) -> RunAttempts:
+        profile = ledger.read()["profile"]
+        cfg = profile.get("ray") or {}
+        group_args = dict(workers=int(cfg.get("workers", 1)), cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
+                          gpus_per_worker=float(cfg.get("gpus_per_worker", 0)),
+                          strategy=cfg.get("placement_strategy") or "PACK")
+        threads = str(max(1, int(group_args["cpus_per_worker"])))
+        env = {"OMP_NUM_THREADS": threads, **{str(k): str(v) for k, v in (profile.get("env") or {}).items()}}
+        if not group_args["gpus_per_worker"]:
+            env.setdefault("DS_ACCELERATOR", "cpu")
+        settings = Settings(job_id=args.job_id, gpus=group_args["gpus_per_worker"] > 0,
+                            max_failures=int(cfg.get("max_failures", 2)),
+                            cancel_grace_s=float(cfg.get("cancel_grace_s", 300)), cwd=args.cwd, env=env)
+        return RunAttempts(ledger, lambda: RayGroup(**group_args), settings, stopping=stop)
+
+    try:
+        return run_stages(ledgers, attempts_for, stopping=stop)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

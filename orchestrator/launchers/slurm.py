@@ -1,0 +1,235 @@
+"""``launcher: slurm``: each stage of a submission is one sbatch job; stage N+1 waits on stage N with
+``--dependency=afterok``. See runbooks/running-on-slurm.md.
+
+Submitting side (this module, torch-free): render each run's batch script (``slurm_script``), write
+it to ``RUN_DIR/slurm/job.sbatch``, ``sbatch`` it from ``RUN_DIR/logs`` and record the job id in
+run.json (``slurm.job_id``). Job side: the script runs ``slurm_job`` (the driver: attempts, requeue
+after a collective save, budgets) which runs one ``slurm_task`` per rank through srun.
+
+Why not submitit's executor: its job side runs a pickled function whose USR2 handler saves on global
+rank 0 only (a ZeRO-3 save hangs that way), it only exposes srun's highest exit code, and it writes
+#SBATCH values in shell single quotes, which sbatch does not parse. The profile-to-sbatch mapping is
+the same as submitit's (nodes, tasks per node, gpus_per_node, cpus_per_task, mem, signal delay).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.launchers import slurm_tools as tools
+from unigen.orchestrator.launchers.slurm_script import ScriptInputs, render_script
+from unigen.orchestrator.runs import TERMINAL, RunLedger, new_run_id, now_iso
+
+POLL_S = 2.0
+SCHEDULER_POLL_S = 5.0
+# A job the scheduler reports ended while run.json is not terminal yet: give the driver this long to
+# write its last words before the run is marked failed (a job killed before its driver could).
+LOST_AFTER_S = 20.0
+
+
+def _inputs(record_like: dict[str, Any], *, run_id: str, run_dir: Path, stage: int, stages: int,
+            dependency: str | None, workdir: str) -> ScriptInputs:
+    return ScriptInputs(run_id=run_id, run_dir=str(run_dir), workdir=workdir, stage=stage, stages=stages,
+                        stage_name=str(record_like.get("stage") or ""),
+                        recipe_path=str(record_like.get("recipe_path") or ""), dependency=dependency)
+
+
+class SlurmLauncher:
+    name = "slurm"
+
+    # -- submit ---------------------------------------------------------------------------------
+    def launch(self, ledgers: list[RunLedger], sub, *, wait: bool) -> int:
+        workdir = os.getcwd()
+        later = [str(lg.paths.root) for lg in ledgers]
+        submitted: list[str] = []
+        previous: str | None = None
+        for i, ledger in enumerate(ledgers):
+            record = ledger.read()
+            dependency = f"afterok:{previous}" if previous else None
+            script = render_script(record["profile"], _inputs(
+                record, run_id=record["run_id"], run_dir=ledger.paths.root, stage=i + 1, stages=len(ledgers),
+                dependency=dependency, workdir=workdir))
+            path = ledger.paths.root / "slurm" / "job.sbatch"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(script)
+            try:
+                job_id = tools.sbatch(path, cwd=ledger.paths.logs)
+            except tools.SlurmError as err:
+                self._abandon(ledgers, submitted, f"sbatch refused stage {i + 1}: {err}")
+                raise UserError(f"sbatch refused stage {i + 1} ({record['run_id']}): {err}; the script is "
+                                f"{path}. Fix the profile's slurm section (or try `sbatch --test-only` on it)") from None
+            submitted.append(job_id)
+            info = {"job_id": job_id, "script": str(path), "submitted_at": now_iso(), "dependency": dependency,
+                    "batch_log": str(ledger.paths.logs / f"slurm-{job_id}.out"), "later_runs": later[i + 1:]}
+            ledger.update(lambda r, info=info: r.__setitem__("slurm", info))
+            print(f"stage {i + 1}: run {record['run_id']} submitted as SLURM job {job_id}"
+                  + (f" ({dependency})" if dependency else ""), file=sys.stderr)
+            previous = job_id
+        if not wait:
+            print(f"follow with `unigen status {ledgers[-1].run_id}` or `unigen logs {ledgers[0].run_id} --follow`")
+            return 0
+        return self._wait(ledgers)
+
+    def _abandon(self, ledgers: list[RunLedger], submitted: list[str], why: str) -> None:
+        for job_id in submitted:
+            try:
+                tools.scancel(job_id)
+            except tools.SlurmError:
+                pass
+        for ledger in ledgers:
+            ledger.set_status("failed", error=why)
+
+    # -- wait -----------------------------------------------------------------------------------
+    def _wait(self, ledgers: list[RunLedger]) -> int:
+        from unigen.orchestrator.launchers.progress import ProgressView
+
+        watch = _Watch(ledgers)
+        try:
+            with ProgressView() as view:
+                while not watch.done():
+                    for ledger in ledgers:
+                        view.tick(ledger)
+                    for line in watch.poll_scheduler():
+                        view.write(line)
+                    time.sleep(POLL_S)
+                for ledger in ledgers:
+                    view.tick(ledger, force=True)
+        except KeyboardInterrupt:
+            print("\nstopped waiting; the jobs keep running on the cluster: `unigen status`, "
+                  f"`unigen cancel {ledgers[0].run_id}`", file=sys.stderr)
+            return 130
+        for ledger in ledgers:
+            record = ledger.read()
+            line = f"{record['run_id']}: {record['status']}"
+            if record.get("export"):
+                line += f", model exported to {record['export']['path']}"
+            if record.get("error") and record["status"] != "completed":
+                line += f" ({record['error']})"
+            print(line)
+        return 0 if all(lg.read()["status"] == "completed" for lg in ledgers) else 1
+
+    # -- preview, cancel, state -----------------------------------------------------------------
+    def describe(self, sub) -> str:
+        profile = sub.profile.model_dump(mode="json")
+        out = []
+        for stage in sub.stages:
+            recipe = stage.recipe
+            run_id = new_run_id(sub.name or recipe.name)  # a fresh id at submit time (time + random)
+            run_dir = sub.run_root / run_id
+            dependency = "afterok:<job id of stage {}>".format(stage.index - 1) if stage.index > 1 else None
+            out.append(f"# ---- stage {stage.index}: sbatch --parsable {run_dir}/slurm/job.sbatch  (from {run_dir}/logs)")
+            out.append(render_script(profile, _inputs(
+                {"stage": recipe.stage, "recipe_path": str(stage.path)}, run_id=run_id, run_dir=run_dir,
+                stage=stage.index, stages=len(sub.stages), dependency=dependency, workdir=os.getcwd())))
+        return "\n".join(out)
+
+    def cancel(self, ledger: RunLedger) -> str:
+        record = ledger.read()
+        run_id, slurm = record["run_id"], record.get("slurm") or {}
+        if record["status"] in TERMINAL:
+            return f"{run_id} is {record['status']}: nothing to cancel"
+        job_id = slurm.get("job_id")
+        if not job_id:
+            ledger.set_status("cancelled", error="cancelled before it was submitted")
+            return f"{run_id} marked cancelled (it had no SLURM job)"
+        # The driver sees this before it starts the ranks and while they run (`unigen cancel` sets it too).
+        ledger.update(lambda r: r.__setitem__("cancel_requested", r.get("cancel_requested") or now_iso()))
+        info = tools.job_info(job_id)
+        state = (info or {}).get("JobState")
+        if state in ("RUNNING", "COMPLETING", "CONFIGURING"):
+            tools.scancel(job_id, signal="USR2")  # the ranks save a checkpoint; the driver ends the run
+            return (f"asked SLURM job {job_id} of {run_id} to save a checkpoint and stop; "
+                    "it ends as cancelled (follow with `unigen status`)")
+        if info is not None and state not in tools.ENDED_STATES:
+            tools.scancel(job_id)
+        _end_open_attempt(ledger, "cancelled")
+        ledger.set_status("cancelled", error="cancelled by `unigen cancel`")
+        from unigen.orchestrator.launchers.slurm_job import cancel_unstarted
+
+        for later in slurm.get("later_runs") or []:
+            cancel_unstarted(RunLedger(later), f"not started: the previous stage {run_id} was cancelled")
+        return f"cancelled SLURM job {job_id} of {run_id} ({state or 'no longer known to SLURM'})"
+
+    def scheduler_state(self, record: dict[str, Any]) -> str | None:
+        job_id = (record.get("slurm") or {}).get("job_id")
+        if not job_id:
+            return None
+        try:
+            return f"job {job_id} " + tools.describe_state(tools.job_info(job_id))
+        except tools.SlurmError as err:
+            return f"job {job_id}: unknown ({err})"
+
+
+class _Watch:
+    """The --wait loop's view of the scheduler: state changes to print, and jobs that ended without
+    their driver recording it (killed, cancelled outside unigen), which would otherwise wait forever."""
+
+    def __init__(self, ledgers: list[RunLedger]):
+        self.ledgers = ledgers
+        self._last_poll = 0.0
+        self._states: dict[str, str] = {}
+        self._ended_since: dict[str, float] = {}
+
+    def done(self) -> bool:
+        return all(_status(lg) in TERMINAL for lg in self.ledgers)
+
+    def poll_scheduler(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._last_poll < SCHEDULER_POLL_S:
+            return []
+        self._last_poll = now
+        lines = []
+        for ledger in self.ledgers:
+            record = ledger.read()
+            job_id = (record.get("slurm") or {}).get("job_id")
+            if record["status"] in TERMINAL or not job_id:
+                continue
+            try:
+                info = tools.job_info(job_id)
+            except tools.SlurmError as err:
+                lines.append(f"{record['run_id']}: {err}")
+                continue
+            state = tools.describe_state(info)
+            if self._states.get(job_id) != state:
+                self._states[job_id] = state
+                lines.append(f"{record['run_id']}: SLURM job {job_id} {state}")
+            ended = info is None or info.get("JobState") in tools.ENDED_STATES
+            if not ended:
+                self._ended_since.pop(job_id, None)
+            elif now - self._ended_since.setdefault(job_id, now) > LOST_AFTER_S:
+                self._mark_lost(ledger, job_id, state)
+        return lines
+
+    def _mark_lost(self, ledger: RunLedger, job_id: str, state: str) -> None:
+        if _status(ledger) in TERMINAL:
+            return
+        from unigen.orchestrator.launchers.slurm_job import cancel_unstarted
+
+        why = (f"SLURM job {job_id} ended ({state}) before unigen recorded the end: see "
+               f"{ledger.paths.logs}/slurm-{job_id}.out")
+        _end_open_attempt(ledger, "lost")
+        ledger.set_status("failed", error=why)
+        for later in (ledger.read().get("slurm") or {}).get("later_runs") or []:
+            cancel_unstarted(RunLedger(later), f"not started: the previous stage {ledger.run_id} failed")
+
+
+def _status(ledger: RunLedger) -> str:
+    try:
+        return ledger.read()["status"]
+    except UserError:
+        return "queued"
+
+
+def _end_open_attempt(ledger: RunLedger, reason: str) -> None:
+    def change(r: dict[str, Any]) -> None:
+        if r["attempts"] and r["attempts"][-1].get("ended_at") is None:
+            r["attempts"][-1].update(ended_at=now_iso(), exit_reason=reason)
+
+    ledger.update(change)
+
+
+LAUNCHER = SlurmLauncher()

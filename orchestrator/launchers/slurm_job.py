@@ -1,0 +1,297 @@
+"""The job side of a SLURM run: ``python -m unigen.orchestrator.launchers.slurm_job RUN_DIR``.
+
+The batch script ends by exec-ing this driver, once per attempt (SLURM re-runs the script after every
+requeue). The driver:
+1. closes an attempt a killed predecessor left open (as ``lost``), checks the budgets, and stops
+   early when the run was cancelled or already ended;
+2. records the attempt in run.json (job id, node list, start), picks MASTER_ADDR (the first node's
+   address) and MASTER_PORT (from the job id, see ``master_port``);
+3. runs ``srun`` with one task per rank (``slurm_task``), each running the per-rank runtime;
+4. reads every rank's exit code and decides (``slurm_policy.decide``): completed; requeue after a
+   save on a signal (every rank exited 0 or 75: so all ranks HAVE saved, the commit exists) or after a
+   crash within ``max_failures``; or failed. A requeue is ``scontrol requeue $SLURM_JOB_ID`` issued
+   here, after the ranks exited, never from a signal handler;
+5. when the run ends without completing, cancels the later stages (their jobs wait on afterok).
+
+It exits 0 only when the run completed, so the next stage's ``afterok`` fires only then. Torch-free.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from unigen.orchestrator.launchers import slurm_tools as tools
+from unigen.orchestrator.launchers.slurm_policy import Decision, budget_exhausted, decide, requeue_cause
+from unigen.orchestrator.launchers.slurm_script import ranks_per_node
+from unigen.orchestrator.launchers.slurm_task import read_exit
+from unigen.orchestrator.runs import TERMINAL, RunLedger
+
+log = logging.getLogger("unigen.slurm")
+
+PORT_BASE, PORT_SPAN = 20000, 20000
+CANCEL_RESEND_S = 15.0  # a USR2 sent while srun was still spawning the ranks may find none: resend
+TERM_WAIT_S = 2.0  # after SIGTERM, how long the ranks may take to leave their exit codes
+
+
+def master_port(job_id: int, restart: int) -> int:
+    """MASTER_PORT in [20000, 40000): 20000 + 2 x (job id mod 10000) + (restart mod 2). Jobs whose ids
+    differ by less than 10000 never share a port on a node, and consecutive attempts of one job
+    alternate between two ports, so a restart does not wait for the previous listener's TIME_WAIT."""
+    return PORT_BASE + 2 * (job_id % (PORT_SPAN // 2)) + restart % 2
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(job_id: int, restart: int, *, on_master: bool) -> int:
+    """The derived port; on the master node (where the driver runs, normally), the next free one of
+    the same parity when something else holds it."""
+    port = master_port(job_id, restart)
+    if not on_master:
+        return port
+    for k in range(50):
+        candidate = PORT_BASE + (port - PORT_BASE + 2 * k) % PORT_SPAN
+        if port_is_free(candidate):
+            return candidate
+    return port
+
+
+class Driver:
+    def __init__(self, run_dir: Path, environ: dict[str, str]):
+        self.run_dir = run_dir
+        self.ledger = RunLedger(run_dir)
+        self.env = environ
+        self.job_id = environ["SLURM_JOB_ID"]
+        self.restart = int(environ.get("SLURM_RESTART_COUNT") or 0)
+        self.terminated = False  # SIGTERM: scancel, a kill at the end of preemption grace or time limit
+
+    # -- entry ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        # Meant for the ranks; must not kill the driver (a handler, not SIG_IGN, which srun would inherit).
+        signal.signal(signal.SIGUSR2, lambda *_: None)
+        record = self.ledger.read()
+        self._close_stale(record)
+        record = self.ledger.read()
+        log.info("job %s (restart %d) on %s for run %s", self.job_id, self.restart,
+                 self.env.get("SLURM_JOB_NODELIST"), record["run_id"])
+        if record["status"] in TERMINAL:
+            log.warning("run %s is already %s: nothing to do", record["run_id"], record["status"])
+            return 0 if record["status"] == "completed" else 1
+        if record.get("cancel_requested"):
+            return self._finish("cancelled", "cancelled by `unigen cancel` before it started")
+        why = budget_exhausted(record["attempts"], record["profile"].get("slurm") or {})
+        if why:
+            return self._finish("failed", why)
+        return self._attempt(record)
+
+    def _on_term(self, signum, frame) -> None:  # noqa: ARG002
+        self.terminated = True
+
+    def _close_stale(self, record: dict[str, Any]) -> None:
+        attempts = record["attempts"]
+        if attempts and attempts[-1].get("ended_at") is None:
+            log.warning("attempt %d never recorded its end (its driver was killed): marking it lost",
+                        attempts[-1]["attempt"])
+            self.ledger.end_attempt(exit_reason="lost", exit_code=None, status="requeued")
+
+    # -- one attempt ----------------------------------------------------------------------------
+    def _attempt(self, record: dict[str, Any]) -> int:
+        profile = record["profile"]
+        res, slurm = profile.get("resources") or {}, profile.get("slurm") or {}
+        nodelist = self.env.get("SLURM_JOB_NODELIST") or socket.gethostname()
+        hosts = tools.hostnames(nodelist)
+        here = self.env.get("SLURMD_NODENAME") or socket.gethostname()
+        env_port = (profile.get("env") or {}).get("MASTER_PORT")
+        port = int(env_port) if env_port else pick_port(int(self.job_id), self.restart, on_master=hosts[0] == here)
+        addr = (profile.get("env") or {}).get("MASTER_ADDR") or tools.node_address(hosts[0])
+        world = int(res.get("nodes") or 1) * ranks_per_node(res)
+        attempt = self.ledger.start_attempt(job_id=self.job_id, nodes=nodelist, hosts=hosts,
+                                            restart=self.restart, master=f"{addr}:{port}")
+        attempt_dir = self.run_dir / "slurm" / f"attempt-{attempt}"
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(self.env, MASTER_ADDR=addr, MASTER_PORT=str(port), UNIGEN_ATTEMPT=str(attempt),
+                   UNIGEN_JOB_ID=self.job_id, PYTHONUNBUFFERED="1")
+        argv = ["srun", f"--ntasks={world}", f"--ntasks-per-node={ranks_per_node(res)}",
+                f"--cpus-per-task={int(res.get('cpus_per_task') or 1)}", "--kill-on-bad-exit=0",
+                *(slurm.get("srun_args") or []),
+                sys.executable, "-m", "unigen.orchestrator.launchers.slurm_task", str(self.run_dir), str(attempt_dir)]
+        log.info("attempt %d: %d ranks on %s, MASTER_ADDR=%s MASTER_PORT=%d", attempt, world, nodelist, addr, port)
+        srun_tail = self._run_srun(argv, env)
+        codes = [self._rank_code(attempt_dir, r) for r in range(world)]
+        return self._conclude(codes, srun_tail)
+
+    def _run_srun(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        """Run the training step to its end; returns the last lines srun printed (its own errors)."""
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail.append(line.rstrip())
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        last_cancel, term_at = 0.0, None
+        while proc.poll() is None:
+            if self.terminated:
+                # SLURM is ending the job (scancel, end of preemption grace, time limit): it SIGKILLs
+                # us after KillWait (30 s by default), so record the attempt now, not after srun.
+                term_at = term_at or time.monotonic()
+                if time.monotonic() - term_at > TERM_WAIT_S:
+                    break
+                time.sleep(0.2)
+                continue
+            if self._cancel_requested() and time.monotonic() - last_cancel > CANCEL_RESEND_S:
+                log.info("cancel requested: asking the ranks to save and stop (USR2)")
+                last_cancel = time.monotonic()
+                try:
+                    tools.scancel(self.job_id, signal="USR2")
+                except tools.SlurmError as err:
+                    log.warning("%s", err)
+            time.sleep(1.0)
+        reader.join(timeout=0.5 if self.terminated else 10)
+        return list(tail)
+
+    def _rank_code(self, attempt_dir: Path, rank: int) -> int | None:
+        data = read_exit(attempt_dir / f"rank-{rank}.exit")
+        return int(data["code"]) if data and data.get("code") is not None else None
+
+    def _cancel_requested(self) -> bool:
+        try:
+            return bool(self.ledger.read().get("cancel_requested"))
+        except Exception:  # noqa: BLE001 - a ledger being rewritten this instant: ask again next time
+            return False
+
+    # -- the end of an attempt ------------------------------------------------------------------
+    def _conclude(self, codes: list[int | None], srun_tail: list[str]) -> int:
+        record = self.ledger.read()
+        slurm = record["profile"].get("slurm") or {}
+        done = record["attempts"][:-1]
+        info = self._job_info()
+        cancelled = bool(record.get("cancel_requested")) or \
+            (self.terminated and info is not None and info.get("JobState") == "CANCELLED")
+        cause = requeue_cause(info, grace_s=int(slurm.get("signal_grace_s") or 120), now_ts=time.time())
+        error = record.get("error")
+        if None in codes and not error:
+            missing = [r for r, c in enumerate(codes) if c is None]
+            error = f"ranks {missing} left no exit code; srun said: {' | '.join(srun_tail[-3:]) or '(nothing)'}"
+        decision = decide(codes, cause=cause, attempts=done, slurm=slurm, cancel_requested=cancelled, error=error)
+        if self.terminated and cause == "preempted" and decision.status != "cancelled":
+            # Killed at the end of the preemption grace time (the save did not finish, or it did and
+            # we were slower): SLURM requeues a preempted job itself, so do not requeue it again.
+            # The budget is checked when that next attempt starts.
+            decision = Decision("preempted", "requeued", False, decision.exit_code)
+        log.info("attempt ended: rank exit codes %s -> %s (%s)", codes, decision.exit_reason, decision.status)
+        self.ledger.end_attempt(exit_reason=decision.exit_reason, exit_code=decision.exit_code,
+                                status=decision.status, exit_codes=codes)
+        if decision.error:
+            self.ledger.update(lambda r: r.__setitem__("error", decision.error))
+        if decision.requeue:
+            try:
+                tools.requeue(self.job_id)
+                log.info("requeued job %s: the next attempt resumes from the newest committed checkpoint",
+                         self.job_id)
+                return 0
+            except tools.SlurmError as err:
+                return self._finish("failed", f"could not requeue job {self.job_id} ({err}); resume it with "
+                                    "`unigen resume RUN`")
+        if decision.status in ("failed", "cancelled"):
+            self._cancel_later_stages(decision.status)
+        return 0 if decision.status == "completed" else 1
+
+    def _job_info(self) -> dict[str, str] | None:
+        try:
+            return tools.job_info(self.job_id)
+        except tools.SlurmError as err:
+            log.warning("%s", err)
+            return None
+
+    def _finish(self, status: str, error: str) -> int:
+        log.error("run %s: %s", self.run_dir.name, error)
+        self.ledger.set_status(status, error=error)
+        self._cancel_later_stages(status)
+        return 1
+
+    def _cancel_later_stages(self, status: str) -> None:
+        record = self.ledger.read()
+        for later in (record.get("slurm") or {}).get("later_runs") or []:
+            cancel_unstarted(RunLedger(later), f"not started: the previous stage {record['run_id']} {status}")
+
+
+def cancel_unstarted(ledger: RunLedger, why: str) -> None:
+    """Cancel a later stage's job (it waits on afterok) and mark its run cancelled."""
+    try:
+        record = ledger.read()
+    except Exception as err:  # noqa: BLE001 - one unreadable later stage must not stop the others
+        log.warning("cannot read %s: %s", ledger.paths.ledger, err)
+        return
+    if record["status"] in TERMINAL:
+        return
+    job_id = (record.get("slurm") or {}).get("job_id")
+    if job_id:
+        try:
+            tools.scancel(job_id)
+        except tools.SlurmError as err:
+            log.warning("%s", err)
+    ledger.set_status("cancelled", error=why)
+
+
+def _setup_logging(run_dir: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    out = logging.StreamHandler(sys.stdout)  # the batch log, logs/slurm-<job id>.out
+    out.setFormatter(fmt)
+    root.addHandler(out)
+    try:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        launcher_log = logging.FileHandler(run_dir / "logs" / "launcher.log")
+        launcher_log.setFormatter(fmt)
+        root.addHandler(launcher_log)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or "SLURM_JOB_ID" not in os.environ:
+        print("usage: python -m unigen.orchestrator.launchers.slurm_job RUN_DIR (inside a SLURM job; "
+              "`unigen submit` writes the batch script that runs it)", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    _setup_logging(run_dir)
+    try:
+        return Driver(run_dir, dict(os.environ)).run()
+    except Exception as err:  # noqa: BLE001 - record it where `unigen status` looks, then fail the job
+        log.exception("the SLURM driver of %s failed", run_dir)
+        try:
+            ledger = RunLedger(run_dir)
+            if ledger.read()["status"] not in TERMINAL:
+                ledger.set_status("failed", error=f"the SLURM driver failed: {type(err).__name__}: {err}")
+        except Exception:  # noqa: BLE001 - nothing more to do than the traceback in the batch log
+            pass
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

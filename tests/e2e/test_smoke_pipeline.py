@@ -1,0 +1,101 @@
+"""The README's main job, end to end through the real CLI: both smoke stages on 2 CPU ranks with
+ZeRO-3, stage 2 from stage 1's final checkpoint, then generate, chat, export and the browsing commands."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.e2e.cli import cli, cli_env, record, run_dirs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+STEPS = ["train.max_steps=8", "train.warmup_steps=2", "checkpoint.every=4"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(workspace, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline-runs")
+    env = cli_env(root)
+    out = cli(workspace, "submit", "recipes/smoke-pretrain.yaml", "recipes/smoke-instruct.yaml", "--profile", "local",
+              "--wait", *STEPS, env=env)
+    return root, env, out
+
+
+def test_both_stages_complete_and_stage2_starts_from_stage1(pipeline):
+    root, _, out = pipeline
+    assert out.returncode == 0, out.stderr[-3000:]
+    pretrain, instruct = run_dirs(root)
+    first, second = record(pretrain), record(instruct)
+    assert (first["stage"], first["status"], second["stage"], second["status"]) == \
+        ("pretrain", "completed", "instruct", "completed")
+    assert second["recipe"]["init_from"] == f"run:{first['run_id']}"
+    assert second["init_from"]["run_id"] == first["run_id"]
+    assert second["init_from"]["checkpoint"] == str(pretrain / "checkpoints" / "step-8")  # its FINAL checkpoint
+    commit = json.loads((pretrain / "checkpoints" / "step-8" / "COMMIT.json").read_text())
+    assert commit["world_size"] == 2 and commit["metadata"]["reason"] == "final"
+    log = (instruct / "logs" / "rank-0.log").read_text()
+    assert "loaded init weights from" in log
+    for run in (first, second):
+        assert run["export"] and run["progress"]["step"] == 8 and len(run["attempts"]) == 1
+    assert "completed, model exported to" in out.stdout
+
+
+def test_generate_writes_a_png_of_the_requested_size(pipeline, tmp_path):
+    root, env, _ = pipeline
+    _, instruct = run_dirs(root)
+    png = tmp_path / "out" / "circle.png"
+    out = cli(root, "generate", "--run", record(instruct)["run_id"], "--prompt", "a red circle", "--out", str(png),
+              "--steps", "3", "--height", "64", "--width", "32", "--seed", "1", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (32, 64)
+    again = tmp_path / "again.png"
+    cli(root, "generate", "--checkpoint", str(instruct / "export"), "--prompt", "a red circle", "--out", str(again),
+        "--steps", "3", "--height", "64", "--width", "32", "--seed", "1", env=env, check=True)
+    assert png.read_bytes() == again.read_bytes()  # same model, same seed: same pixels
+
+
+def test_chat_answers_and_export_round_trips(pipeline, tmp_path, workspace):
+    root, env, _ = pipeline
+    pretrain, _ = run_dirs(root)
+    image = next((workspace / "unigen-data" / "shapes").rglob("*.png"))
+    out = cli(root, "chat", "--run", record(pretrain)["run_id"], "--image", str(image), "--prompt", "What is here?",
+              "--max-new-tokens", "4", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dest = tmp_path / "exported"
+    cli(root, "export", record(pretrain)["run_id"], "--out", str(dest), env=env, check=True)
+    from safetensors.torch import load_file
+
+    from tests.e2e.cli import assert_same_tensors
+
+    assert_same_tensors(load_file(str(dest / "model.safetensors")), load_file(str(pretrain / "export" / "model.safetensors")))
+    assert record(pretrain)["export"]["path"] == str(dest)
+
+
+def test_status_runs_and_lineage_show_both_stages(pipeline):
+    root, env, _ = pipeline
+    pretrain, instruct = run_dirs(root)
+    ids = [record(d)["run_id"] for d in (pretrain, instruct)]
+    table = cli(root, "status", env=env, check=True).stdout
+    assert all(i in table for i in ids) and table.count("completed") == 2
+    one = cli(root, "status", ids[1], env=env, check=True).stdout
+    assert f"init_from:  {{'run_id': '{ids[0]}'" in one and "#1: job local:" in one
+    runs = cli(root, "runs", "--stage", "instruct", env=env, check=True).stdout
+    assert ids[1] in runs and ids[0] not in runs
+    lineage = cli(root, "lineage", ids[1], env=env, check=True).stdout
+    assert lineage.index(ids[0]) < lineage.index(ids[1])
+    logs = cli(root, "logs", ids[0], "--rank", "1", env=env, check=True).stdout
+    assert "rank1" in logs
+
+
+def test_one_rank_and_two_ranks_start_from_the_same_loss(workspace, tmp_path):
+    first = {}
+    for ranks in (1, 2):
+        root = tmp_path / f"ranks-{ranks}"
+        cli(workspace, "submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--wait", "train.max_steps=2",
+            "train.warmup_steps=1", "checkpoint.every=100", f"profile.local.cpu_ranks={ranks}", env=cli_env(root),
+            check=True)
+        (run_dir,) = run_dirs(root)
+        first[ranks] = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert first[1] == pytest.approx(first[2], rel=1e-6, abs=1e-7)

@@ -1,0 +1,86 @@
+"""Ray launcher decisions without Ray: rank layout over nodes and GPUs, what exit codes mean, and the
+profile fields that drive them."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from unigen.orchestrator.config.profile import Profile
+from unigen.orchestrator.launchers.ray_plan import (
+    LOST,
+    WorkerInfo,
+    bundles,
+    classify,
+    first_failure,
+    rank_layout,
+)
+
+
+def worker(bundle, node, gpus=()):
+    return WorkerInfo(bundle=bundle, node_id=node, node_ip=f"10.0.0.{ord(node[-1]) - 96}", hostname=f"host-{node}",
+                      gpu_ids=tuple(gpus))
+
+
+def test_ranks_are_grouped_by_node_with_local_ranks_and_rank0_rendezvous():
+    # PACK may still interleave bundles over nodes; LOCAL_RANK must count 0.. per node.
+    workers = [worker(0, "a"), worker(1, "b"), worker(2, "a"), worker(3, "b")]
+    slots = rank_layout(workers, master_port=29411, gpus=False)
+    assert [(s.rank, s.worker.bundle) for s in slots] == [(0, 0), (1, 2), (2, 1), (3, 3)]
+    assert [s.env["LOCAL_RANK"] for s in slots] == ["0", "1", "0", "1"]
+    assert [s.env["NODE_RANK"] for s in slots] == ["0", "0", "1", "1"]
+    assert {s.env["MASTER_ADDR"] for s in slots} == {"10.0.0.1"}  # node a holds bundle 0
+    assert {s.env["MASTER_PORT"] for s in slots} == {"29411"}
+    assert {s.env["WORLD_SIZE"] for s in slots} == {"4"}
+    assert all(s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)  # CPU ranks never pick up a GPU
+
+
+def test_gpu_ranks_see_their_nodes_gpus_and_local_rank_indexes_their_own():
+    workers = [worker(0, "a", ["3"]), worker(1, "a", ["1"]), worker(2, "b", ["0"])]
+    slots = rank_layout(workers, master_port=1, gpus=True)
+    on_a = [s for s in slots if s.worker.node_id == "a"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in on_a] == ["3,1", "3,1"]
+    for s in on_a:  # cuda:LOCAL_RANK is the GPU Ray gave this worker
+        assert s.env["CUDA_VISIBLE_DEVICES"].split(",")[int(s.env["LOCAL_RANK"])] == s.worker.gpu_ids[0]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots if s.worker.node_id == "b"] == ["0"]
+
+
+def test_gpu_layout_refuses_workers_without_a_gpu():
+    with pytest.raises(ValueError, match=r"bundles \[1\] were given no GPU"):
+        rank_layout([worker(0, "a", ["0"]), worker(1, "a")], master_port=1, gpus=True)
+
+
+@pytest.mark.parametrize("codes, reason, exit_code", [
+    ([0, 0], "completed", 0),
+    ([75, 75], "requeue", 75),
+    ([0, 75], "requeue", 75),          # one rank had finished its last step: still a clean save
+    ([1, -9], "crashed", 1),
+    ([0, LOST], "crashed", LOST),
+    ([2, 1], "fatal", 2),              # a user error wins over the peer that crashed with it
+    ([75, -15], "crashed", -15),
+])
+def test_classify(codes, reason, exit_code):
+    outcome = classify(codes)
+    assert (outcome.reason, outcome.exit_code) == (reason, exit_code)
+
+
+def test_the_rank_that_failed_first_is_named_first():
+    outcome = classify([1, -9], first_bad=1)
+    assert outcome.exit_code == -9
+    assert outcome.detail == "rank 1 killed by signal 9; rank 0 exited 1"
+    assert "lost" in classify([0, LOST]).detail
+    assert first_failure([None, 75, None, 1]) == 3 and first_failure([None, 0, 75]) is None
+
+
+def test_bundles_leave_out_zero_resources():
+    assert bundles(2, 1.0, 0) == [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert bundles(1, 8, 1) == [{"CPU": 8, "GPU": 1}]
+
+
+def test_profile_ray_fields_validate():
+    p = Profile.model_validate({"name": "r", "launcher": "ray", "ray": {"workers": 2, "gpus_per_worker": 0,
+                                                                      "placement_strategy": "SPREAD"}})
+    assert (p.ray.workers, p.ray.placement_strategy, p.ray.cancel_grace_s, p.ray.python) == (2, "SPREAD", 300, "python")
+    with pytest.raises(ValidationError, match="must be 1 \\(one rank per GPU\\) or 0"):
+        Profile.model_validate({"name": "r", "launcher": "ray", "ray": {"gpus_per_worker": 0.5}})
+    with pytest.raises(ValidationError, match="placement_strategy"):
+        Profile.model_validate({"name": "r", "launcher": "ray", "ray": {"placement_strategy": "DENSE"}})

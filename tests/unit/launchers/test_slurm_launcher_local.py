@@ -1,0 +1,72 @@
+"""The SLURM launcher's parts that need no cluster: scontrol parsing, the state line of `unigen
+status`, what happens without SLURM tools on PATH, and cancelling a run that has no job yet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unigen.orchestrator.config import resolve_submission
+from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.launchers import get_launcher
+from unigen.orchestrator.launchers.slurm_tools import describe_state, parse_record, parse_time, present
+from unigen.orchestrator.runs import RunLedger, new_run_id
+
+REPO = Path(__file__).resolve().parents[3]
+SCONTROL = ("JobId=12 JobName=smoke run UserId=root(0) JobState=PENDING Reason=Dependency "
+            "Dependency=afterok:11(unfulfilled) Restarts=0 PreemptTime=None EndTime=Unknown "
+            "WorkDir=/tmp/a b/logs Comment=x = y NodeList=(null)")
+
+
+def test_parse_scontrol_record_keeps_values_with_blanks():
+    info = parse_record(SCONTROL)
+    assert info["JobName"] == "smoke run" and info["WorkDir"] == "/tmp/a b/logs"
+    assert info["Dependency"] == "afterok:11(unfulfilled)" and info["Comment"] == "x = y"
+    assert not present(info["PreemptTime"]) and parse_time(info["EndTime"]) is None
+    assert parse_time("2026-01-02T03:04:05").isoformat().startswith("2026-01-02T03:04:05")
+
+
+@pytest.mark.parametrize("info, line", [
+    ({"JobState": "PENDING", "Reason": "Dependency"}, "PENDING (Dependency)"),
+    ({"JobState": "PENDING", "Reason": "None"}, "PENDING"),
+    ({"JobState": "RUNNING", "NodeList": "n[1-2]"}, "RUNNING on n[1-2]"),
+    ({"JobState": "COMPLETED", "NodeList": "n1"}, "COMPLETED"),
+    (None, "ENDED (no longer known to slurmctld)")])
+def test_describe_state(info, line):
+    assert describe_state(info) == line
+
+
+@pytest.fixture
+def slurm_runs(tmp_path, monkeypatch):
+    """Two stages for slurm-a100 with their run folders (as create_runs makes them, minus the MLflow
+    parent run, which costs seconds and plays no part here)."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("UNIGEN_RUN_ROOT", str(tmp_path / "runs"))
+    sub = resolve_submission(["recipes/pretrain.yaml", "recipes/instruct.yaml"], "slurm-a100")
+    profile = sub.profile.model_dump(mode="json")
+    ledgers = [RunLedger.create(sub.run_root, run_id=new_run_id(st.recipe.name), stage=st.recipe.stage,
+                                recipe=st.resolved(), recipe_path=str(st.path), recipe_sha256=st.recipe_sha256,
+                                profile=profile, launcher="slurm") for st in sub.stages]
+    return sub, ledgers
+
+
+def test_launch_without_sbatch_is_one_clear_error_and_marks_the_runs(slurm_runs, monkeypatch, tmp_path):
+    sub, ledgers = slurm_runs
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(UserError, match=r"sbatch refused stage 1 .*sbatch not found on PATH: run unigen on a "
+                                        r"SLURM login node"):
+        get_launcher("slurm").launch(ledgers, sub, wait=False)
+    assert [lg.read()["status"] for lg in ledgers] == ["failed", "failed"]
+    script = (ledgers[0].paths.root / "slurm" / "job.sbatch").read_text()
+    assert script.startswith("#!/bin/bash") and "#SBATCH --nodes=4" in script  # kept for a look
+
+
+def test_cancel_and_state_of_a_run_without_a_job(slurm_runs):
+    _, ledgers = slurm_runs
+    launcher = get_launcher("slurm")
+    assert launcher.scheduler_state(ledgers[0].read()) is None
+    assert "marked cancelled" in launcher.cancel(ledgers[0])
+    assert ledgers[0].read()["status"] == "cancelled"
+    assert "is cancelled: nothing to cancel" in launcher.cancel(RunLedger(ledgers[0].paths.root))
