@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers to try")
     ap.add_argument("--train-workers", type=int, default=1, help="workers for the training run (default 1, as "
                     "the smoke recipes: 2 cores shared by 2 ranks)")
-    ap.add_argument("--prefetch", type=int, default=4, help="prefetch_factor: micro-batches queued per worker")
+    ap.add_argument("--prefetch", type=int, default=4, help="prefetch_factor: steps queued per worker")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps per measurement")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--global-batch", type=int, default=8, help="default 8, as the smoke recipes")

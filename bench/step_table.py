@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ def run_baseline(path: str, args) -> list[dict]:
         cmd = [sys.executable, path, "--batch", str(rows), "--steps", str(args.steps), "--text-len", str(args.text_len)]
         if args.small:
             cmd.append("--small")
+        env = dict(os.environ, OMP_NUM_THREADS="1") if not torch.cuda.is_available() else None
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.baseline_timeout, env=env)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             result = json.loads(lines[-1]) if lines else {"error": f"exit {proc.returncode}: {proc.stderr[-400:]}"}
         except subprocess.TimeoutExpired:
@@ -72,7 +74,7 @@ def ablation(model, step, args, peak, measure, set_ckpt, best: dict) -> list[dic
         batch = make_batch(model.config, rows, args.text_len, online=change.get("online", args.online_latents),
                            device=device)
         plan = [ALL_PARTS] if change.get("ckpt") else chain
-        result = measure(f"ablation: {name}", step, model, batch, args, peak, plan)
+        result = measure(f"ablation: {name}", step, model, batch, args, peak, plan, steps=args.ablate_steps)
         if "samples_per_s" in result and "samples_per_s" in best:
             result["vs_all_on"] = round(result["samples_per_s"] / best["samples_per_s"], 3)
         results.append(result)

@@ -54,13 +54,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="dtype of the frozen backbone and DC-AE (default bfloat16 on CUDA, float32 on a CPU, "
                         "whose bf16 kernels are slower)")
     p.add_argument("--ablate", action="store_true", help="measure each switch off, one at a time, at the largest batch")
+    p.add_argument("--ablate-steps", type=int, default=None, help="timed steps per ablation variant (default --steps)")
     p.add_argument("--compile", action="store_true", help="torch.compile each connector layer and DiT block (GPU)")
     p.add_argument("--no-count", action="store_true", help="skip the FlopCounterMode cross-check of the formula")
     p.add_argument("--baseline", default=None, help="path of peer_metaquery_step.py: run it too, print the ratio")
+    p.add_argument("--baseline-timeout", type=int, default=300, help="seconds per baseline process")
     p.add_argument("--json", default=None, help="also write every result to this file")
     args = p.parse_args(argv)
     args.batches = [int(b) for b in (args.batches or ("2" if args.small else "8,16,32")).split(",")]
     args.steps = args.steps or (2 if args.small else 8)
+    args.ablate_steps = args.ablate_steps or args.steps
     args.rows = [r for r in args.rows.split(",") if r]
     args.frozen_dtype = args.frozen_dtype or ("bfloat16" if DEVICE == "cuda" else "float32")
     unknown = set(args.rows) - {"torch", "deepspeed"}
@@ -125,14 +128,16 @@ def _ckpt_state(model) -> list[str]:
     return parts
 
 
-def measure(name: str, step, model, batch: dict, args, peak: float | None, plan: list[list[str]]) -> dict:
+def measure(name: str, step, model, batch: dict, args, peak: float | None, plan: list[list[str]],
+            steps: int | None = None) -> dict:
     """One row at one batch size, trying the checkpointing plan until a setting fits in memory."""
     rows = batch["input_ids"].shape[0]
     result = {"row": name, "batch": rows}
     for parts in plan:
         set_ckpt(model, parts)
         try:
-            result.update(S.timed(step, batch, steps=args.steps, warmup=args.warmup, device=DEVICE), ckpt=parts)
+            result.update(S.timed(step, batch, steps=steps or args.steps, warmup=args.warmup, device=DEVICE),
+                          ckpt=parts)
             break
         except Exception as err:  # noqa: BLE001
             if not S.is_oom(err):
@@ -215,12 +220,21 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
-    if DEVICE == "cpu":
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    if DEVICE == "cpu":  # one thread, as the runtime runs each CPU rank: steadier on a shared machine
+        torch.set_num_threads(1)
     header = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
               "date": datetime.date.today().isoformat(), "torch": torch.__version__, "small": args.small,
-              "text_len": args.text_len}
-    baseline = step_table.run_baseline(args.baseline, args) if args.baseline else []
+              "text_len": args.text_len, "argv": sys.argv[1:]}
+    results = {"header": header, "baseline": [], "unigen": []}
+
+    def save() -> None:  # after every phase: a run stopped at its time limit keeps what it measured
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1)
+
+    if args.baseline:
+        results["baseline"] = step_table.run_baseline(args.baseline, args)
+        save()
     peak = S.matmul_peak_flops(DEVICE)
     header["matmul_peak_tflops"] = round(peak / 1e12, 1) if peak else None
     config = S.bench_config(args.small, autocast=DEVICE == "cuda", frozen_dtype=args.frozen_dtype)
@@ -229,16 +243,20 @@ def main(argv=None) -> int:
     if args.compile:
         step_table.compile_blocks(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    header.update(params_total_B=round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+    total = sum(p.numel() for p in model.parameters())
+    header.update(params_total=total, params_trainable=trainable, params_total_B=round(total / 1e9, 3),
                   params_trainable_B=round(trainable / 1e9, 3))
     print(json.dumps(header), flush=True)
-    ours = torch_rows(model, args, peak) if "torch" in args.rows else []
-    if "deepspeed" in args.rows:
-        ours += deepspeed_rows(model, args, peak)
-    print(step_table.render(header, baseline, ours, config))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"header": header, "baseline": baseline, "unigen": ours}, fh, indent=1)
+    phases = ([torch_rows] if "torch" in args.rows else []) + ([deepspeed_rows] if "deepspeed" in args.rows else [])
+    for phase in phases:
+        try:
+            results["unigen"] += phase(model, args, peak)
+        except Exception as err:  # noqa: BLE001 - report it with the rows measured so far
+            print(f"error: {phase.__name__}: {type(err).__name__}: {err}", flush=True)
+            results["unigen"].append({"row": phase.__name__, "batch": 0, "error": f"{type(err).__name__}: {err}"})
+            S.free_memory(DEVICE)
+        save()
+    print(step_table.render(header, results["baseline"], results["unigen"], config))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Each optimizer step consumes global sample indices [t*G, (t+1)*G) (G = global batch size), planned by
 ``Mixture`` from the seed alone. Rank r loads its contiguous slice of G / world_size of them, as
-``accumulation`` micro-batches, through a DataLoader (workers + prefetch). The state returned by
+``accumulation`` micro-batches, through a DataLoader (workers + prefetch; a worker loads and collates a
+whole step, then hands it over in one message). The state returned by
 ``state_dict()`` is the plan's position after the last step *returned* (kept in the main process, never
 read from how far workers have prefetched), so restoring it continues the exact sequence, and because
 a step's sample set does not depend on the world size, 2 ranks -> 1 rank continues with nothing
@@ -10,13 +11,16 @@ repeated or skipped.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from collections import deque
 from typing import Any, Callable
 
 from unigen.model.data.errors import DataError
 from unigen.model.data.mixture import Mixture, MixtureState
 from unigen.model.data.sources import open_sources
+from unigen.model.data.transfer import unpack
 from unigen.model.data.worker import CollateWithEvents, SampleLoader, WorkDataset, ignore_stop_signals
 
 log = logging.getLogger("unigen.data")
@@ -42,8 +46,11 @@ def accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size
 
 
 class _StepSampler:
-    """Batch sampler: yields this rank's micro-batches of WorkItems, step after step, and records the
-    mixture state after each planned step for the loader to adopt when it hands that step out."""
+    """Batch sampler: yields this rank's WorkItems of one optimizer step at a time, and records the mixture
+    state after each planned step for the loader to adopt when it hands that step out. A whole step is one
+    DataLoader "batch" (split into micro-batches by the collate), so a worker hands the main process one
+    message per step rather than one per micro-batch: each hand-over costs a process wake-up, which on
+    busy shared cores is milliseconds."""
 
     def __init__(self, loader: "Loader"):
         self.loader = loader
@@ -56,8 +63,7 @@ class _StepSampler:
         while True:
             mine, state = lo.mixture.plan(state, lo.global_batch_size, keep=mine_range)
             lo._planned.append(state)
-            for m in range(lo.accumulation):
-                yield mine[m * lo.micro_batch_size:(m + 1) * lo.micro_batch_size]
+            yield mine
 
 
 class Loader:
@@ -88,18 +94,21 @@ class Loader:
                  "worker_init_fn": ignore_stop_signals} if workers else {}
         dataset = WorkDataset(SampleLoader(self.sources, self.mixture, self.seed, self.spec.image_size))
         return DataLoader(dataset, batch_sampler=_StepSampler(self), num_workers=workers,
-                          collate_fn=CollateWithEvents(collate), **extra)
+                          collate_fn=CollateWithEvents(collate, self.micro_batch_size), **extra)
 
     # -- the runtime's API -----------------------------------------------------------------------
     def next_step(self) -> list:
         """This rank's micro-batches for one optimizer step (``accumulation`` of them)."""
         if self._iter is None:
             self._iter = iter(self._dataloader)
-        batches = []
-        for _ in range(self.accumulation):
-            batch, events = next(self._iter)
-            self._account(events)
-            batches.append(batch)
+            if self.spec.num_workers:
+                # Registered after the workers started, so it runs BEFORE multiprocessing's own exit hook
+                # (atexit is last-in first-out): the workers ignore SIGTERM (worker.ignore_stop_signals), so
+                # that hook's terminate() cannot stop them and its join() would wait forever.
+                atexit.register(_close_at_exit, weakref.ref(self))
+        batches, events = next(self._iter)
+        self._account(events)
+        batches = unpack(batches)
         self._state = self._planned.popleft()
         self._steps += 1
         if self._steps % self.spec.log_every == 0:
@@ -120,8 +129,12 @@ class Loader:
                 "bad": sum(c["bad"] for c in sources.values())}
 
     def close(self) -> None:
-        """Stop the worker processes (also happens when the loader is garbage collected)."""
-        self._iter = None
+        """Stop the worker processes now: they are told to finish and joined (also at interpreter exit, and
+        when the loader is garbage collected)."""
+        it, self._iter = self._iter, None
+        shutdown = getattr(it, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
         self._dataloader = None
 
     # -- internals -------------------------------------------------------------------------------
@@ -148,3 +161,9 @@ class Loader:
                 raise DataError(f"source {name}: {c['bad']} of {seen} records are bad ({c['bad'] / seen:.1%} > "
                                 f"data.max_bad_fraction {limit:.1%}); last bad: {keys}. Fix or drop the "
                                 "source, or raise data.max_bad_fraction")
+
+
+def _close_at_exit(ref: "weakref.ReferenceType[Loader]") -> None:
+    loader = ref()
+    if loader is not None:
+        loader.close()

@@ -57,7 +57,8 @@ class DataSpec(_Strict):
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="Fail the run when the fraction "
                                     "of bad records seen passes this.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
-    prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
+    prefetch_factor: int = Field(2, ge=1, description="Optimizer steps (this rank's micro-batches of a "
+                                 "step) prefetched per worker.")
     max_length: int | None = Field(None, gt=0, description="Longest conversation in tokens; longer "
                                    "ones are an error for that record, never silently truncated.")
     bad_fraction_min_records: int = Field(200, ge=1, description="Records a source must have served "

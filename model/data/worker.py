@@ -71,17 +71,26 @@ class WorkDataset:
 
 
 class CollateWithEvents:
-    """Wraps the runtime's collate: returns (collate(conversations), events), or (None, events) when a
+    """Wraps the runtime's collate: one step's loaded samples -> (its micro-batches, each
+    ``collate(conversations)`` of ``micro_batch_size`` samples in order, events), or (None, events) when a
     source failed fatally (the main process raises then)."""
 
-    def __init__(self, collate):
+    def __init__(self, collate, micro_batch_size: int):
         self.collate = collate
+        self.micro_batch_size = micro_batch_size
 
     def __call__(self, loaded: list):
         events = [e for _, evs in loaded for e in evs]
         if any(e[0] == "fatal" for e in events):
             return None, events
-        return self.collate([conv for conv, _ in loaded]), events
+        conversations = [conv for conv, _ in loaded]
+        size = self.micro_batch_size
+        batches = [self.collate(conversations[k:k + size]) for k in range(0, len(conversations), size)]
+        from torch.utils.data import get_worker_info
+        if get_worker_info() is not None:  # in a worker process: one shared buffer for the whole step
+            from unigen.model.data.transfer import pack
+            batches = pack(batches)
+        return batches, events
 
 
 def ignore_stop_signals(_worker_id: int) -> None:

@@ -26,12 +26,12 @@ from unigen.orchestrator.launchers.ray_job import (
     build_job,
     connect,
     job_status,
-    submission_id_for,
 )
 from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
 from unigen.orchestrator.secrets import redact
 
 STATUS_POLL_S = 2.0  # how often --wait asks Ray for the job's status
+UNREACHABLE_GIVE_UP_S = 600.0  # --wait stops waiting when Ray does not answer this long
 
 
 class RayLauncher:
@@ -48,10 +48,17 @@ class RayLauncher:
     # -- submit -----------------------------------------------------------------------------------
     def launch(self, ledgers: list[RunLedger], sub, *, wait: bool) -> int:
         cfg = sub.profile.ray
-        run_ids = [ledger.run_id for ledger in ledgers]
-        spec = build_job(cfg, [str(ledger.paths.root) for ledger in ledgers], run_ids, cwd=os.getcwd())
+        records = [ledger.read() for ledger in ledgers]
+        self._refuse_if_still_running(records)
+        run_ids = [r["run_id"] for r in records]
+        # A resumed run was submitted before: Ray keeps old submission ids, so number the new one.
+        earlier = list((records[0].get("ray") or {}).get("job_ids") or [])
+        spec = build_job(cfg, [str(ledger.paths.root) for ledger in ledgers], run_ids, cwd=os.getcwd(),
+                         resubmission=len(earlier))
         for ledger in ledgers:  # before submitting: `unigen cancel` may follow at once
-            ledger.update(lambda r: r.__setitem__("ray", {"job_id": spec.submission_id, "address": cfg.address}))
+            ledger.update(lambda r: r.__setitem__("ray", {
+                "job_id": spec.submission_id, "address": cfg.address,
+                "job_ids": [*((r.get("ray") or {}).get("job_ids") or []), spec.submission_id]}))
         try:
             client = self._client(cfg.address)
             client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
@@ -70,13 +77,22 @@ class RayLauncher:
             return 0
         return self._attached(ledgers, client, spec.submission_id)
 
+    def _refuse_if_still_running(self, records: list[dict[str, Any]]) -> None:
+        """Two drivers on one run folder would fight over it (``unigen resume`` of a live run)."""
+        for record in records:
+            state = self.scheduler_state(record)
+            if state in ACTIVE_JOB_STATES:
+                job = record["ray"]["job_id"]
+                raise UserError(f"run {record['run_id']} still has Ray job {job} {state}: `unigen cancel "
+                                f"{record['run_id']}` and wait for it to end, then resume")
+
     def _attached(self, ledgers: list[RunLedger], client, submission_id: str) -> int:
         from unigen.orchestrator.launchers.progress import ProgressView
 
         interrupts: list[int] = []
         previous = {s: signal.signal(s, lambda signum, frame: interrupts.append(signum))
                     for s in (signal.SIGINT, signal.SIGTERM)}
-        state, asked_cancel, last_poll = "PENDING", False, 0.0
+        state, asked_cancel, last_poll, unreachable_since = "PENDING", False, 0.0, None
         try:
             with ProgressView() as view:
                 while True:
@@ -95,8 +111,15 @@ class RayLauncher:
                         last_poll = time.monotonic()
                         try:
                             state = job_status(client, submission_id)
-                        except Exception as e:  # noqa: BLE001 - a head restarting: keep trying
-                            view.write(f"warning: cannot read the Ray job's status ({type(e).__name__}); retrying")
+                            unreachable_since = None
+                        except Exception as e:  # noqa: BLE001 - a head restarting: keep trying a while
+                            if unreachable_since is None:
+                                unreachable_since = last_poll
+                                view.write(f"warning: cannot read the Ray job's status ({type(e).__name__}); retrying")
+                            elif last_poll - unreachable_since > UNREACHABLE_GIVE_UP_S:
+                                view.write(f"error: Ray has not answered for {UNREACHABLE_GIVE_UP_S:.0f} s; stopped "
+                                           f"waiting (the job may go on: `unigen status`, `ray job status {submission_id}`)")
+                                return 1
                         if state in TERMINAL_JOB_STATES:
                             break
                     time.sleep(0.3)
@@ -134,6 +157,9 @@ class RayLauncher:
             f"(strategy {cfg.placement_strategy}), one rank each:",
             f"                  python -m unigen.orchestrator.runtime <run folder> with RANK=0..{cfg.workers - 1}, "
             f"WORLD_SIZE={cfg.workers}, LOCAL_RANK per node, MASTER_ADDR=<rank 0's node>, MASTER_PORT=<free there>",
+            f"  rank env:       OMP_NUM_THREADS={max(1, int(cfg.cpus_per_worker))}"
+            + ("" if cfg.gpus_per_worker else ", DS_ACCELERATOR=cpu, CUDA_VISIBLE_DEVICES=''")
+            + "".join(f", {k}={v}" for k, v in sub.profile.env.items()) + " (profile env)",
             f"  failures:       a worker that dies -> the group is stopped and restarted from the last committed "
             f"checkpoint, at most ray.max_failures={cfg.max_failures} times; all ranks exit 75 -> restarted at "
             "once; exit 2 -> failed",

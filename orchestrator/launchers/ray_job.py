@@ -1,7 +1,7 @@
 """What the Ray launcher submits: one Ray Job per submission, and how the submitter reaches Ray.
 
-- submission id ``unigen-<stage 1 run id>``: unique (run ids are), and recorded as the job id of
-  every attempt of every stage;
+- submission id ``unigen-<stage 1 run id>`` (``-2``, ``-3``... when ``unigen resume`` submits a run
+  again): unique (run ids are), and recorded as the job id of every attempt of every stage;
 - entrypoint ``python -m unigen.orchestrator.launchers.ray_driver --job-id ID --cwd DIR RUN_DIR...``,
   shell-quoted (the job supervisor runs it through a shell);
 - runtime_env: the profile's, plus RAY_JOB_STOP_WAIT_TIME_S (how long ``ray job stop`` lets the
@@ -39,13 +39,15 @@ class JobSpec:
     entrypoint_num_cpus: float = 0
 
 
-def submission_id_for(run_ids: list[str]) -> str:
-    return f"unigen-{run_ids[0]}"
+def submission_id_for(run_ids: list[str], resubmission: int = 0) -> str:
+    """``unigen-<first run id>``; ``-<n+1>`` appended for the n-th resubmission (``unigen resume``)."""
+    base = f"unigen-{run_ids[0]}"
+    return f"{base}-{resubmission + 1}" if resubmission else base
 
 
-def build_job(ray_cfg: Any, run_dirs: list[str], run_ids: list[str], *, cwd: str) -> JobSpec:
+def build_job(ray_cfg: Any, run_dirs: list[str], run_ids: list[str], *, cwd: str, resubmission: int = 0) -> JobSpec:
     """The Ray Job for the stages in ``run_dirs`` (in order), from a profile's ``ray`` section."""
-    sid = submission_id_for(run_ids)
+    sid = submission_id_for(run_ids, resubmission)
     python = getattr(ray_cfg, "python", None) or "python"
     argv = [*shlex.split(python), "-m", DRIVER_MODULE, "--job-id", sid, "--cwd", cwd, *run_dirs]
     runtime_env = copy.deepcopy(dict(ray_cfg.runtime_env or {}))

@@ -8,8 +8,9 @@ after a collective save, budgets) which runs one ``slurm_task`` per rank through
 
 Why not submitit's executor: its job side runs a pickled function whose USR2 handler saves on global
 rank 0 only (a ZeRO-3 save hangs that way), it only exposes srun's highest exit code, and it writes
-#SBATCH values in shell single quotes, which sbatch does not parse. The profile-to-sbatch mapping is
-the same as submitit's (nodes, tasks per node, gpus_per_node, cpus_per_task, mem, signal delay).
+#SBATCH values with shlex.quote, which sbatch reads differently (a backslash is lost). The
+profile-to-sbatch mapping is the same as submitit's (nodes, tasks per node, gpus_per_node,
+cpus_per_task, mem, signal delay).
 """
 from __future__ import annotations
 

@@ -80,8 +80,8 @@ def decide(codes: list[int | None], *, cause: str, attempts: list[dict[str, Any]
         if why:
             return Decision(cause, "failed", False, code, why)
         return Decision(cause, "requeued", True, code)
-    if code == EXIT_FATAL:
-        return Decision("crashed", "failed", False, code,
+    if EXIT_FATAL in codes:  # whichever rank hit it; the others usually crash after it (exit 1)
+        return Decision("crashed", "failed", False, EXIT_FATAL,
                         error or "a rank stopped on a user error (exit 2): see the rank logs")
     ended.append({"exit_reason": "crashed"})
     why = budget_exhausted(ended, slurm)

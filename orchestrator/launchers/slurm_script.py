@@ -2,9 +2,11 @@
 the job-side driver (``python -m unigen.orchestrator.launchers.slurm_job RUN_DIR``).
 
 Two quoting rules, because a script is read by two parsers:
-- ``#SBATCH`` lines are parsed by sbatch, not by a shell: single quotes are kept literally and an
-  unquoted ``#`` starts a comment. Values that are not plain are written in double quotes with
-  ``\\`` and ``"`` escaped (checked against sbatch 22.05). A newline cannot be written there at all,
+- ``#SBATCH`` lines are parsed by sbatch, not by a shell: quotes group words much as in a shell, but
+  a backslash escapes the next character even inside single quotes (``shlex.quote('a\\b')``, what
+  submitit writes, reaches slurmctld as ``ab``) and an unquoted ``#`` starts a comment. Values that
+  are not plain are written in double quotes with ``\\`` and ``"`` escaped (read back unchanged by
+  sbatch 22.05: tests/integration/test_slurm_launcher.py). A newline cannot be written there at all,
   so it is refused. No path goes into a directive: sbatch runs from the run's ``logs/`` folder and
   ``--output`` is relative to it.
 - Everything after the directives is bash: every path and value is ``shlex.quote``d (a newline

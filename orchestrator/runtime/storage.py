@@ -1,6 +1,7 @@
 """fsspec storage options for checkpoint URIs, from the profile's ``storage`` section.
 
-Profiles name the environment variables that hold credentials (``key_env``, ``secret_env``), never the
+Profiles name the environment variables that hold credentials (``access_key_id_env``,
+``secret_access_key_env``, ``session_token_env``), never the
 credentials themselves; the values are read here, registered with the secret scrubber, and passed to
 fsspec only. Without a storage section, s3fs falls back to the usual AWS_* variables.
 """
@@ -22,7 +23,8 @@ def storage_options_from_profile(profile: dict[str, Any]) -> dict[str, Any] | No
         client_kwargs["endpoint_url"] = s3["endpoint_url"]
     if s3.get("region"):
         client_kwargs["region_name"] = s3["region"]
-    for field, option in (("key_env", "key"), ("secret_env", "secret"), ("token_env", "token")):
+    for field, option in (("access_key_id_env", "key"), ("secret_access_key_env", "secret"),
+                          ("session_token_env", "token")):
         name = s3.get(field)
         if name and os.environ.get(name):
             register_secret(os.environ[name])

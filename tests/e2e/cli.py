@@ -151,3 +151,36 @@ def saving_now(run_dir: Path) -> bool:
 
 def elapsed(start: float) -> str:
     return f"{time.monotonic() - start:.0f} s"
+
+
+def assert_matches_reference(run_dir: Path, reference_run: Path) -> None:
+    """Completed, every logged step (replays included) equal to the reference bit for bit, and the
+    same exported weights."""
+    assert record(run_dir)["status"] == "completed", record(run_dir).get("error")
+    ref = losses_by_step(reference_run)
+    for row in metrics(run_dir):
+        assert row["loss"] == ref[row["step"]], f"step {row['step']} (attempt {row['attempt']}) differs"
+    assert losses_by_step(run_dir) == ref
+    assert_same_tensors(exported_tensors(run_dir), exported_tensors(reference_run))
+
+
+def stop_run_at(run_dir: Path, *, keep_up_to: int, forget_mlflow: bool = False) -> Path:
+    """Make a finished run look as if it had stopped after checkpoint ``keep_up_to``: later local
+    checkpoints, their metrics and the export removed, status failed (so `unigen resume` takes it)."""
+    from unigen.orchestrator.runs import RunLedger
+
+    for step_dir in (run_dir / "checkpoints").glob("step-*"):
+        if int(step_dir.name.split("-")[1]) > keep_up_to:
+            shutil.rmtree(step_dir)
+    shutil.rmtree(run_dir / "export", ignore_errors=True)
+    rows = [r for r in metrics(run_dir) if r["step"] <= keep_up_to]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def change(r):
+        r.update(status="failed", export=None, error="stopped by the test")
+        r["progress"]["step"] = keep_up_to
+        if forget_mlflow:  # a copy must not log into the original's MLflow run
+            r["mlflow"] = {"tracking_uri": None, "experiment_id": None, "run_id": None, "parent_run_id": None}
+
+    RunLedger(run_dir).update(change)
+    return run_dir

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.e2e.cli import (SHORT, assert_same_tensors, cli, cli_env, current_attempt, exported_tensors, kill_ranks,
-                           losses_by_step, metrics, rank_pids, record, run_dirs, saving_now, start_cli, stop, wait_for)
+from tests.e2e.cli import (SHORT, assert_matches_reference, cli, cli_env, kill_ranks, metrics, rank_pids, record,
+                           run_dirs, saving_now, start_cli, stop, stop_run_at, wait_for)
 from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 from unigen.orchestrator.runs import RunLedger
 
@@ -23,16 +23,6 @@ KILLS = 5
 def _progress_step(run_dir) -> int:
     rows = metrics(run_dir)
     return rows[-1]["step"] if rows else 0
-
-
-def _assert_matches_reference(run_dir, reference_run) -> None:
-    assert record(run_dir)["status"] == "completed"
-    ref = losses_by_step(reference_run)
-    # Every logged step, whichever attempt logged it (replays included), equals the reference bit for bit.
-    for row in metrics(run_dir):
-        assert row["loss"] == ref[row["step"]], f"step {row['step']} (attempt {row['attempt']}) differs"
-    assert losses_by_step(run_dir) == ref
-    assert_same_tensors(exported_tensors(run_dir), exported_tensors(reference_run))
 
 
 def test_sigkill_at_random_moments_ends_bit_identical(workspace, reference_run, tmp_path):
@@ -64,7 +54,7 @@ def test_sigkill_at_random_moments_ends_bit_identical(workspace, reference_run, 
     reasons = [a["exit_reason"] for a in rec["attempts"]]
     assert reasons.count("crashed") == KILLS and reasons[-1] == "completed", (reasons, moments)
     assert "during a save" in moments
-    _assert_matches_reference(run_dir, reference_run)
+    assert_matches_reference(run_dir, reference_run)
 
 
 def test_sigterm_to_one_rank_saves_on_all_ranks_and_requeues(workspace, reference_run, tmp_path):
@@ -90,27 +80,13 @@ def test_sigterm_to_one_rank_saves_on_all_ranks_and_requeues(workspace, referenc
         assert commit["world_size"] == 2 and commit["metadata"]["reason"].startswith("preempted")
     assert f"resumed at step {stopped_at}" in log
     assert second["exit_reason"] == "completed"
-    _assert_matches_reference(run_dir, reference_run)
+    assert_matches_reference(run_dir, reference_run)
 
 
 def _copy_as_stopped_run(reference_run, dest_root, *, keep_up_to: int):
-    """A copy of the reference run as if it had stopped after checkpoint ``keep_up_to``: later
-    checkpoints, metrics, the export and MLflow ids dropped, status failed."""
     dest = dest_root / reference_run.name
-    shutil.copytree(reference_run, dest, ignore=shutil.ignore_patterns("export", "tracking", "mlflow*", "spool*"))
-    for step_dir in (dest / "checkpoints").glob("step-*"):
-        if int(step_dir.name.split("-")[1]) > keep_up_to:
-            shutil.rmtree(step_dir)
-    rows = [r for r in metrics(reference_run) if r["step"] <= keep_up_to]
-    (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    def change(r):
-        r.update(status="failed", export=None, error="stopped by the test")
-        r["mlflow"] = {"tracking_uri": None, "experiment_id": None, "run_id": None, "parent_run_id": None}
-        r["progress"]["step"] = keep_up_to
-
-    RunLedger(dest).update(change)
-    return dest
+    shutil.copytree(reference_run, dest, ignore=shutil.ignore_patterns("export", "tracking"))
+    return stop_run_at(dest, keep_up_to=keep_up_to, forget_mlflow=True)
 
 
 def test_a_flipped_byte_is_caught_and_the_previous_checkpoint_is_used(workspace, reference_run, tmp_path):
@@ -128,7 +104,7 @@ def test_a_flipped_byte_is_caught_and_the_previous_checkpoint_is_used(workspace,
     assert out.returncode == 0, out.stderr[-3000:]
     assert list((run_dir / "checkpoints" / "quarantine").glob("step-9*")), "the corrupt step-9 was not quarantined"
     assert "resumed at step 6" in (run_dir / "logs" / "rank-0.log").read_text()
-    _assert_matches_reference(run_dir, reference_run)
+    assert_matches_reference(run_dir, reference_run)
 
 
 def test_two_ranks_to_one_continues_the_data_order(workspace, reference_run, tmp_path):

@@ -9,7 +9,9 @@ and bash).
   both stages end with weights bit-identical to the reference;
 - a time-limit signal (`--time=1`, USR2 55 s before the end) requeues and resumes;
 - two nodes, one rank per node, reproduce the reference's loss history and weights;
-- #SBATCH values with blanks, quotes, `#`, `;`, `$()` reach slurmctld unchanged; cancel saves and stops.
+- #SBATCH values with blanks, quotes, `#`, `;`, `$()` reach slurmctld unchanged; `unigen status` and
+  `unigen cancel` of a pending job; `unigen cancel` of a running one saves and stops, no requeue;
+- a user error (exit 2) fails the run without a requeue and cancels the later stage; --wait exits 1.
 
 Timings on 2 cores are in runbooks/running-on-slurm.md.
 """
@@ -297,3 +299,19 @@ def test_cancel_of_a_running_run_saves_and_stops_without_requeue(cluster, worksp
     assert cluster.job(job_id)["Restarts"] == "0"
     stopped = int((run_dir / "logs" / "rank-0.log").read_text().split("stopping at step ")[1].split()[0])
     assert stopped < 40 and (run_dir / "checkpoints" / f"step-{stopped}" / "COMMIT.json").is_file()
+
+
+def test_a_user_error_fails_the_run_once_and_cancels_the_later_stage(cluster, workspace):
+    root = workspace / "runs-fatal"
+    proc = start_submit(workspace, cluster, root, ["recipes/smoke-pretrain.yaml", "recipes/smoke-instruct.yaml"],
+                        [*PIPELINE, "pretrain:init_from=run:no-such-run"])
+    assert proc.wait(timeout=RUN_TIMEOUT) == 1, submit_log(root)
+    first_dir, second_dir = run_dirs(root)
+    first, second = read(first_dir), read(second_dir)
+    assert first["status"] == "failed" and "no-such-run" in first["error"], first["error"]
+    (attempt,) = first["attempts"]  # exit 2 is never requeued, whatever the failure budget
+    assert (attempt["exit_reason"], attempt["exit_code"]) == ("crashed", 2)
+    assert cluster.job(int(first["slurm"]["job_id"]))["Restarts"] == "0"
+    assert second["status"] == "cancelled" and second["attempts"] == []
+    assert second["error"] == f"not started: the previous stage {first['run_id']} failed"
+    assert wait_until(lambda: cluster.job(int(second["slurm"]["job_id"]))["JobState"] == "CANCELLED", 30)

@@ -193,3 +193,27 @@ def test_per_source_counts_are_logged_every_log_every_steps(corpus, caplog):
     served = loader.stats()["sources"]
     assert lines[-1].endswith(f"shapes-t2i: {served['shapes-t2i']['served']} served / 0 bad, "
                               f"shapes-ip2p: {served['shapes-ip2p']['served']} served / 0 bad")
+
+
+def test_jsonl_sessions_one_turn_per_line_are_grouped_and_ordered_before_sampling(tmp_path):
+    """Multi-turn editing written one turn per line, lines out of order: `session` and `turn` mapped in the
+    recipe group them into one record per session, turns in order, targets chained."""
+    (tmp_path / "img").mkdir()
+    lines = []
+    for sid in ("s1", "s2"):
+        colour(0).save(tmp_path / "img" / f"{sid}_0.png")
+        for turn in (1, 2, 3):
+            colour(turn + (10 if sid == "s2" else 0)).save(tmp_path / "img" / f"{sid}_{turn}.png")
+            lines.append({"session_id": sid, "round": turn, "input": f"img/{sid}_{turn - 1}.png",
+                          "text": f"{sid} round {turn}", "output": f"img/{sid}_{turn}.png"})
+    order = [4, 0, 2, 5, 1, 3]  # shuffled, as published files may be
+    write_jsonl(tmp_path / "turns.jsonl", [lines[k] for k in order])
+    src = open_one({"name": "turns", "uri": f"{tmp_path}/turns.jsonl", "format": "jsonl", "task": "edit",
+                    "fields": {"session": "session_id", "turn": "round", "source": "input", "instruction": "text",
+                               "target": "output"}})
+    assert len(src) == 2 and {src.reader.key(i) for i in range(2)} == {"turns.jsonl#s1", "turns.jsonl#s2"}
+    index = [src.reader.key(i) for i in range(2)].index("turns.jsonl#s2")
+    conv = ok(src, index)
+    assert [it["text"] for it in items(conv, "text")] == ["s2 round 1", "s2 round 2", "s2 round 3"]
+    inputs, targets = items(conv, "image"), items(conv, "image_gen")
+    assert inputs[1]["image"] is targets[0]["image"] and inputs[2]["image"] is targets[1]["image"]

@@ -17,8 +17,9 @@ from unigen.orchestrator.runs import RunLedger
 JOB = "unigen-test-job"
 # A stand-in rank: SIGTERM -> "saved, requeue me" (75) like the runtime; else sleep, then exit.
 # With an error, it writes it to run.json first, as the runtime's rank 0 does for a user error.
-RANK = ("import signal, sys, time\n"
+RANK = ("import os, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75) if {save} else None)\n"
+        "open({run_dir!r} + '/ready-' + str(os.getpid()), 'w').close()\n"
         "if {error!r}:\n"
         "    from unigen.orchestrator.runs import RunLedger\n"
         "    RunLedger({run_dir!r}).update(lambda r: r.__setitem__('error', {error!r}))\n"
@@ -158,8 +159,8 @@ def test_cancel_requested_in_run_json_makes_ranks_save_and_cancels(tmp_path):
     runner = attempts_for(ledger, scripts, log)
     thread = threading.Thread(target=lambda: log.append(("result", runner.run())))
     thread.start()
-    deadline = time.monotonic() + 30
-    while not (ledger.read()["attempts"] and ledger.read()["attempts"][-1].get("ranks")):
+    deadline = time.monotonic() + 60
+    while len(list(ledger.paths.root.glob("ready-*"))) < 2:  # both handlers installed
         assert time.monotonic() < deadline, "the attempt never started"
         time.sleep(0.05)
     ledger.update(lambda r: r.__setitem__("cancel_requested", "now"))  # what `unigen cancel` writes
@@ -176,8 +177,13 @@ def test_ranks_that_do_not_save_in_time_are_killed_after_cancel_grace(tmp_path):
     scripts = [[behave(0, sleep=60, save=False)]]
     flag = {"stop": False}
     runner = attempts_for(ledger, scripts, log, stopping=lambda: flag["stop"], cancel_grace_s=0.3)
-    timer = threading.Timer(1.0, lambda: flag.__setitem__("stop", True))  # SIGTERM to the driver
-    timer.start()
+
+    def stop_once_ready():  # what SIGTERM to the driver does, once the rank ignores SIGTERM
+        while not list(ledger.paths.root.glob("ready-*")):
+            time.sleep(0.05)
+        flag["stop"] = True
+
+    threading.Thread(target=stop_once_ready, daemon=True).start()
     assert runner.run() == "cancelled"
     assert "kill" in log and ledger.read()["attempts"][-1]["exit_codes"] == [-signal.SIGKILL]
 

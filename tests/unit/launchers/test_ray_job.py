@@ -111,3 +111,66 @@ def test_the_launcher_modules_import_no_ray_or_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "[]"
+
+
+class RecordingClient:
+    """Stands in for JobSubmissionClient where only the call's arguments matter."""
+
+    def __init__(self, message=""):
+        self.submitted = []
+        self.message = message
+        self.state = "PENDING"
+
+    def get_job_status(self, submission_id):
+        return self.state
+
+    def submit_job(self, **kwargs):
+        self.submitted.append(kwargs)
+        return kwargs["submission_id"]
+
+    def get_job_info(self, submission_id):
+        return SimpleNamespace(message=self.message)
+
+
+def test_detached_launch_submits_one_job_for_all_stages_and_records_it(tmp_path, monkeypatch, capsys):
+    client = RecordingClient()
+    monkeypatch.setitem(LAUNCHER._clients, "http://head:8265", client)
+    ledgers = [make_run(tmp_path, "s1"), make_run(tmp_path, "s2")]
+    sub = SimpleNamespace(profile=ray_profile(address="http://head:8265", cpus_per_worker=2))
+    monkeypatch.chdir(tmp_path)
+    assert LAUNCHER.launch(ledgers, sub, wait=False) == 0
+    (job,) = client.submitted
+    assert job["submission_id"] == "unigen-s1" and job["entrypoint_num_cpus"] == 0
+    assert job["entrypoint"].endswith(f"--job-id unigen-s1 --cwd {tmp_path} {tmp_path}/s1 {tmp_path}/s2")
+    assert job["metadata"] == {"unigen_runs": "s1 s2"}
+    for ledger in ledgers:
+        assert ledger.read()["ray"] == {"job_id": "unigen-s1", "address": "http://head:8265", "job_ids": ["unigen-s1"]}
+    assert "ray job logs unigen-s1" in capsys.readouterr().out
+
+    # `unigen resume` hands the run back: Ray keeps old submission ids, so the new job is numbered ...
+    client.state = "FAILED"
+    assert LAUNCHER.launch(ledgers[:1], sub, wait=False) == 0
+    assert client.submitted[-1]["submission_id"] == "unigen-s1-2"
+    assert ledgers[0].read()["ray"]["job_ids"] == ["unigen-s1", "unigen-s1-2"]
+    # ... and a run whose job still runs is refused: two drivers would share its folder.
+    client.state = "RUNNING"
+    with pytest.raises(UserError, match="run s1 still has Ray job unigen-s1-2 RUNNING: `unigen cancel s1`"):
+        LAUNCHER.launch(ledgers[:1], sub, wait=False)
+    assert len(client.submitted) == 2
+
+
+def test_a_job_that_ended_with_runs_unfinished_fails_them_with_rays_reason(tmp_path):
+    from unigen.orchestrator.launchers.ray import _settle
+
+    done = make_run(tmp_path, "done", status="completed")
+    running = make_run(tmp_path, "running")
+    running.start_attempt(job_id="unigen-done", nodes="n1")
+    asked = make_run(tmp_path, "asked", status="queued", cancel_requested=True)
+    _settle([done, running, asked], RecordingClient("Job entrypoint command failed with exit code 1\nmore"),
+            "unigen-done", "FAILED")
+    assert done.read()["status"] == "completed"
+    record = running.read()
+    assert record["status"] == "failed" and record["attempts"][-1]["exit_reason"] == "lost"
+    assert record["error"].startswith("the Ray job unigen-done ended FAILED before this run finished "
+                                      "(Job entrypoint command failed with exit code 1)")
+    assert asked.read()["status"] == "cancelled"

@@ -54,10 +54,12 @@ def test_a_rank_without_exit_code_is_a_crash_even_if_the_others_saved():
     assert (d.exit_reason, d.requeue) == ("crashed", True)
 
 
-def test_a_user_error_is_never_requeued():
-    d = decide([2, 1], cause="requeue", attempts=[], slurm={"max_failures": 99},
+@pytest.mark.parametrize("codes", [[2, 1], [1, 2], [2, 137]])
+def test_a_user_error_is_never_requeued(codes):
+    d = decide(codes, cause="requeue", attempts=[], slurm={"max_failures": 99},
                error="init_from run:x has no committed checkpoint")
-    assert (d.status, d.requeue, d.error) == ("failed", False, "init_from run:x has no committed checkpoint")
+    assert (d.status, d.requeue, d.exit_code) == ("failed", False, 2)
+    assert d.error == "init_from run:x has no committed checkpoint"
 
 
 def test_cancel_wins_over_a_requeue_request():
