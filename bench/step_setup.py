@@ -95,26 +95,29 @@ def free_memory(device: str) -> None:
 
 
 def timed(step, batch: dict, *, steps: int, warmup: int, device: str) -> dict:
-    """Seconds per step, samples/s and peak memory of ``step(batch)``, a full optimizer step. On a GPU the
-    mean over ``steps`` back-to-back steps (as the baseline times them: no sync between steps); on a CPU
-    the fastest step, the figure least disturbed by other processes on a shared machine."""
+    """Seconds per step, samples/s and peak memory of ``step(batch)``, a full optimizer step.
+
+    On a GPU: wall time, the mean over ``steps`` back-to-back steps (as the baseline times them, no sync
+    between steps). On a CPU: the CPU time of this thread (torch runs one thread here), the fastest step:
+    on a machine shared with other jobs, wall time measures their load more than this step's work."""
     for _ in range(warmup):
         step(batch)
     sync(device)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times, begin = [], time.perf_counter()
+    clock = time.perf_counter if cuda else time.thread_time
+    times, begin = [], clock()
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         loss = step(batch)
-        if not cuda:
-            times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     sync(device)
-    seconds = (time.perf_counter() - begin) / steps if cuda else min(times)
+    seconds = (clock() - begin) / steps if cuda else min(times)
     rows = batch["input_ids"].shape[0]
     return {"step_s": round(seconds, 4), "samples_per_s": round(rows / seconds, 2), "loss": float(loss),
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.startswith("cuda") else None}
+            "clock": "wall" if cuda else "thread cpu time",
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None}
 
 
 def matmul_peak_flops(device: str) -> float | None:

@@ -15,7 +15,8 @@ frozen_prefix_cache (no backward through the prompt), precomputed latents (no DC
 frozen_dtype=bfloat16 (frozen weights stored bf16), gradient checkpointing (--ckpt; 'auto' keeps every
 activation and recomputes part by part only when memory runs out). --baseline runs the peer script at the
 same batch sizes first, in its own processes, and prints both rows side by side with the ratio.
-Speed figures belong here, never in tests.
+On a CPU, unigen's times are this thread's CPU time (torch on one thread), not wall time: see
+step_setup.timed. Speed figures belong here, never in tests.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "whose bf16 kernels are slower)")
     p.add_argument("--ablate", action="store_true", help="measure each switch off, one at a time, at the largest batch")
     p.add_argument("--ablate-steps", type=int, default=None, help="timed steps per ablation variant (default --steps)")
+    p.add_argument("--ablate-rounds", type=int, default=None,
+                   help="interleaved rounds of the ablation, fastest kept (default 1 on CUDA, 3 on a CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile each connector layer and DiT block (GPU)")
     p.add_argument("--no-count", action="store_true", help="skip the FlopCounterMode cross-check of the formula")
     p.add_argument("--baseline", default=None, help="path of peer_metaquery_step.py: run it too, print the ratio")
@@ -64,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.batches = [int(b) for b in (args.batches or ("2" if args.small else "8,16,32")).split(",")]
     args.steps = args.steps or (2 if args.small else 8)
     args.ablate_steps = args.ablate_steps or args.steps
+    args.ablate_rounds = args.ablate_rounds or (1 if DEVICE == "cuda" else 3)
     args.rows = [r for r in args.rows.split(",") if r]
     args.frozen_dtype = args.frozen_dtype or ("bfloat16" if DEVICE == "cuda" else "float32")
     unknown = set(args.rows) - {"torch", "deepspeed"}

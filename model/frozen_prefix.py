@@ -44,8 +44,10 @@ class PrefixKV:
             self.keys[layer_idx], self.values[layer_idx] = key, value
             self.length = key.shape[-2]
             return key, value
-        if layer_idx not in self.keys:  # an empty prefix
-            return key, value
+        if layer_idx not in self.keys:
+            if self.length:  # a layer skipped the recording: never attend without the prompt, silently
+                raise RuntimeError(f"prefix keys/values of layer {layer_idx} were not recorded")
+            return key, value  # an empty prefix
         return (torch.cat([self.keys[layer_idx].to(key.dtype), key], dim=-2),
                 torch.cat([self.values[layer_idx].to(value.dtype), value], dim=-2))
 
@@ -111,32 +113,33 @@ def slot_span_hidden(backbone, embeds: torch.Tensor, attention_mask: torch.Tenso
     kv = PrefixKV()
     name = _cache_kwarg(lm.layers[0])
     visible = attention_mask.bool()
-    with torch.no_grad():
-        if prefix > 0:
-            hidden, pos, seen = embeds[:, :prefix].detach(), positions[..., :prefix], visible[:, :prefix]
-        elif keep_order:  # discarded: the recorder is replaced below
-            hidden, pos, seen = torch.zeros_like(embeds[:, :1]), positions[..., :1], visible[:, :1]
-        else:
-            hidden = None
-        if hidden is not None:
-            mask = attention_mask_4d(seen, 0, hidden.shape[1], hidden.dtype, implementation)
-            rope = lm.rotary_emb(hidden, pos)
-            for layer in lm.layers:
-                hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, use_cache=False,
-                               **{name: kv})
-        if prefix == 0:
-            kv = PrefixKV()
-    kv.recording = False
-    span = embeds[:, prefix:end]
-    mask = attention_mask_4d(visible[:, :end], prefix, end - prefix, span.dtype, implementation)
     layers = list(lm.layers)
-    flags = [getattr(layer, "_can_checkpoint_with_cache", False) for layer in layers]
     try:
-        for layer in layers:  # our cache only reads: safe to keep under checkpointing (see PrefixKV)
+        # Our cache never writes twice (see PrefixKV), so transformers may keep it under checkpointing, in
+        # both passes: some versions check the flag even without autograd.
+        for layer in layers:
             layer._can_checkpoint_with_cache = True
+        with torch.no_grad():
+            if prefix > 0:
+                hidden, pos, seen = embeds[:, :prefix].detach(), positions[..., :prefix], visible[:, :prefix]
+            elif keep_order:  # discarded: the recorder is replaced below
+                hidden, pos, seen = torch.zeros_like(embeds[:, :1]), positions[..., :1], visible[:, :1]
+            else:
+                hidden = None
+            if hidden is not None:
+                mask = attention_mask_4d(seen, 0, hidden.shape[1], hidden.dtype, implementation)
+                rope = lm.rotary_emb(hidden, pos)
+                for layer in layers:
+                    hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, use_cache=False,
+                                   **{name: kv})
+            if prefix == 0:
+                kv = PrefixKV()
+        kv.recording = False
+        span = embeds[:, prefix:end]
+        mask = attention_mask_4d(visible[:, :end], prefix, end - prefix, span.dtype, implementation)
         out = lm(inputs_embeds=span, attention_mask={"full_attention": mask},
                  position_ids=positions[..., prefix:end], use_cache=False, **{name: kv})
     finally:
-        for layer, flag in zip(layers, flags):
-            layer._can_checkpoint_with_cache = flag
+        for layer in layers:  # back to the class default: transformers' own caches write
+            layer.__dict__.pop("_can_checkpoint_with_cache", None)
     return out.last_hidden_state

@@ -117,8 +117,9 @@ class RayLauncher:
                                 unreachable_since = last_poll
                                 view.write(f"warning: cannot read the Ray job's status ({type(e).__name__}); retrying")
                             elif last_poll - unreachable_since > UNREACHABLE_GIVE_UP_S:
-                                view.write(f"error: Ray has not answered for {UNREACHABLE_GIVE_UP_S:.0f} s; stopped "
-                                           f"waiting (the job may go on: `unigen status`, `ray job status {submission_id}`)")
+                                view.write(f"error: Ray has not answered for {UNREACHABLE_GIVE_UP_S:.0f} s; "
+                                           "stopped waiting (the job may go on: `unigen status`, "
+                                           f"`ray job status {submission_id}`)")
                                 return 1
                         if state in TERMINAL_JOB_STATES:
                             break
@@ -184,14 +185,16 @@ class RayLauncher:
         if state == "unreachable":
             return (f"cannot reach Ray at {record['profile']['ray']['address']}: the cancel request is in "
                     f"run.json; the job's driver acts on it if it is still running")
-        ledger.set_status("cancelled", error=f"cancelled (the Ray job {job or '(none)'} was {state or 'not submitted'})")
+        ledger.set_status("cancelled",
+                          error=f"cancelled (the Ray job {job or '(none)'} was {state or 'not submitted'})")
         return f"{run_id} marked cancelled (Ray job {job or '(none)'}: {state or 'never submitted'})"
 
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
         job = (record.get("ray") or {}).get("job_id")
         if not job:
             return None
-        address = (record.get("ray") or {}).get("address") or ((record.get("profile") or {}).get("ray") or {}).get("address", "auto")
+        profile_ray = (record.get("profile") or {}).get("ray") or {}
+        address = (record.get("ray") or {}).get("address") or profile_ray.get("address", "auto")
         try:
             return job_status(self._client(address), job)
         except UserError:
@@ -211,7 +214,8 @@ def _settle(ledgers: list[RunLedger], client, submission_id: str, state: str) ->
     reason = ""
     try:
         info = client.get_job_info(submission_id)
-        reason = (getattr(info, "message", "") or "").strip().splitlines()[0][:300] if getattr(info, "message", "") else ""
+        message = (getattr(info, "message", "") or "").strip()
+        reason = message.splitlines()[0][:300] if message else ""
     except Exception:  # noqa: BLE001 - the reason is a nicety
         pass
     for ledger in ledgers:

@@ -24,6 +24,7 @@ from typing import Callable, Protocol, Sequence
 
 from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.launchers.ray_plan import (
+    LOST,
     Outcome,
     RankSlot,
     WorkerInfo,
@@ -154,7 +155,11 @@ class RunAttempts:
 
     # -- one attempt ------------------------------------------------------------------------------
     def _attempt(self, group: RankGroup, run_id: str) -> Outcome | None:
-        workers = group.place(self.cancelled)
+        try:
+            workers = group.place(self.cancelled)
+        except Exception as e:  # noqa: BLE001 - a worker that cannot start is a failure like any other
+            log.warning("%s: the workers did not start: %s: %s", run_id, type(e).__name__, e)
+            return Outcome("crashed", (), scrub(f"workers did not start: {type(e).__name__}: {e}")[:300], LOST)
         if workers is None:
             return None
         run_dir = str(self.ledger.paths.root)
@@ -172,7 +177,11 @@ class RunAttempts:
         slots = [RankSlot(s.rank, s.worker, {**extra, **s.env}) for s in slots]
         log.info("%s: attempt %d on %s (MASTER_ADDR=%s)", run_id, attempt, nodes, slots[0].env["MASTER_ADDR"])
         header = f"attempt {attempt} (ray job {self.s.job_id})"
-        started = group.start(slots, run_dir=run_dir, cwd=self.s.cwd, header=header)
+        try:
+            started = group.start(slots, run_dir=run_dir, cwd=self.s.cwd, header=header)
+        except Exception as e:  # noqa: BLE001 - e.g. an actor died between placement and start
+            log.warning("%s: the ranks did not start: %s: %s", run_id, type(e).__name__, e)
+            return Outcome("crashed", (), scrub(f"ranks did not start: {type(e).__name__}: {e}")[:300], LOST)
         ranks = [{"rank": s.rank, "host": info.get("host"), "ip": s.worker.node_ip, "pid": info.get("pid")}
                  for s, info in zip(slots, started)]
         # "pids" as the local launcher records them; "ranks" adds where each one runs.
@@ -185,7 +194,8 @@ class RunAttempts:
         while True:
             codes = group.poll()
             if all(c is not None for c in codes):
-                return classify(codes, first_bad if first_bad is not None else first_failure(codes))  # type: ignore[arg-type]
+                cause = first_bad if first_bad is not None else first_failure(codes)
+                return classify(codes, cause)  # type: ignore[arg-type]
             now = time.monotonic()
             bad = first_failure(codes)
             if bad is not None and failed_at is None:

@@ -38,7 +38,6 @@ from unigen.orchestrator.runs import TERMINAL, RunLedger
 log = logging.getLogger("unigen.slurm")
 
 PORT_BASE, PORT_SPAN = 20000, 20000
-CANCEL_RESEND_S = 15.0  # a USR2 sent while srun was still spawning the ranks may find none: resend
 TERM_WAIT_S = 2.0  # after SIGTERM, how long the ranks may take to leave their exit codes
 
 
@@ -151,7 +150,7 @@ class Driver:
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        last_cancel, term_at = 0.0, None
+        term_at = None
         while proc.poll() is None:
             if self.terminated:
                 # SLURM is ending the job (scancel, end of preemption grace, time limit): it SIGKILLs
@@ -161,13 +160,6 @@ class Driver:
                     break
                 time.sleep(0.2)
                 continue
-            if self._cancel_requested() and time.monotonic() - last_cancel > CANCEL_RESEND_S:
-                log.info("cancel requested: asking the ranks to save and stop (USR2)")
-                last_cancel = time.monotonic()
-                try:
-                    tools.scancel(self.job_id, signal="USR2")
-                except tools.SlurmError as err:
-                    log.warning("%s", err)
             time.sleep(1.0)
         reader.join(timeout=0.5 if self.terminated else 10)
         return list(tail)
@@ -175,12 +167,6 @@ class Driver:
     def _rank_code(self, attempt_dir: Path, rank: int) -> int | None:
         data = read_exit(attempt_dir / f"rank-{rank}.exit")
         return int(data["code"]) if data and data.get("code") is not None else None
-
-    def _cancel_requested(self) -> bool:
-        try:
-            return bool(self.ledger.read().get("cancel_requested"))
-        except Exception:  # noqa: BLE001 - a ledger being rewritten this instant: ask again next time
-            return False
 
     # -- the end of an attempt ------------------------------------------------------------------
     def _conclude(self, codes: list[int | None], srun_tail: list[str]) -> int:
@@ -192,9 +178,14 @@ class Driver:
             (self.terminated and info is not None and info.get("JobState") == "CANCELLED")
         cause = requeue_cause(info, grace_s=int(slurm.get("signal_grace_s") or 120), now_ts=time.time())
         error = record.get("error")
-        if None in codes and not error:
+        if None in codes:
             missing = [r for r, c in enumerate(codes) if c is None]
-            error = f"ranks {missing} left no exit code; srun said: {' | '.join(srun_tail[-3:]) or '(nothing)'}"
+            why = f"ranks {missing} left no exit code; srun said: {' | '.join(srun_tail[-3:]) or '(nothing)'}"
+            if self.terminated and cause == "timeout":
+                why = ("killed at the time limit before every rank saved: raise slurm.signal_grace_s (one save "
+                       "+ one step) or slurm.time; " + why)
+            log.warning("%s", why)
+            error = error or why
         decision = decide(codes, cause=cause, attempts=done, slurm=slurm, cancel_requested=cancelled, error=error)
         if self.terminated and cause == "preempted" and decision.status != "cancelled":
             # Killed at the end of the preemption grace time (the save did not finish, or it did and

@@ -16,7 +16,10 @@ Signals: SLURM delivers USR2 (preemption, time limit) and TERM to every process 
 child starts with both ignored, so one that arrives before the runtime installed its flag handler
 does not kill it; this wrapper keeps such a signal and forwards it once the child's handler is in
 place (read from /proc/<pid>/status). A signal that reaches both is counted twice by the runtime's
-flag, which is harmless.
+flag, which is harmless (never resend one later: a Python process that is exiting has its handlers
+reset to the default, and a stop signal then kills it and its exit code is lost). A ``unigen cancel``
+(``cancel_requested`` in run.json, polled every 2 s) whose USR2 reached no task, because srun was
+still starting them, is delivered the same way.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 
 PEER_GRACE_S = 10.0
 POLL_S = 0.2
+CANCEL_POLL_S = 2.0
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
 
 
@@ -86,11 +90,13 @@ class Task:
         self.env = rank_env(environ)
         self.rank = int(self.env["RANK"])
         self.pending: list[int] = []
+        self.signalled = False  # a stop signal reached this task (and so, normally, the runtime too)
         self.child: subprocess.Popen | None = None
         self.stopped_for: int | None = None
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - only remember it
         self.pending.append(signum)
+        self.signalled = True
 
     def run(self) -> int:
         for sig in FORWARDED:
@@ -113,10 +119,16 @@ class Task:
     def _watch(self) -> int:
         assert self.child is not None
         peer_failed_at: float | None = None
+        next_cancel_check = 0.0
         while True:
             rc = self.child.poll()
             if rc is not None:
                 return rc if rc >= 0 else 128 - rc
+            if not self.signalled and time.monotonic() >= next_cancel_check:
+                next_cancel_check = time.monotonic() + CANCEL_POLL_S
+                if self._cancel_requested():  # `unigen cancel` whose USR2 found no task yet
+                    self.pending.append(signal.SIGUSR2)
+                    self.signalled = True
             self._forward()
             if peer_failed_at is None:
                 failed = self._failed_peer()
@@ -136,6 +148,12 @@ class Task:
                 os.kill(self.child.pid, sig)
             except ProcessLookupError:
                 return
+
+    def _cancel_requested(self) -> bool:
+        try:
+            return bool(json.loads((self.run_dir / "run.json").read_text()).get("cancel_requested"))
+        except (OSError, ValueError):  # being replaced this instant: look again next time
+            return False
 
     def _failed_peer(self) -> int | None:
         for path in self.attempt_dir.glob("rank-*.exit"):

@@ -102,8 +102,8 @@ def test_two_stages_kill_and_recover_then_cancel(ray_head, workspace, tmp_path):
         os.kill(victim, signal.SIGKILL)
 
         stage2 = one_run(run_root, "smoke-instruct")
-        wait_while_running(proc, lambda: (stage2.read()["progress"]["step"] or 0) >= 2, 500,
-                           lambda: failure_report(stage1, ray_head) + failure_report(stage2, ray_head, log_path.read_text()))
+        wait_while_running(proc, lambda: (stage2.read()["progress"]["step"] or 0) >= 1, 500,
+                           lambda: failure_report(stage2, ray_head, log_path.read_text()))
         status = unigen(["status", stage2.run_id], workspace=workspace, env=env).stdout
         assert "status:     running (RUNNING)" in status, status
         line = unigen(["cancel", stage2.run_id], workspace=workspace, env=env).stdout
@@ -142,7 +142,8 @@ def test_two_stages_kill_and_recover_then_cancel(ray_head, workspace, tmp_path):
     overlap = sorted(set(first) & set(second))
     assert overlap and all(first[s] == second[s] for s in overlap), rows
     rank1_log = unigen(["logs", r1["run_id"], "--rank", "1"], workspace=workspace, env=env).stdout
-    assert f"===== attempt 1 (ray job {job}) rank 1" in rank1_log and f"===== attempt 2 (ray job {job}) rank 1" in rank1_log
+    for n in (1, 2):
+        assert f"===== attempt {n} (ray job {job}) rank 1" in rank1_log
 
     # Stage 2: after stage 1 completed, from its final checkpoint; then cancelled: saved and stopped.
     assert r2["recipe"]["init_from"] == f"run:{r1['run_id']}"
@@ -152,7 +153,7 @@ def test_two_stages_kill_and_recover_then_cancel(ray_head, workspace, tmp_path):
     last = r2["attempts"][-1]
     assert last["exit_reason"] == "cancelled" and last["exit_codes"] == [75, 75] and last["job_id"] == job, last
     saved = r2["checkpoints"]["latest_local"]["step"]
-    assert saved >= 2 and (stage2.paths.checkpoints / f"step-{saved}" / "COMMIT.json").exists()
+    assert saved >= 1 and (stage2.paths.checkpoints / f"step-{saved}" / "COMMIT.json").exists()
     assert not any(pid_alive(p) for p in last["pids"])
     assert f"{r2['run_id']}: cancelled" in submit_out
     assert LAUNCHER.scheduler_state(r2) == "FAILED"  # the driver exits 1 unless every stage completed

@@ -7,7 +7,8 @@ and bash).
   shared by the module (uninterrupted, world size 2);
 - a `high` job preempts stage 1: the ranks save together, the driver requeues, the run resumes and
   both stages end with weights bit-identical to the reference;
-- a time-limit signal (`--time=1`, USR2 55 s before the end) requeues and resumes;
+- a time-limit signal (the job's limit cut to 1-2 min while it trains, USR2 115 s before the end)
+  requeues and resumes;
 - two nodes, one rank per node, reproduce the reference's loss history and weights;
 - #SBATCH values with blanks, quotes, `#`, `;`, `$()` reach slurmctld unchanged; `unigen status` and
   `unigen cancel` of a pending job; `unigen cancel` of a running one saves and stops, no requeue;
@@ -219,27 +220,43 @@ def test_preempted_stage_requeues_resumes_and_matches_the_reference(reference, c
         assert_same_weights(got, want)
 
 
+def _seconds(runtime: str) -> int:
+    """scontrol's RunTime ([D-][HH:]MM:SS) in seconds."""
+    days, _, clock = runtime.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
 def test_time_limit_signal_requeues_and_resumes(cluster, workspace):
     root = workspace / "runs-timelimit"
     proc = start_submit(workspace, cluster, root, ["recipes/smoke-pretrain.yaml"],
-                        ["train.max_steps=30", *COMMON, "profile.slurm.time=1", "profile.slurm.signal_grace_s=55"])
+                        ["train.max_steps=80", *COMMON, "profile.slurm.signal_grace_s=115"])
     try:
-        # slurmctld's limit sweep (every 30 s) sends USR2 once <= 55 s are left: 5-35 s after the start.
-        wait_for(lambda: run_dirs(root) and (read(run_dirs(root)[0])["attempts"] or [{}])[0].get("ended_at"),
-                 300, "the first attempt to end", root)
+        wait_for(lambda: run_dirs(root) and any(r["step"] >= 2 for r in metrics(run_dirs(root)[0])), 300,
+                 "step 2", root)
         run_dir = run_dirs(root)[0]
-        # Give the requeued attempt time to finish: with one minute it would be signalled again.
-        cluster.run("scontrol", "update", f"JobId={read(run_dir)['slurm']['job_id']}", "TimeLimit=30")
+        job = read(run_dir)["slurm"]["job_id"]
+        # Now that it trains, shorten its time limit to 61-120 s from now (SLURM counts whole minutes,
+        # and start-up alone can pass one minute on a loaded 2-core machine): slurmctld's limit sweep
+        # (every 30 s) then sends the --signal=USR2@115 of the script, and kills the job at the limit.
+        elapsed = _seconds(cluster.job(int(job))["RunTime"])
+        cluster.run("scontrol", "update", f"JobId={job}", f"TimeLimit={elapsed // 60 + 2}")
+        wait_for(lambda: read(run_dir)["attempts"][0].get("ended_at"), 300, "the first attempt to end", root)
+        # Give the requeued attempt time to finish: the shortened limit would stop it again.
+        cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=30")
     finally:
         finish(proc, root, cluster)
     record = read(run_dir)
     assert record["status"] == "completed"
     first, *_, last = record["attempts"]
-    assert (first["exit_reason"], first["exit_code"]) == ("timeout", 75), record["attempts"]
+    assert (first["exit_reason"], first["exit_codes"]) == ("timeout", [75, 75]), record["attempts"]
     assert last["exit_reason"] == "completed"
-    saved = max((r["step"] for r in metrics(run_dir) if r["attempt"] == 1), default=0)
+    saved = max(r["step"] for r in metrics(run_dir) if r["attempt"] == 1)
+    assert 2 <= saved < 80
     assert f"resumed at step {saved}" in (run_dir / "logs" / "rank-0.log").read_text()
-    assert sorted(loss_history(run_dir)) == list(range(1, 31))
+    assert sorted(loss_history(run_dir)) == list(range(1, 81))
 
 
 def test_two_nodes_one_rank_each_match_the_single_node_run(reference, slurm_cluster_2n, workspace):

@@ -227,3 +227,22 @@ def test_a_driver_error_fails_the_run_instead_of_leaving_it_running(tmp_path):
     assert record["status"] == "failed" and record["attempts"][0]["exit_reason"] == "lost"
     assert "the Ray driver failed: ConnectionError: GCS went away" in record["error"]
     assert ledgers[1].read()["status"] == "cancelled"
+
+
+def test_workers_that_fail_to_start_count_as_a_crash_and_are_retried(tmp_path):
+    ledger, log = make_ledger(tmp_path), []
+    scripts = [[behave(0)], [behave(0)]]
+    runner = attempts_for(ledger, scripts, log, max_failures=1)
+    real = runner.make_group
+    calls = []
+
+    def make_group():
+        group = real()
+        if not calls:  # the first placement fails, as when an actor's runtime_env cannot be built
+            group.place = lambda should_stop: (_ for _ in ()).throw(TimeoutError("actors did not start"))
+        calls.append(group)
+        return group
+
+    runner.make_group = make_group
+    assert runner.run() == "completed"
+    assert len(calls) == 2 and [a["exit_reason"] for a in ledger.read()["attempts"]] == ["completed"]

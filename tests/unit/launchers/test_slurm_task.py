@@ -104,3 +104,12 @@ def test_peers_that_saved_do_not_stop_a_rank(tmp_path):
     task = start_task(tmp_path, 0, [str(tmp_path / "got.txt"), "0", "2"])
     assert task.wait(timeout=60) == 0
     assert json.loads((tmp_path / "attempt" / "rank-0.exit").read_text())["stopped_after_peer"] is None
+
+
+def test_a_cancel_in_run_json_reaches_a_runtime_no_signal_reached(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"cancel_requested": "2026-01-01T00:00:00+00:00"}))
+    got = tmp_path / "got.txt"
+    task = start_task(tmp_path, 0, [str(got), "0.5", "30"])  # would run 30 s without the cancel
+    assert task.wait(timeout=60) == 75
+    assert got.read_text() == "1"
