@@ -6,7 +6,7 @@ attention; 2 FLOPs per multiply-add; attention as the dense q x k product), so t
 - the backbone (Qwen2.5-VL text, and the vision tower on input images) and the connector from formulas
   on the configs: their shapes are plain linear layers and attention;
 - the Sana DiT (training) and the DC-AE encoder from ``FlopCounterMode`` on modules built from the configs
-  on the meta device (shape propagation only: no memory, milliseconds), cached per config.
+  on the meta device (shape propagation only: no memory, about a second), cached per config.
 
 What the step computes depends on the switches: with ``frozen_prefix_cache`` the prompt before the first
 slot is a forward pass only and the backward covers the slot span; a frozen layer's backward computes input

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"run {record['run_id']} already completed; to train further submit a new run with "
                         f"init_from=run:{record['run_id']}")
     launcher = get_launcher(record.get("launcher") or "local")
-    if record["status"] in ("running", "requeued", "queued") and launcher.scheduler_state(record) is None:
+    if launcher.holds(record):
         raise UserError(f"run {record['run_id']} is {record['status']} and its launcher still has it: "
                         f"`unigen cancel {record['run_id']}` first, or wait for it")
     plan = checkpoint_manager(ledger).plan_resume(strict=False)

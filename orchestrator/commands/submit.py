@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in sub.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     module = _submit_module()
-    for warning in (module.grace_warnings(sub) if module is not None else []):
+    grace_warnings = getattr(module, "grace_warnings", None)
+    for warning in (grace_warnings(sub) if grace_warnings is not None else []):
         print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         print(describe(sub, full=True, memory=False, profile_yaml=True))

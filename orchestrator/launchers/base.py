@@ -3,7 +3,9 @@
 ``launch`` starts the stages of a submission (their run folders exist, status ``queued``) and with
 ``wait`` stays attached until they end; ``describe`` is the ``--dry-run`` preview (the exact job
 script); ``cancel`` asks a run to save and stop; ``scheduler_state`` is what the scheduler says of a
-run right now (None when it says nothing, e.g. the local launcher whose state lives in run.json).
+run right now (None when it says nothing, e.g. the local launcher whose state lives in run.json);
+``holds`` says whether the launcher still has the run queued or running (then ``unigen resume``
+refuses to start a second copy of it).
 """
 from __future__ import annotations
 
@@ -28,3 +30,6 @@ class Launcher(Protocol):
 
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
         """The scheduler's word on a run (e.g. SLURM's PENDING, RUNNING), or None."""
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        """True while the run is queued or running under this launcher (a supervisor, a job)."""

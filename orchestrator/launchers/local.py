@@ -276,6 +276,12 @@ class LocalLauncher:
             return f"{record['run_id']} marked cancelled (no supervisor was running)"
         return f"{record['run_id']} is {record['status']}: nothing to cancel"
 
+    def holds(self, record: dict) -> bool:
+        sup = record.get("supervisor") or {}
+        if sup.get("host") not in (None, socket.gethostname()):
+            return record.get("status") in ("queued", "running", "requeued")  # another machine's: assume so
+        return bool(sup.get("pid")) and _alive(sup["pid"]) and record.get("status") in ("queued", "running", "requeued")
+
     def scheduler_state(self, record: dict) -> str | None:
         sup = record.get("supervisor") or {}
         if record.get("status") in ("queued", "running", "requeued") and sup.get("host") == socket.gethostname() \

@@ -189,6 +189,9 @@ class RayLauncher:
                           error=f"cancelled (the Ray job {job or '(none)'} was {state or 'not submitted'})")
         return f"{run_id} marked cancelled (Ray job {job or '(none)'}: {state or 'never submitted'})"
 
+    def holds(self, record: dict[str, Any]) -> bool:
+        return self.scheduler_state(record) in ACTIVE_JOB_STATES
+
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
         job = (record.get("ray") or {}).get("job_id")
         if not job:
