@@ -175,7 +175,7 @@ def torch_rows(model, args, peak) -> list[dict]:
     for rows in args.batches:
         batch = S.make_batch(model.config, rows, args.text_len, online=args.online_latents, device=DEVICE)
         result = measure("unigen torch", step, model, batch, args, peak, plan)
-        if not args.no_count and "samples_per_s" in result:
+        if not (args.no_count or args.compile) and "samples_per_s" in result:  # dynamo vs a dispatch mode
             counted = counted_flops(model, batch)
             result["counted_over_formula"] = round(counted / result["flops_per_step"], 4)
             print(json.dumps({"row": "flop check", "batch": rows, **{k: result[k] for k in ("counted_over_formula",)}}))

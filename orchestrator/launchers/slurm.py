@@ -44,12 +44,13 @@ class SlurmLauncher:
 
     # -- submit ---------------------------------------------------------------------------------
     def launch(self, ledgers: list[RunLedger], sub, *, wait: bool) -> int:
-        workdir = os.getcwd()
         later = [str(lg.paths.root) for lg in ledgers]
         submitted: list[str] = []
         previous: str | None = None
         for i, ledger in enumerate(ledgers):
             record = ledger.read()
+            # Where the first submission ran (`unigen resume` may run elsewhere; data paths are relative).
+            workdir = (record.get("slurm") or {}).get("workdir") or os.getcwd()
             dependency = f"afterok:{previous}" if previous else None
             script = render_script(record["profile"], _inputs(
                 record, run_id=record["run_id"], run_dir=ledger.paths.root, stage=i + 1, stages=len(ledgers),
@@ -64,8 +65,10 @@ class SlurmLauncher:
                 raise UserError(f"sbatch refused stage {i + 1} ({record['run_id']}): {err}; the script is "
                                 f"{path}. Fix the profile's slurm section (or try `sbatch --test-only` on it)") from None
             submitted.append(job_id)
+            # budget_from: `unigen resume` submits a run again; its earlier attempts no longer count.
             info = {"job_id": job_id, "script": str(path), "submitted_at": now_iso(), "dependency": dependency,
-                    "batch_log": str(ledger.paths.logs / f"slurm-{job_id}.out"), "later_runs": later[i + 1:]}
+                    "batch_log": str(ledger.paths.logs / f"slurm-{job_id}.out"), "later_runs": later[i + 1:],
+                    "budget_from": len(record["attempts"]), "workdir": workdir}
             ledger.update(lambda r, info=info: r.__setitem__("slurm", info))
             print(f"stage {i + 1}: run {record['run_id']} submitted as SLURM job {job_id}"
                   + (f" ({dependency})" if dependency else ""), file=sys.stderr)
@@ -154,6 +157,18 @@ class SlurmLauncher:
         for later in slurm.get("later_runs") or []:
             cancel_unstarted(RunLedger(later), f"not started: the previous stage {run_id} was cancelled")
         return f"cancelled SLURM job {job_id} of {run_id} ({state or 'no longer known to SLURM'})"
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        """True while slurmctld has the run's job in any state but ended (PENDING, RUNNING, REQUEUED,
+        SUSPENDED, ...); when it cannot be asked, True for a run that run.json says is active."""
+        job_id = (record.get("slurm") or {}).get("job_id")
+        if not job_id:
+            return False
+        try:
+            info = tools.job_info(job_id)
+        except tools.SlurmError:
+            return record.get("status") in ("queued", "running", "requeued")
+        return info is not None and info.get("JobState") not in tools.ENDED_STATES
 
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
         job_id = (record.get("slurm") or {}).get("job_id")

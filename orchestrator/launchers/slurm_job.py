@@ -94,7 +94,7 @@ class Driver:
             return 0 if record["status"] == "completed" else 1
         if record.get("cancel_requested"):
             return self._finish("cancelled", "cancelled by `unigen cancel` before it started")
-        why = budget_exhausted(record["attempts"], record["profile"].get("slurm") or {})
+        why = budget_exhausted(_counted(record), record["profile"].get("slurm") or {})
         if why:
             return self._finish("failed", why)
         return self._attempt(record)
@@ -172,7 +172,7 @@ class Driver:
     def _conclude(self, codes: list[int | None], srun_tail: list[str]) -> int:
         record = self.ledger.read()
         slurm = record["profile"].get("slurm") or {}
-        done = record["attempts"][:-1]
+        done = _counted(record)[:-1]
         info = self._job_info()
         cancelled = bool(record.get("cancel_requested")) or \
             (self.terminated and info is not None and info.get("JobState") == "CANCELLED")
@@ -227,6 +227,12 @@ class Driver:
         record = self.ledger.read()
         for later in (record.get("slurm") or {}).get("later_runs") or []:
             cancel_unstarted(RunLedger(later), f"not started: the previous stage {record['run_id']} {status}")
+
+
+def _counted(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts the budgets count: those since the latest submission (``unigen resume`` of a run
+    that exhausted a budget starts with fresh budgets)."""
+    return record["attempts"][int((record.get("slurm") or {}).get("budget_from") or 0):]
 
 
 def cancel_unstarted(ledger: RunLedger, why: str) -> None:

@@ -11,7 +11,8 @@ and bash).
   requeues and resumes;
 - two nodes, one rank per node, reproduce the reference's loss history and weights;
 - #SBATCH values with blanks, quotes, `#`, `;`, `$()` reach slurmctld unchanged; `unigen status` and
-  `unigen cancel` of a pending job; `unigen cancel` of a running one saves and stops, no requeue;
+  `unigen cancel` of a pending job; `unigen cancel` of a running one saves and stops, no requeue,
+  and `unigen resume` finishes it as a new job;
 - a user error (exit 2) fails the run without a requeue and cancels the later stage; --wait exits 1.
 
 Timings on 2 cores are in runbooks/running-on-slurm.md.
@@ -297,10 +298,10 @@ def test_sbatch_reads_quoted_values_back_and_cancel_of_a_pending_run(cluster, wo
     assert wait_until(lambda: cluster.job(int(record["slurm"]["job_id"]))["JobState"] == "CANCELLED", 30)
 
 
-def test_cancel_of_a_running_run_saves_and_stops_without_requeue(cluster, workspace):
+def test_cancel_of_a_running_run_saves_and_stops_then_resume_finishes_it(cluster, workspace):
     root = workspace / "runs-cancel"
     out = unigen(workspace, cluster, root, "submit", "recipes/smoke-pretrain.yaml", "--profile", str(PROFILE),
-                 "train.max_steps=40", *COMMON)
+                 "train.max_steps=20", *COMMON)
     assert out.returncode == 0, out.stderr
     assert "follow with `unigen status" in out.stdout
     (run_dir,) = run_dirs(root)
@@ -315,7 +316,14 @@ def test_cancel_of_a_running_run_saves_and_stops_without_requeue(cluster, worksp
     assert (attempt["exit_reason"], attempt["exit_codes"]) == ("cancelled", [75, 75])
     assert cluster.job(job_id)["Restarts"] == "0"
     stopped = int((run_dir / "logs" / "rank-0.log").read_text().split("stopping at step ")[1].split()[0])
-    assert stopped < 40 and (run_dir / "checkpoints" / f"step-{stopped}" / "COMMIT.json").is_file()
+    assert stopped < 20 and (run_dir / "checkpoints" / f"step-{stopped}" / "COMMIT.json").is_file()
+    # `unigen resume` hands the run back to the launcher: a new job, starting from that checkpoint
+    out = unigen(workspace, cluster, root, "resume", run_dir.name, "--wait", timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = read(run_dir)
+    assert record["status"] == "completed" and record["slurm"]["job_id"] != str(job_id)
+    assert [a["exit_reason"] for a in record["attempts"]] == ["cancelled", "completed"]
+    assert f"resumed at step {stopped}" in (run_dir / "logs" / "rank-0.log").read_text()
 
 
 def test_a_user_error_fails_the_run_once_and_cancels_the_later_stage(cluster, workspace):

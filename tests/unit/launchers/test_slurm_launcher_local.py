@@ -70,3 +70,29 @@ def test_cancel_and_state_of_a_run_without_a_job(slurm_runs):
     assert "marked cancelled" in launcher.cancel(ledgers[0])
     assert ledgers[0].read()["status"] == "cancelled"
     assert "is cancelled: nothing to cancel" in launcher.cancel(RunLedger(ledgers[0].paths.root))
+
+
+def test_holds_without_a_job_or_without_slurm(slurm_runs, monkeypatch, tmp_path):
+    _, ledgers = slurm_runs
+    launcher = get_launcher("slurm")
+    record = ledgers[0].read()
+    assert launcher.holds(record) is False  # never submitted
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    record["slurm"] = {"job_id": "12"}
+    assert launcher.holds(record) is True  # cannot ask slurmctld: an active run is assumed held
+    record["status"] = "failed"
+    assert launcher.holds(record) is False
+
+
+def test_budgets_count_only_the_attempts_since_the_last_submission():
+    from unigen.orchestrator.launchers.slurm_job import _counted
+    from unigen.orchestrator.launchers.slurm_policy import budget_exhausted
+
+    attempts = [{"exit_reason": "crashed"}] * 3 + [{"exit_reason": "preempted"}]
+    slurm = {"max_failures": 2, "max_requeues": 5}
+    assert "slurm.max_failures=2" in budget_exhausted(_counted({"attempts": attempts}), slurm)
+    resumed = {"attempts": attempts, "slurm": {"budget_from": 3}}  # `unigen resume` after the 3 crashes
+    assert _counted(resumed) == [{"exit_reason": "preempted"}]
+    assert budget_exhausted(_counted(resumed), slurm) is None

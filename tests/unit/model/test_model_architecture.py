@@ -53,6 +53,10 @@ def test_full_size_queries_and_connector_on_meta_tensors():
     assert (connector.proj_out.in_features, connector.proj_out.out_features) == (2304, 2304)
     assert isinstance(connector.out_norm, nn.RMSNorm) and connector.out_norm.normalized_shape == (2304,)
     assert model.dit.config.caption_channels == 2304
+    # DC-AE f32c32, frozen: a 512 px target is a 32 x 16 x 16 latent, the Sana DiT's input
+    assert (config.latent_channels, config.image_size // config.vae_compression) == (32, 16)
+    assert model.vae.config.latent_channels == model.dit.config.in_channels == 32
+    assert not any(p.requires_grad for p in model.vae.parameters())
     assert get_preset("unigen-3b", connector_layers=6).connector_layers == 6  # configurable
 
 
