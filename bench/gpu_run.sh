@@ -27,8 +27,11 @@ fi
 python3 -c "import torch, transformers, diffusers, deepspeed; print('versions: torch', torch.__version__, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | tail -1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # Default: baseline + both rows + ablation. NO_BASELINE=1 skips the baseline (e.g. a second, --compile run).
+# NO_ABLATE=1 skips the ablation.
 baseline=(--baseline .bench/peer_metaquery_step.py)
 [ "${NO_BASELINE:-0}" = 1 ] && baseline=()
-timeout "${BENCH_TIMEOUT_S:-540}" python3 bench/train_step.py --ablate --ablate-steps 4 "${baseline[@]}" \
+ablate=(--ablate --ablate-steps 4)
+[ "${NO_ABLATE:-0}" = 1 ] && ablate=()
+timeout "${BENCH_TIMEOUT_S:-540}" python3 bench/train_step.py "${ablate[@]}" "${baseline[@]}" \
   --json "$OUT/train_step.json" "$@" 2>&1 \
   | grep -v -e "UserWarning" -e "return torch.rms_norm" -e "warnings.warn" | tee "$OUT/train_step.log"

@@ -141,6 +141,9 @@ def render(header: dict, baseline: list[dict], ours: list[dict], config) -> str:
                      f"{_cell(d, 'samples_per_s')} | {ratio(d)} | {_cell(b, 'peak_mem_gib')} / "
                      f"{_cell(t, 'peak_mem_gib')} / {_cell(d, 'peak_mem_gib')} | {base_mfu} / {_cell(t, 'mfu')} / "
                      f"{_cell(d, 'mfu')} | {','.join(t.get('ckpt', [])) or 'none' if t else '-'} |")
+    if any(r.get("clock") == "thread cpu time" for r in ours):
+        lines += ["", "CPU: unigen's rows are in thread CPU time, the baseline's in wall time (its own timer), so "
+                      "the ratio compares different clocks; only the GPU ratio counts."]
     ablations = [r for r in ours if r["row"].startswith("ablation")]
     if ablations:
         lines += ["", f"| at batch {ablations[0]['batch']} | samples/s | vs all on | ckpt | peak GiB |",
