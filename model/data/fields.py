@@ -110,13 +110,20 @@ def decode_image(value: Any, what: str, resolve=None):
 
     if isinstance(value, Image.Image):
         return value.convert("RGB")
-    data = _image_bytes(value, what, resolve)
+    return open_image(_image_bytes(value, what, resolve), what).convert("RGB")
+
+
+def open_image(data: bytes, what: str):
+    """A PIL image decoded from ``data`` in its own mode (a uint16 depth PNG stays 16-bit, a class-id
+    map stays one channel); ``BadRecord`` naming ``what`` when it does not decode."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRecord(f"{what}: undecodable image ({type(exc).__name__}: {exc})") from None
-    return img.convert("RGB")
+    return img
 
 
 def raw_bytes(value: Any, what: str, resolve=None) -> bytes:

@@ -240,7 +240,7 @@ class LocalLauncher:
         return 0
 
     def _attached(self, ledgers: list[RunLedger], dirs: list[Path]) -> int:
-        from unigen.orchestrator.launchers.progress import ProgressView
+        from unigen.orchestrator.launchers.progress import ProgressView, print_outcome
 
         _record_supervisor(ledgers, os.getpid())
         with ProgressView() as view:
@@ -249,14 +249,7 @@ class LocalLauncher:
             code = sup.run()
             for ledger in ledgers:
                 view.tick(ledger, force=True)
-        for ledger in ledgers:
-            record = ledger.read()
-            line = f"{record['run_id']}: {record['status']}"
-            if record.get("export"):
-                line += f", model exported to {record['export']['path']}"
-            if record.get("error"):
-                line += f" ({record['error']})"
-            print(line)
+        print_outcome(ledgers)
         return code
 
     def describe(self, sub) -> str:

@@ -70,3 +70,18 @@ class ProgressView:
         from tqdm import tqdm
 
         tqdm.write(line, file=sys.stderr)
+
+
+def print_outcome(ledgers: list[RunLedger]) -> int:
+    """One line per run once ``--wait`` ends (status, export, error); 0 when every run completed."""
+    statuses = []
+    for ledger in ledgers:
+        record = ledger.read()
+        statuses.append(record["status"])
+        line = f"{record['run_id']}: {record['status']}"
+        if record.get("export"):
+            line += f", model exported to {record['export']['path']}"
+        if record.get("error"):
+            line += f" ({record['error']})"
+        print(line)
+    return 0 if all(s == "completed" for s in statuses) else 1

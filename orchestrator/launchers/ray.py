@@ -87,7 +87,7 @@ class RayLauncher:
                                 f"{record['run_id']}` and wait for it to end, then resume")
 
     def _attached(self, ledgers: list[RunLedger], client, submission_id: str) -> int:
-        from unigen.orchestrator.launchers.progress import ProgressView
+        from unigen.orchestrator.launchers.progress import ProgressView, print_outcome
 
         interrupts: list[int] = []
         previous = {s: signal.signal(s, lambda signum, frame: interrupts.append(signum))
@@ -130,15 +130,7 @@ class RayLauncher:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        for ledger in ledgers:
-            record = ledger.read()
-            line = f"{record['run_id']}: {record['status']}"
-            if record.get("export"):
-                line += f", model exported to {record['export']['path']}"
-            if record.get("error"):
-                line += f" ({record['error']})"
-            print(line)
-        return 0 if all(ledger.read()["status"] == "completed" for ledger in ledgers) else 1
+        return print_outcome(ledgers)
 
     # -- preview ----------------------------------------------------------------------------------
     def describe(self, sub) -> str:

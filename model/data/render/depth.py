@@ -13,6 +13,7 @@ import struct
 import numpy as np
 
 from unigen.model.data.errors import BadRecord
+from unigen.model.data.fields import open_image
 
 DEFAULT_RANGE = (0.1, 100.0)
 SINTEL_TAG = 202021.25
@@ -92,12 +93,7 @@ def read_depth(data: bytes, fmt: str = "auto", png_scale: float = 1 / 256) -> np
         if arr.ndim != 2:
             raise BadRecord(f"depth .npy: expected an HxW array, got shape {arr.shape}")
         return arr.astype(np.float32)
-    from PIL import Image
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise BadRecord(f"depth image: undecodable ({type(exc).__name__}: {exc})") from None
+    img = open_image(data, "depth image")
     arr = np.asarray(img)
     if arr.ndim != 2:
         raise BadRecord(f"depth image: expected one channel, got mode {img.mode}")

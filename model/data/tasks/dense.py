@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from unigen.model.data import fields as F
+from unigen.model.data.fields import open_image
 from unigen.model.data.errors import BadRecord, DataError
 from unigen.model.data.render import depth as depth_r
 from unigen.model.data.render import normal as normal_r
@@ -90,12 +91,7 @@ class Normal(_Dense):
         if raw[:6] == b"\x93NUMPY":
             arr = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32)
         else:
-            from PIL import Image
-            try:
-                img = Image.open(io.BytesIO(raw))
-                img.load()
-            except Exception as exc:  # PIL raises many types for corrupt files
-                raise BadRecord(f"normal image: undecodable ({type(exc).__name__}: {exc})") from None
+            img = open_image(raw, "normal image")
             arr = normal_r.from_png(np.asarray(img.convert("RGB")))
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise BadRecord(f"normal map: expected HxWx3, got shape {arr.shape}")
@@ -124,12 +120,7 @@ class Segmentation(_Dense):
             self.options["num_classes"] = seg_r.LABEL_SETS[ls]
 
     def values(self, raw):
-        from PIL import Image
-        try:
-            img = Image.open(io.BytesIO(raw))
-            img.load()
-        except Exception as exc:  # PIL raises many types for corrupt files
-            raise BadRecord(f"label image: undecodable ({type(exc).__name__}: {exc})") from None
+        img = open_image(raw, "label image")
         ids = np.asarray(img)
         if ids.ndim != 2:
             raise BadRecord(f"label image: expected one channel of class ids, got mode {img.mode}")
