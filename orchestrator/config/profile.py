@@ -45,7 +45,7 @@ class LocalSection(_Strict):
 
 
 class SlurmSection(_Strict):
-    """sbatch settings (the SLURM launcher goes through submitit)."""
+    """sbatch settings (the SLURM launcher writes and submits the job script itself; see launchers/slurm.py)."""
 
     partition: str | None = Field(None, description="Partition (null: the cluster's default).")
     account: str | None = Field(None, description="Account to charge.")
@@ -153,7 +153,7 @@ class Profile(_Strict):
 
     name: str = Field(min_length=1, description="Name of the profile (what --profile NAME finds as NAME.yaml).")
     base: str | None = Field(None, description="A profile this one extends (path relative to this file). One level deep.")
-    launcher: Launcher = Field(description="local (this machine), slurm (sbatch through submitit) or ray (a Ray Job).")
+    launcher: Launcher = Field(description="local (this machine), slurm (an sbatch job per stage) or ray (a Ray Job).")
     resources: ResourcesSection = Field(default_factory=ResourcesSection, description="Resources per job.")
     local: LocalSection | None = Field(None, description="Local launcher settings (launcher: local).")
     slurm: SlurmSection | None = Field(None, description="SLURM settings (launcher: slurm).")

@@ -2,7 +2,7 @@
 
 One module per ``profile.launcher`` value, each exposing ``LAUNCHER``, an object with the small
 interface of ``base.Launcher``. Modules are imported only when a command needs them: the SLURM one
-imports submitit, the Ray one ray.
+imports nothing heavy (it calls sbatch, srun and scontrol), the Ray one imports ray.
 """
 from __future__ import annotations
 

@@ -127,9 +127,10 @@ def smoke_workdir(tmp_path, monkeypatch):
 
 def test_submit_hands_the_resolved_submission_to_the_launcher(smoke_workdir, monkeypatch, capsys):
     calls = []
-    fake = types.SimpleNamespace(submit_stages=lambda sub, *, wait: calls.append((sub, wait)) or 0,
-                                 describe_launch=lambda sub: "#!/bin/bash\n#SBATCH --fake")
-    monkeypatch.setitem(sys.modules, "unigen.orchestrator.submit", fake)
+    from unigen.orchestrator import submit
+
+    monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: calls.append((sub, wait)) or 0)
+    monkeypatch.setattr(submit, "describe_launch", lambda sub: "#!/bin/bash\n#SBATCH --fake")
     rc = cli.main(["submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--name", "trial", "--wait",
                    "train.max_steps=40"])
     assert rc == 0 and len(calls) == 1
@@ -147,12 +148,30 @@ def test_submit_hands_the_resolved_submission_to_the_launcher(smoke_workdir, mon
     assert not (smoke_workdir / "unigen-runs").exists()
 
 
-def test_submit_without_the_launcher_module_says_so(smoke_workdir, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "unigen.orchestrator.submit", None)
-    assert cli.main(["submit", "recipes/smoke-pretrain.yaml", "--profile", "local"]) == 2
-    assert "submitting is not available in this build" in capsys.readouterr().err
+def test_submit_without_a_recipe_is_one_error_line(smoke_workdir, capsys):
     assert cli.main(["submit", "train.lr=1", "--profile", "local"]) == 2
     assert "error: no recipe file given" in capsys.readouterr().err
+
+
+def test_submit_warns_when_the_grace_time_is_shorter_than_the_last_save(smoke_workdir, monkeypatch, capsys):
+    from unigen.orchestrator import submit
+    from unigen.orchestrator.runs import RunLedger
+
+    monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: 0)
+    root = smoke_workdir / "unigen-runs"
+    monkeypatch.setenv("UNIGEN_RUN_ROOT", str(root))  # the profile's run root is a cluster path
+    argv = ["submit", "recipes/pretrain.yaml", "--profile", "slurm-a100", "--dry-run"]
+    assert cli.main(argv) == 0
+    assert "signal_grace_s" not in capsys.readouterr().err  # no earlier run: nothing measured yet
+    earlier = RunLedger.create(root, run_id="pretrain-old", stage="pretrain", recipe={"name": "unigen-3b-pretrain", "train": {}},
+                               recipe_path="recipes/pretrain.yaml", recipe_sha256="x", profile={}, launcher="slurm")
+    earlier.update(lambda r: r["checkpoints"].__setitem__("last_save_s", 450.0))
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: recipes/pretrain.yaml: the last run of unigen-3b-pretrain took 450 s to save a checkpoint, but " \
+           "slurm.signal_grace_s is 300 s" in err and "profile.slurm.signal_grace_s=705" in err
+    assert cli.main([*argv, "profile.slurm.signal_grace_s=600"]) == 0
+    assert "signal_grace_s" not in capsys.readouterr().err  # 600 s covers the 450 s save
 
 
 def test_validate_prints_config_batch_deepspeed_and_memory(smoke_workdir, capsys):
