@@ -106,7 +106,7 @@ def as_number_list(value: Any, what: str, length: int | None = None) -> list[flo
 def decode_image(value: Any, what: str, resolve=None):
     """An RGB PIL image from bytes, a Hugging Face image struct ``{"bytes", "path"}``, a PIL image, or
     a path/URL string (``resolve(path) -> bytes`` reads it relative to the source's image root)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(value, Image.Image):
         return value.convert("RGB")

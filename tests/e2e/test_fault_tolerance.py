@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.e2e.cli import (SHORT, assert_matches_reference, cli, cli_env, kill_ranks, metrics, rank_pids, record,
-                           run_dirs, saving_now, start_cli, stop, stop_run_at, wait_for)
+from tests.e2e.cli import (SHORT, assert_matches_reference, cli, cli_env, kill_ranks, losses_by_step, metrics,
+                           rank_pids, record, run_dirs, saving_now, start_cli, stop, stop_run_at, wait_for)
 from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 from unigen.orchestrator.runs import RunLedger
 

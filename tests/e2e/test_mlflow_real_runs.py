@@ -91,7 +91,7 @@ def test_stage2_links_stage1_and_both_nest_under_the_parent_with_inputs(tracked)
 
 
 def test_runs_and_lineage_print_the_chain(tracked, workspace):
-    root, env, (stage1, stage2) = tracked["root"], tracked["env"], tracked["dirs"]
+    env, (stage1, stage2) = tracked["env"], tracked["dirs"]
     one, two = record(stage1), record(stage2)
     table = cli(workspace, "runs", env=env, check=True).stdout
     for rec in (one, two):

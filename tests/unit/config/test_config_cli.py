@@ -5,7 +5,6 @@ import argparse
 import shutil
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
