@@ -45,3 +45,15 @@ def convert(src, index: int, seed: int = 0):
     from unigen.model.data.worker import SampleLoader
     mix = Mixture([src.name], [1.0], [len(src)], seed)
     return SampleLoader([src], mix, seed, src.adapter.image_size).load(WorkItem(0, 0, 0, index))
+
+
+def ok(src, index: int, seed: int = 0):
+    """The conversation of record ``index``, asserting the adapter served it (not bad)."""
+    conv, events = convert(src, index, seed)
+    assert events[-1][0] == "ok", events
+    return conv
+
+
+def items(conv, kind: str) -> list:
+    """Every content item of type ``kind`` in a conversation, in order."""
+    return [it for m in conv for it in m["content"] if it["type"] == kind]

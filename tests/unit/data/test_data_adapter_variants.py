@@ -9,22 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.unit.data.data_helpers import convert, open_one
+from tests.unit.data.data_helpers import convert, items, ok, open_one
 from unigen.model.data.errors import DataError
 from unigen.model.data.render import depth as depth_r
 from unigen.model.data.render import normal as normal_r
 from unigen.model.data.render.geometry import SquareFit
 from unigen.model.data.synth.formats import hf_image, image_bytes, write_jsonl, write_parquet
-
-
-def ok(src, i, seed=0):
-    conv, events = convert(src, i, seed)
-    assert events[-1][0] == "ok", events
-    return conv
-
-
-def items(conv, kind):
-    return [it for m in conv for it in m["content"] if it["type"] == kind]
 
 
 def colour(i, size=(40, 32)):

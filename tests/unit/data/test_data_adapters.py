@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.unit.data.data_helpers import by_name, convert, open_one
+from tests.unit.data.data_helpers import by_name, convert, items, ok, open_one
 from unigen.model.data.errors import DataError
 from unigen.model.data.render import depth as depth_r
 from unigen.model.data.render import grounding as ground_r
@@ -15,16 +15,6 @@ from unigen.model.data.render import pose as pose_r
 from unigen.model.data.render import segmentation as seg_r
 from unigen.model.data.render.geometry import SquareFit, box_to_xyxy
 from unigen.model.data.synth import records as R
-
-
-def ok(src, i, seed=0):
-    conv, events = convert(src, i, seed)
-    assert events[-1][0] == "ok", events
-    return conv
-
-
-def items(conv, kind):
-    return [it for m in conv for it in m["content"] if it["type"] == kind]
 
 
 def test_t2i_webdataset_caption_from_txt_or_json(corpus):
