@@ -228,9 +228,19 @@ def _timed_logs(tracker: Tracker, steps) -> list[float]:
     return took
 
 
+@pytest.fixture
+def outage(server):
+    """The server, started again after the test whatever happens in it (the later tests need it)."""
+    yield server
+    if not server.healthy():
+        server.kill()
+        server.start()
+
+
 @pytest.mark.slow
-def test_mlflow_down_mid_run_training_goes_on_and_metrics_arrive_after_restart(server, client, run_root, env,
+def test_mlflow_down_mid_run_training_goes_on_and_metrics_arrive_after_restart(outage, client, run_root, env,
                                                                                 capsys):
+    server = outage
     evidence = env["evidence"]
     tracking = {"experiment": EXPERIMENT}
     live = make_run(run_root, "outage-live-1", make_recipe("outage-live", "pretrain", max_steps=40, tracking=tracking),
@@ -246,10 +256,12 @@ def test_mlflow_down_mid_run_training_goes_on_and_metrics_arrive_after_restart(s
     while not tracker.mlflow_down and time.monotonic() - t0 < 20:
         time.sleep(0.1)
     assert tracker.mlflow_down
-    server.stop()  # and then gone: connections refused
+    server.kill()  # and then gone (crashed while frozen): connections refused
     took += _timed_logs(tracker, range(16, 41))
     tracker.log_checkpoint(40, "s3://unigen-ckpt/outage-live/checkpoints/step-40", commit_sha("outage-live-1", 40))
-    assert max(took) < 0.25 and sum(took) < 1.0, f"a tracking call stalled training: max {max(took):.3f} s"
+    # A call that waited on the server would take at least its HTTP timeout (2 s); queueing takes micro-
+    # seconds, so the bound only separates "blocked" from "queued", whatever the machine's load.
+    assert max(took) < 0.75 * HTTP_TIMEOUT_S, f"a tracking call stalled training: max {max(took):.3f} s"
 
     # Attempts that start and end while MLflow is down: the run cannot even be created yet.
     deferred = make_run(run_root, "outage-deferred-1",
@@ -263,7 +275,7 @@ def test_mlflow_down_mid_run_training_goes_on_and_metrics_arrive_after_restart(s
                       profile=_profile(run_root, server.uri))
     run_attempt(synced, attempt=1, job_id="3201", steps=range(1, 5), resumed_from=None, checkpoint_steps=(),
                 end_status="completed")
-    assert time.monotonic() - t0 < 2 * 10 + 10, "attempts stalled on a dead server"
+    assert time.monotonic() - t0 < 2 * 10 + 30, "attempts stalled on a dead server"  # 10 s wait per open
     runs_cmd.run(argparse.Namespace(run_root=str(run_root), experiment=EXPERIMENT, stage=None, status=None))
     out = capsys.readouterr().out
     assert f"note: MLflow at {server.uri} not reachable" in out and "columns from run.json only" in out

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.services.ports import LOOPBACK, free_port
-from tests.services.procs import Daemon, ServiceError, pid_alive, start_daemon, stop_pids
+from tests.services.procs import Daemon, ServiceError, pid_alive, start_daemon, stop_pids, wait_until
 
 START_TIMEOUT_S = 120.0
 
@@ -115,6 +115,22 @@ class MlflowServer:
         alive = [p for p in workers if pid_alive(p)]
         if alive:
             raise ServiceError(f"MLflow server processes {alive} survived SIGKILL")
+
+    def kill(self, timeout: float = 15.0) -> None:
+        """Crash the server: SIGKILL every process by pid, frozen or not. Unlike ``stop`` it never lets
+        a frozen server run again first (a graceful stop would answer the requests queued meanwhile,
+        and the clients would see the server come back for a moment)."""
+        if self.daemon is None:
+            return
+        pids = list(self.pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.daemon.stop(timeout)  # reaps the daemon
+        if not wait_until(lambda: not any(pid_alive(p) for p in pids), timeout):
+            raise ServiceError(f"MLflow server processes {[p for p in pids if pid_alive(p)]} survived SIGKILL")
 
     def pause(self) -> None:
         """Freeze every server process (SIGSTOP): requests hang until their client timeout."""
