@@ -1,8 +1,9 @@
 """The tracker's own small files in ``<run_dir>/tracking/``, readable without MLflow:
 
 - ``state.json``: the highest step any attempt logged (``max_step``). A resumed attempt compares its
-  steps with it to mark replayed ones; written at most once a second while logging, and at close,
-  so a hard kill loses at most the last second of it.
+  steps with it to mark replayed ones. It is written BEFORE the step's metrics go to MLflow, so a
+  hard kill can never leave MLflow with a step this file does not know (which would come back
+  twice, unmarked); one small atomic write per logged step (``train.log_every``) is cheap.
 - ``checkpoints.json``: every durable checkpoint logged (step, URI, COMMIT sha256), for
   ``unigen lineage`` and as the table uploaded to MLflow.
 """
@@ -12,7 +13,6 @@ import contextlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +48,15 @@ def _read_json(path: Path, default: Any) -> Any:
 class StepState:
     """``max_step`` across attempts, persisted to ``state.json`` (see the module docstring)."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, min_interval_s: float = 1.0):
+    def __init__(self, run_dir: str | os.PathLike[str]):
         self.path = tracking_dir(run_dir) / STATE_NAME
-        self.min_interval_s = min_interval_s
         self.max_step: int | None = _read_json(self.path, {}).get("max_step")
         self._saved_step = self.max_step
-        self._saved_at = 0.0
 
     def observe(self, step: int) -> None:
         if self.max_step is None or step > self.max_step:
             self.max_step = step
-            if time.monotonic() - self._saved_at >= self.min_interval_s:
-                self.save()
+            self.save()
 
     def save(self) -> None:
         if self.max_step is None or self.max_step == self._saved_step:
@@ -68,7 +65,7 @@ class StepState:
             _write_json(self.path, {"max_step": self.max_step})
         except OSError:
             return  # a full disk must not stop training; the next save retries
-        self._saved_step, self._saved_at = self.max_step, time.monotonic()
+        self._saved_step = self.max_step
 
 
 def read_checkpoints(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

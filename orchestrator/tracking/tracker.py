@@ -172,8 +172,8 @@ class Tracker:
             return
         if self._earlier_max is not None and step <= self._earlier_max:
             rows.append([REPLAYED_METRIC, float(self.attempt), ts, step])
+        self._steps.observe(step)  # first: state.json must know every step MLflow may hold
         self._sender.submit({"op": "metrics", "metrics": rows})
-        self._steps.observe(step)
 
     def note_resume(self, resumed_step: int) -> None:
         """This attempt restored the checkpoint of ``resumed_step``: record it, and the range of
