@@ -92,12 +92,10 @@ def set_ckpt(model, parts: list[str]) -> None:
 
 
 def torch_optimizer(model):
-    """The runtime's parameter groups (build_optimizer), as a fused AdamW on CUDA like the baseline's."""
+    """The runtime's optimizer (build_optimizer): its parameter groups, fused AdamW on CUDA like the baseline's."""
     from unigen.orchestrator.runtime.build import build_optimizer
 
-    groups = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}).param_groups
-    return torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
-                             lr=1e-4, fused=DEVICE == "cuda")
+    return build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}, device=DEVICE)
 
 
 def model_flops(model, batch: dict) -> float:
@@ -205,7 +203,7 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
     recipe = {"train": {"global_batch_size": top, "micro_batch_size": top, "grad_clip": 1.0,
                         "precision": "bf16" if DEVICE == "cuda" else "fp32"}, "deepspeed": {"zero_stage": 3}}
     set_ckpt(model, [])
-    optimizer = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05})
+    optimizer = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}, device=DEVICE)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=build_deepspeed_config(recipe, 1))
 
     def step(batch):

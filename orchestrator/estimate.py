@@ -13,14 +13,20 @@ Activations (stored for backward, per rank) use the per-layer transformer estima
 2022, 34 bytes per token per hidden unit in 16-bit WITHOUT the attention-score term (sdpa / flash
 attention never store the score matrix): 17 values x hidden x tokens x layers x micro batch. With
 gradient checkpointing a layer keeps only its input (1 value) and one layer at a time is recomputed
-(+17). The frozen backbone counts in full: the learnable queries sit at its INPUT, so gradients flow
-through all of it. The sequence is taken at its maximum (data.max_length, else the model's
-max_length), one image_gen slot per sample. Not counted: the frozen vision tower and VAE encoder (no
-gradient passes through them; their working memory is transient), CUDA context, allocator
-fragmentation and communication buffers: keep 10-20% of the GPU free.
+(+17). Checkpointing is per stack (model.gradient_checkpointing_parts). The frozen backbone counts in
+full depth: the learnable queries sit at its INPUT, so gradients flow through all of it. The sequence
+is taken at its maximum (data.max_length, else the model's max_length), one image_gen slot per sample.
+With model.frozen_prefix_cache (a frozen backbone under sdpa or eager attention, the default) the
+prompt before the slot runs without autograd: the backbone stores activations for the slot's tokens
+only and holds the prompt's keys and values instead (2 x layers x kv width per prompt token, which the
+slot attends to in backward). Frozen weights take model.frozen_dtype's size when it is bfloat16 under
+train.precision fp32 (under bf16 every weight is bf16 already). Not counted: the frozen vision tower
+and VAE encoder (no gradient passes through them; their working memory is transient), CUDA context,
+allocator fragmentation and communication buffers: keep 10-20% of the GPU free.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +34,23 @@ WEIGHT_BYTES = {"bf16": 2, "fp32": 4}
 OPTIMIZER_BYTES = {"bf16": 12, "fp32": 8}
 VALUES_PER_TOKEN_LAYER = 17  # Korthikanti et al.: 34 bytes in 16-bit, without the s^2 attention term
 GIB = 1024 ** 3
+PREFIX_CACHE_ATTENTION = ("sdpa", "eager")  # model/frozen_prefix.py's SUPPORTED_ATTENTION
+SLOT_MARKERS = 2  # <|image_gen_start|> and <|image_gen_end|> around the queries
 
 
 @dataclass(frozen=True)
 class Stack:
-    """One transformer stack that stores activations: tokens per sample, width, depth."""
+    """One transformer stack that stores activations: tokens per sample, width, depth.
+
+    ``part`` is its gradient_checkpointing_parts name; ``held_values`` are values per sample it keeps for
+    backward besides its layers' activations (the frozen prefix's keys and values)."""
 
     name: str
     tokens: int
     width: int
     layers: int
+    part: str = ""
+    held_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class ModelDims:
     largest_module: int
     largest_module_name: str
     stacks: tuple[Stack, ...]
+    frozen_dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,12 +81,18 @@ class Estimate:
         return self.weights + self.gradients + self.optimizer + self.gather + self.activations
 
 
+def frozen_weight_bytes(precision: str, frozen_dtype: str | None) -> int:
+    """Bytes per frozen parameter: bf16 under bf16 precision whatever frozen_dtype says (DeepSpeed casts
+    every weight), else frozen_dtype's size."""
+    return WEIGHT_BYTES["bf16"] if precision == "bf16" or frozen_dtype == "bfloat16" else WEIGHT_BYTES[precision]
+
+
 def model_state_bytes(total: int, trainable: int, *, zero_stage: int, data_parallel: int,
-                      precision: str) -> tuple[float, float, float]:
+                      precision: str, frozen_dtype: str | None = None) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes per rank under ZeRO ``zero_stage`` over ``data_parallel`` ranks."""
     if zero_stage not in (0, 1, 2, 3) or data_parallel < 1:
         raise ValueError(f"zero_stage {zero_stage} / data_parallel {data_parallel} out of range")
-    weights = total * WEIGHT_BYTES[precision]
+    weights = trainable * WEIGHT_BYTES[precision] + (total - trainable) * frozen_weight_bytes(precision, frozen_dtype)
     gradients = trainable * WEIGHT_BYTES[precision]
     optimizer = trainable * OPTIMIZER_BYTES[precision]
     if zero_stage >= 1:
@@ -84,22 +104,42 @@ def model_state_bytes(total: int, trainable: int, *, zero_stage: int, data_paral
     return float(weights), float(gradients), float(optimizer)
 
 
+Checkpointing = bool | Collection[str]
+"""True / False for every stack, or the part names that recompute (model.gradient_checkpointing_parts)."""
+
+
+def recomputes(stack: Stack, checkpointing: Checkpointing) -> bool:
+    if isinstance(checkpointing, bool):
+        return checkpointing
+    return stack.part in checkpointing
+
+
+def checkpointing_of(model_config: dict[str, Any]) -> Checkpointing:
+    """What a UniGenConfig dict (``to_dict()``) recomputes: False, or its gradient_checkpointing_parts."""
+    if not model_config.get("gradient_checkpointing"):
+        return False
+    parts = model_config.get("gradient_checkpointing_parts")
+    return True if parts is None else frozenset(parts)
+
+
 def activation_bytes(stacks: tuple[Stack, ...] | list[Stack], *, micro_batch: int, precision: str,
-                     checkpointing: bool) -> float:
+                     checkpointing: Checkpointing) -> float:
     """Activations stored for backward per rank (see the module docstring)."""
     total = 0.0
     for s in stacks:
-        per_layer_values = 1 if checkpointing else VALUES_PER_TOKEN_LAYER
-        values = s.tokens * s.width * (per_layer_values * s.layers + (VALUES_PER_TOKEN_LAYER if checkpointing else 0))
-        total += micro_batch * values * WEIGHT_BYTES[precision]
+        ckpt = recomputes(s, checkpointing)
+        per_layer_values = 1 if ckpt else VALUES_PER_TOKEN_LAYER
+        values = s.tokens * s.width * (per_layer_values * s.layers + (VALUES_PER_TOKEN_LAYER if ckpt else 0))
+        total += micro_batch * (values + s.held_values) * WEIGHT_BYTES[precision]
     return total
 
 
 def estimate(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch: int, precision: str,
-             checkpointing: bool) -> Estimate:
+             checkpointing: Checkpointing) -> Estimate:
     """Bytes per rank for one ZeRO stage."""
     weights, gradients, optimizer = model_state_bytes(dims.total, dims.trainable, zero_stage=zero_stage,
-                                                      data_parallel=data_parallel, precision=precision)
+                                                      data_parallel=data_parallel, precision=precision,
+                                                      frozen_dtype=dims.frozen_dtype)
     gather = 2.0 * dims.largest_module * WEIGHT_BYTES[precision] if zero_stage == 3 and data_parallel > 1 else 0.0
     acts = activation_bytes(dims.stacks, micro_batch=micro_batch, precision=precision, checkpointing=checkpointing)
     return Estimate(zero_stage, weights, gradients, optimizer, gather, acts)
@@ -125,11 +165,27 @@ def dims_from_config(config: dict[str, Any], counts: dict[str, int], *, max_leng
     }
     largest_name = max(modules, key=modules.get)
     stacks = (
-        Stack("backbone", int(max_length or config["max_length"]), width, layers),
-        Stack("connector", int(config["num_queries"]), width, connector_layers),
-        Stack("DiT", latent_side * latent_side, dit_width, dit_layers),
+        _backbone_stack(config, text, int(max_length or config["max_length"])),
+        Stack("connector", int(config["num_queries"]), width, connector_layers, part="connector"),
+        Stack("DiT", latent_side * latent_side, dit_width, dit_layers, part="dit"),
     )
-    return ModelDims(int(counts["total"]), int(counts["trainable"]), modules[largest_name], largest_name, stacks)
+    frozen_dtype = config.get("frozen_dtype") if config.get("backbone_training", "frozen") == "frozen" else None
+    return ModelDims(int(counts["total"]), int(counts["trainable"]), modules[largest_name], largest_name, stacks,
+                     frozen_dtype=frozen_dtype)
+
+
+def _backbone_stack(config: dict[str, Any], text: dict[str, Any], sequence: int) -> Stack:
+    """The backbone's stack: the whole sequence, or (frozen prefix cache) the slot plus the prompt's keys/values."""
+    width, layers = int(text["hidden_size"]), int(text["num_hidden_layers"])
+    cached = (config.get("backbone_training", "frozen") == "frozen" and config.get("frozen_prefix_cache", True)
+              and config.get("attn_implementation", "sdpa") in PREFIX_CACHE_ATTENTION)
+    slot = int(config["num_queries"]) + SLOT_MARKERS
+    if not cached or sequence <= slot:
+        return Stack("backbone", sequence, width, layers, part="backbone")
+    heads = int(text["num_attention_heads"])
+    kv_width = int(text.get("num_key_value_heads") or heads) * int(text.get("head_dim") or width // heads)
+    prefix = sequence - slot
+    return Stack("backbone", slot, width, layers, part="backbone", held_values=prefix * layers * 2 * kv_width)
 
 
 def _size(n: float) -> str:
@@ -139,12 +195,29 @@ def _size(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def _checkpointing_text(stacks: tuple[Stack, ...], checkpointing: Checkpointing) -> str:
+    names = [s.name for s in stacks if recomputes(s, checkpointing)]
+    if not names:
+        return "off"
+    return "on" if len(names) == len(stacks) else f"on ({', '.join(names)})"
+
+
+def _stack_text(stacks: tuple[Stack, ...], checkpointing: Checkpointing) -> str:
+    """Per stack: tokens x width x (17 per layer, or 1 per layer + 17 recomputed) [+ held prefix keys/values]."""
+    out = []
+    for s in stacks:
+        values = "(1 per layer + 17 recomputed)" if recomputes(s, checkpointing) else "17 per layer"
+        held = f" + {s.held_values:,} prefix keys/values (frozen_prefix_cache)" if s.held_values else ""
+        out.append(f"{s.name} {s.tokens} tok x {s.width} x {s.layers} layers x {values}{held}")
+    return "; ".join(out)
+
+
 def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch: int, precision: str,
-           checkpointing: bool, gpus: bool, gpu_memory_gb: float | None = None) -> list[str]:
+           checkpointing: Checkpointing, gpus: bool, gpu_memory_gb: float | None = None) -> list[str]:
     """The lines `unigen validate` prints: a table over ZeRO stages 0-3 (the recipe's marked *) and why."""
     unit = "GPU" if gpus else "CPU rank"
     lines = [f"memory per {unit} (estimate; {data_parallel} data-parallel ranks, {precision}, micro batch "
-             f"{micro_batch}, gradient checkpointing {'on' if checkpointing else 'off'}):",
+             f"{micro_batch}, gradient checkpointing {_checkpointing_text(dims.stacks, checkpointing)}):",
              f"  parameters: {dims.total:,} total, {dims.trainable:,} trainable",
              f"  {'ZeRO':>6}  {'weights':>11}  {'gradients':>11}  {'optimizer':>11}  {'zero3 gather':>12}  "
              f"{'activations':>11}  {'total':>11}"]
@@ -157,15 +230,16 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
         lines.append(f"  {mark}{stage:>5}  {_size(e.weights):>11}  {_size(e.gradients):>11}  {_size(e.optimizer):>11}  "
                      f"{_size(e.gather):>12}  {_size(e.activations):>11}  {_size(e.total):>11}")
     w, o = WEIGHT_BYTES[precision], OPTIMIZER_BYTES[precision]
-    acts = ", ".join(f"{s.name} {s.tokens} tok x {s.width} x {s.layers} layers" for s in dims.stacks)
+    frozen_b = frozen_weight_bytes(precision, dims.frozen_dtype)
+    weights = f"{w} B/param (all)" if frozen_b == w else f"{w} B/trainable + {frozen_b} B/frozen param (frozen_dtype)"
     states = "fp32 master + Adam m, v" if precision == "bf16" else "Adam m, v; the weights are the master copy"
     lines += [
-        f"  * = deepspeed.zero_stage. weights {w} B/param (all), gradients {w} B and optimizer {o} B per trainable "
+        f"  * = deepspeed.zero_stage. weights {weights}, gradients {w} B and optimizer {o} B per trainable "
         f"param ({states}); ZeRO 1 shards the optimizer, 2 + gradients, 3 + weights.",
         f"  zero3 gather: 2 x the largest module ({dims.largest_module_name}, {dims.largest_module:,} params) gathered "
         "while it runs.",
-        f"  activations: micro batch x tokens x width x ({'1 per layer + 17 for the layer being recomputed' if checkpointing else '17 values per layer'})"
-        f" x {w} B, for: {acts}. Not counted: frozen vision tower / VAE, CUDA context, fragmentation.",
+        f"  activations (x {w} B, per sample x micro batch): {_stack_text(dims.stacks, checkpointing)}. Not counted: "
+        "frozen vision tower / VAE, CUDA context, fragmentation.",
     ]
     if gpu_memory_gb and chosen is not None:
         budget = gpu_memory_gb * 1e9

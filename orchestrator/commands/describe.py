@@ -57,13 +57,13 @@ def deepspeed_text(stage: ResolvedStage, sub: Submission) -> str:
 def memory_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
     """The memory estimate of a stage on the submission's profile."""
     from unigen.model.config import UniGenConfig
-    from unigen.orchestrator.estimate import dims_from_config, render
+    from unigen.orchestrator.estimate import checkpointing_of, dims_from_config, render
 
     counts = UniGenConfig.from_dict(stage.model_config).parameter_counts()
     dims = dims_from_config(stage.model_config, counts, max_length=stage.recipe.data.max_length)
     return render(dims, zero_stage=stage.recipe.deepspeed.zero_stage, data_parallel=sub.world_size,
                   micro_batch=stage.recipe.train.micro_batch_size, precision=stage.recipe.train.precision,
-                  checkpointing=bool(stage.model_config.get("gradient_checkpointing")), gpus=sub.world.gpus,
+                  checkpointing=checkpointing_of(stage.model_config), gpus=sub.world.gpus,
                   gpu_memory_gb=sub.profile.resources.gpu_memory_gb)
 
 

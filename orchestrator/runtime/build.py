@@ -61,8 +61,12 @@ def _is_trainable(model, key: str) -> bool:
     return key in params and params[key].requires_grad
 
 
-def build_optimizer(model, train: dict[str, Any]):
-    """torch AdamW over the trainable parameters, no weight decay on norms, biases and queries."""
+def build_optimizer(model, train: dict[str, Any], *, device=None):
+    """torch AdamW over the trainable parameters, no weight decay on norms, biases and queries.
+
+    On a CUDA ``device`` it is torch's fused AdamW: one kernel launch for every tensor of a group instead
+    of a few per tensor (the MetaQuery baseline uses it too). Elsewhere torch picks its default (foreach)
+    implementation; the fused CPU kernel rounds differently and buys nothing at smoke sizes."""
     import torch
 
     decay, no_decay = [], []
@@ -75,5 +79,6 @@ def build_optimizer(model, train: dict[str, Any]):
     groups = [{"params": decay, "weight_decay": float(train.get("weight_decay", 0.0))},
               {"params": no_decay, "weight_decay": 0.0}]
     betas = tuple(train.get("betas") or (0.9, 0.999))
+    fused = True if device is not None and torch.device(device).type == "cuda" else None
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=float(train["lr"]), betas=betas,
-                             eps=float(train.get("eps", 1e-8)))
+                             eps=float(train.get("eps", 1e-8)), fused=fused)

@@ -63,7 +63,7 @@ class Trainer:
         ds_config = build_deepspeed_config(self.recipe, self.ctx.world_size)
         self.ds_config = ds_config
         self.accumulation = ds_config["gradient_accumulation_steps"]
-        optimizer = build_optimizer(model, self.train_cfg)
+        optimizer = build_optimizer(model, self.train_cfg, device=self.device)
         self.max_steps = int(self.train_cfg["max_steps"])
         scheduler = build_scheduler(optimizer, warmup_steps=int(self.train_cfg.get("warmup_steps", 0)),
                                     max_steps=self.max_steps,

@@ -57,3 +57,30 @@ def test_invalid_switches_name_the_field_and_the_choices():
         get_preset("tiny", frozen_dtype="fp16")
     with pytest.raises(ValueError, match=r"frozen_prefix_cache='yes': must be true or false"):
         get_preset("tiny", frozen_prefix_cache="yes")
+
+
+def test_the_optimizer_is_fused_adamw_on_cuda_only():
+    """On a CUDA device the runtime asks torch for fused AdamW (one kernel launch for every tensor of a
+    group), built while the model is still on the CPU (DeepSpeed moves it). torch has the fused kernel on
+    CPU too, so its updates are compared here with the default implementation's: same groups, same
+    hyperparameters, same weights after a few steps."""
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
+
+    train = {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.99)}
+    fused_net, plain_net = net(), net()
+    fused = build_optimizer(fused_net, train, device=torch.device("cuda"))
+    plain = build_optimizer(plain_net, train, device=torch.device("cpu"))
+    assert [g["fused"] for g in fused.param_groups] == [True, True]
+    assert not plain.defaults["fused"] and build_optimizer(plain_net, train).defaults["fused"] is None
+    assert [g["weight_decay"] for g in fused.param_groups] == [g["weight_decay"] for g in plain.param_groups]
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for model, optimizer in ((fused_net, fused), (plain_net, plain)):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    for a, b in zip(fused_net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused_net[0].weight, net()[0].weight)  # the steps did move the weights
