@@ -100,14 +100,6 @@ def _variant(model, step, args, peak, measure, name, change, rows, device, chain
             model.vae.to(frozen_dtype)
 
 
-def compile_blocks(model) -> None:
-    """Regional torch.compile: each connector layer and Sana block (repeated shapes, one graph each)."""
-    for layer in model.connector.layers:
-        layer.compile()
-    for block in model.dit.transformer_blocks:
-        block.compile()
-
-
 def _cell(result: dict | None, key: str, fmt: str = "{}") -> str:
     if not result:
         return "-"

@@ -58,7 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ablate-steps", type=int, default=None, help="timed steps per ablation variant (default --steps)")
     p.add_argument("--ablate-rounds", type=int, default=None,
                    help="interleaved rounds of the ablation, fastest kept (default 1 on CUDA, 3 on a CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile each connector layer and DiT block (GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="model.compile_blocks: torch.compile each connector layer and DiT block (torch row only: "
+                        "the deepspeed row is ZeRO-3, under which the runtime refuses it)")
     p.add_argument("--no-count", action="store_true", help="skip the FlopCounterMode cross-check of the formula")
     p.add_argument("--baseline", default=None, help="path of peer_metaquery_step.py: run it too, print the ratio")
     p.add_argument("--baseline-timeout", type=int, default=300, help="seconds per baseline process")
@@ -73,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.rows) - {"torch", "deepspeed"}
     if unknown:
         p.error(f"--rows: unknown {sorted(unknown)}; choose from torch, deepspeed")
+    if args.compile and "deepspeed" in args.rows:
+        p.error("--compile: ZeRO-3's parameter hooks break every compiled block into per-layer graphs (the "
+                "runtime refuses model.compile_blocks under zero_stage 3): add --rows torch")
     return args
 
 
@@ -241,9 +246,8 @@ def main(argv=None) -> int:
     header["matmul_peak_tflops"] = round(peak / 1e12, 1) if peak else None
     config = S.bench_config(args.small, autocast=DEVICE == "cuda", frozen_dtype=args.frozen_dtype)
     config.frozen_prefix_cache = not args.no_frozen_prefix
+    config.compile_blocks = args.compile
     model = S.build_model(config, DEVICE)
-    if args.compile:
-        step_table.compile_blocks(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     header.update(params_total=total, params_trainable=trainable, params_total_B=round(total / 1e9, 3),

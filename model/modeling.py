@@ -69,6 +69,8 @@ class UniGenModel(nn.Module):
         self._set_trainable()
         if config.gradient_checkpointing:
             self.enable_gradient_checkpointing()
+        if config.compile_blocks:
+            self.compile_blocks()
         # Whether every module runs in every step, on dummies when the batch does not need it (the VAE
         # encoder without pixel targets, the vision tower without input images). None = only under
         # torch.distributed, where ZeRO-3 gathers parameters collectively and checks that all ranks run
@@ -105,6 +107,14 @@ class UniGenModel(nn.Module):
         components.disable_backbone_checkpointing(self.backbone)
         self.dit.disable_gradient_checkpointing()
         self.connector.gradient_checkpointing = False
+
+    def compile_blocks(self) -> None:
+        """Regional torch.compile of each connector layer and Sana block: the layers of a stack share code
+        and shapes, so they share one compiled graph, and a graph break or a recompilation stays inside one
+        block. ``Module.compile`` compiles in place: parameter names (checkpoints, state dicts) do not
+        change, and the frozen parts run as written."""
+        for block in (*self.connector.layers, *self.dit.transformer_blocks):
+            block.compile()
 
     def enable_xformers_memory_efficient_attention(self, *args, **kwargs) -> None:
         """Refused: it would swap Sana's linear attention for softmax attention."""

@@ -71,6 +71,10 @@ def recipe_problems(recipe: Recipe, model_config: dict | None, locs: Locations) 
         out.append(locs.problem(("data", "image_size"), f"{recipe.data.image_size} differs from the model's image_size "
                                 f"{model_config.get('image_size')}: set model.image_size={recipe.data.image_size} "
                                 "too (or change data.image_size)"))
+    if model_config is not None and model_config.get("compile_blocks") and recipe.deepspeed.zero_stage == 3:
+        out.append(locs.problem(("model", "compile_blocks"), "ZeRO-3 gathers each layer's parameters in hooks that "
+                                "torch.compile cannot trace, so every block breaks into per-layer graphs and "
+                                "buys nothing: set deepspeed.zero_stage to 2 (or 0/1), or leave compile_blocks off"))
     init = recipe.init_from
     if init is not None:
         if init.startswith("run:"):

@@ -164,3 +164,32 @@ def save_hub_layout(pipe, root, tokenizer_has_slot_tokens: bool = False):
                    "diffusion_pytorch_model.safetensors.index.json")
     pipe.model.vae.save_pretrained(sana / "vae")
     return qwen, sana
+
+
+def trainable_grads(model) -> dict[str, torch.Tensor]:
+    """float32 copies of the gradients of the trainable parts outside the backbone."""
+    return {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith("backbone")}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative difference |a - b| / |b|."""
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def assert_grads_match(grads: dict, want: dict, tol: float, per_tensor: bool = True) -> None:
+    """Each trainable part's gradient (queries, slot boundaries, connector, DiT) within ``tol`` relative, and
+    with ``per_tensor`` each tensor too, against a floor: some gradients are zero up to rounding by symmetry
+    (a key bias shifts every score of a softmax row equally), and rounding noise has no relative precision."""
+    assert grads.keys() == want.keys()
+    for part in ("queries", "slot_boundaries", "connector.", "dit."):
+        names = [n for n in want if n.startswith(part)]
+        got, ref = (torch.cat([g[n].flatten() for n in names]) for g in (grads, want))
+        assert rel(got, ref) <= tol, part
+        if not per_tensor:
+            continue
+        floor = 1e-3 * float(ref.norm()) / len(names) ** 0.5
+        worst = max((float((grads[n] - want[n]).norm()) / max(float(want[n].norm()), floor), n) for n in names)
+        assert worst[0] <= tol, worst
+    for name in ("queries", "slot_boundaries", "connector.layers.0.qkv.weight", "dit.proj_out.weight"):
+        assert want[name].norm() > 0 and rel(grads[name], want[name]) <= tol, name

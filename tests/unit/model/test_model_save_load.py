@@ -166,3 +166,18 @@ def test_backbone_attention_is_sdpa_by_default_and_sana_keeps_its_own_processors
     assert processors and not any("XFormers" in name for name in processors)
     eager = tiny_pipeline(attn_implementation="eager").model
     assert eager.backbone.config._attn_implementation == "eager"
+
+
+def test_compiled_blocks_keep_parameter_names_and_an_export_loads_without_them(tmp_path):
+    """Module.compile compiles in place (torch.compile(module) would prefix every name with _orig_mod.)."""
+    pipe = tiny_pipeline(compile_blocks=True)
+    blocks = lambda model: (*model.connector.layers, *model.dit.transformer_blocks)  # noqa: E731
+    assert all(b._compiled_call_impl is not None for b in blocks(pipe.model))
+    assert list(pipe.model.state_dict()) == list(tiny_pipeline().model.state_dict())
+    pipe.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["compile_blocks"] is True
+    loaded = UniGenPipeline.from_pretrained(tmp_path / "m", compile_blocks=False)
+    assert not loaded.model.config.compile_blocks
+    assert all(b._compiled_call_impl is None for b in blocks(loaded.model))
+    mine, theirs = pipe.model.state_dict(), loaded.model.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

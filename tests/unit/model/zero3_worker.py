@@ -1,6 +1,7 @@
 """One rank of the two-rank DeepSpeed ZeRO-3 check (run by test_model_zero3.py, not collected by pytest).
 
-argv: rank, master port, mode ("frozen" | "lora" | "ckpt"), report path. Each rank trains the tiny model on
+argv: rank, master port, mode ("frozen" | "lora" | "ckpt" | "compile": regional compilation, which the
+runtime allows only under ZeRO-0..2, so that mode runs stage 2), report path. Each rank trains the tiny model on
 its OWN batches, which differ on purpose (input images or none, pixel targets or precomputed latents, a
 batch without any target), and writes its losses as JSON.
 """
@@ -33,7 +34,7 @@ def batches(processor, rank):
     return [first, processor([t2i("no target")]), processor([edit(pattern(5), "y", pattern(6))]), latents]
 
 
-pipe = tiny_pipeline(seed=0, gradient_checkpointing=mode == "ckpt",
+pipe = tiny_pipeline(seed=0, gradient_checkpointing=mode == "ckpt", compile_blocks=mode == "compile",
                      backbone_training="lora" if mode == "lora" else "frozen")
 model, processor = pipe.model, pipe.processor
 mine = batches(processor, rank)
@@ -42,7 +43,7 @@ if rank == 1:  # step 0 of rank 1 uses precomputed latents: no VAE encoding need
     mine[0]["gen_latents"], mine[0]["gen_pixel_values"] = model.encode_latents(pixels), None
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "steps_per_print": 10 ** 9,
-          "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True}
+          "zero_optimization": {"stage": 2 if mode == "compile" else 3}, "zero_allow_untested_optimizer": True}
 engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
 torch.manual_seed(100 + rank)
 losses = []
@@ -52,5 +53,7 @@ for batch in mine:
     engine.step()
     losses.append([float(out.loss), int(out.slot_losses.numel())])
 with open(report, "w") as fh:
-    json.dump({"losses": losses}, fh)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # what torch.compile really compiled
+    breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
+    json.dump({"losses": losses, "graphs": graphs, "graph_breaks": breaks}, fh)
 torch.distributed.destroy_process_group()
