@@ -63,6 +63,18 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2)
         time.sleep(interval)
 
 
+def serve_until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM: the run-by-hand mains of the services, whose `with` block then stops
+    the daemons by pid."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
 def stop_pids(pids: Iterable[int], timeout: float = 10.0) -> list[int]:
     """SIGTERM every pid, wait up to `timeout` s, SIGKILL the ones still alive. Returns the pids that
     needed SIGKILL. Never signals our own process."""

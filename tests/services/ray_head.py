@@ -19,10 +19,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from tests.services.procs import (
     ServiceError,
     find_pids,
     log_tail,
+    serve_until_stopped,
     start_daemon,
     stop_pids,
     wait_until,
@@ -227,13 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export {k}={v}")
         print(f"# dashboard / job API: {head.dashboard_url}   temp dir: {head.temp_dir}")
         print("# Ctrl-C (or SIGTERM to this pid) stops the head's processes by pid", flush=True)
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        try:
-            while not stop:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        serve_until_stopped()
     return 0
 
 

@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from tests.services.procs import (
     Daemon,
     ServiceError,
     find_pids,
+    serve_until_stopped,
     start_daemon,
     stop_pids,
     wait_until,
@@ -293,13 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export SLURM_CONF={cluster.conf_path}")
         print(f"# folder {cluster.root}  nodes {' '.join(cluster.node_names)}  partitions low, high")
         print("# Ctrl-C (or SIGTERM to this pid) stops every daemon and removes the folder", flush=True)
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        try:
-            while not stop:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        serve_until_stopped()
     return 0
 
 

@@ -90,6 +90,19 @@ def test_stop_pids_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_p
     assert not pid_alive(proc.pid)
 
 
+def test_serve_until_stopped_returns_on_sigterm_so_the_with_block_can_stop_the_daemons():
+    code = ("from tests.services.procs import serve_until_stopped; print('up', flush=True); "
+            "serve_until_stopped(); print('returned', flush=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0 and proc.stdout.read().strip() == "returned"
+    finally:
+        stop_pids([proc.pid], timeout=1)
+
+
 def test_daemon_that_dies_reports_its_log_tail(tmp_path):
     code = "print('boom: bad config line 3'); raise SystemExit(2)"
     daemon = start_daemon("failing", [sys.executable, "-c", code], tmp_path / "failing.log")
