@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The one device call of runbooks/performance.md: the peer baseline and unigen's training step side by side
-# on one GPU, every batch size, the ablation of each switch, the ratio table. Run from the repo root, on the
-# device machine, with .whl/ and .bench/ carried (the runbook says how to fill them). Extra arguments go to
-# bench/train_step.py (e.g. --compile). Results: $OUT/train_step.json (written after every phase, so a run
-# stopped at its time limit keeps what it measured) and $OUT/train_step.log. BENCH_TIMEOUT_S bounds the bench
-# (default 540 s, inside the device tool's 600 s per command).
+# on one GPU, every batch size, the ablation of each switch, the ratio table; then, in the time left, the
+# torch row again at the largest batch with model.compile_blocks (regional torch.compile), its ratio taken
+# against the baseline rows the first run measured. Run from the repo root, on the device machine, with
+# .whl/ and .bench/ carried (the runbook says how to fill them). Extra arguments go to the first
+# bench/train_step.py run. Results: $OUT/train_step.json (rewritten after every phase, so a run stopped at
+# its time limit keeps what it measured), $OUT/train_step.log, and $OUT/train_step_compile.{json,log}.
+# BENCH_TIMEOUT_S bounds the whole script from its start, install included (default 570 s, inside the
+# device tool's 600 s per command); the compile run starts only with COMPILE_MIN_S (default 150 s) left.
+# NO_BASELINE=1 skips the baseline, NO_ABLATE=1 the ablation, NO_COMPILE=1 the compile run.
 set -uo pipefail
+start=$SECONDS
+budget=${BENCH_TIMEOUT_S:-570}
+left() { echo $(( budget - (SECONDS - start) )); }
 OUT=${OUT:-/tmp/unigen-bench}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TORCH_CUDA_ARCH_LIST=9.0
@@ -26,12 +33,26 @@ if ! python3 -c "import transformers" 2>"$OUT/transformers-import.err"; then
 fi
 python3 -c "import torch, transformers, diffusers, deepspeed; print('versions: torch', torch.__version__, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | tail -1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-# Default: baseline + both rows + ablation. NO_BASELINE=1 skips the baseline (e.g. a second, --compile run).
-# NO_ABLATE=1 skips the ablation.
 baseline=(--baseline .bench/peer_metaquery_step.py)
 [ "${NO_BASELINE:-0}" = 1 ] && baseline=()
 ablate=(--ablate --ablate-steps 4)
 [ "${NO_ABLATE:-0}" = 1 ] && ablate=()
-timeout "${BENCH_TIMEOUT_S:-540}" python3 bench/train_step.py "${ablate[@]}" "${baseline[@]}" \
-  --json "$OUT/train_step.json" "$@" 2>&1 \
-  | grep -v -e "UserWarning" -e "return torch.rms_norm" -e "warnings.warn" | tee "$OUT/train_step.log"
+quiet() { grep -v -e "UserWarning" -e "return torch.rms_norm" -e "warnings.warn"; }
+timeout "$(left)" python3 bench/train_step.py "${ablate[@]}" "${baseline[@]}" \
+  --json "$OUT/train_step.json" "$@" 2>&1 | quiet | tee "$OUT/train_step.log"
+status=${PIPESTATUS[0]}
+# The compile run: the torch row at the largest batch the first run measured, compile_blocks on, no
+# FlopCounterMode check (a dispatch mode over dynamo), the baseline's rows reused from the first run.
+largest=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(max([x['batch'] for x in r['unigen'] if x.get('row')=='unigen torch' and 'samples_per_s' in x] or [0]))" "$OUT/train_step.json" 2>/dev/null || echo 0)
+small=(); [[ " $* " == *" --small "* ]] && small=(--small)
+from=(); [ "${NO_BASELINE:-0}" = 1 ] || from=(--baseline-from "$OUT/train_step.json")
+if [ "${NO_COMPILE:-0}" = 1 ] || [ "$largest" = 0 ]; then
+  echo "compile run: skipped (NO_COMPILE=1, or the first run measured no torch row)"
+elif [ "$(left)" -lt "${COMPILE_MIN_S:-150}" ]; then
+  echo "compile run: skipped, $(left) s left of BENCH_TIMEOUT_S=$budget (needs COMPILE_MIN_S=${COMPILE_MIN_S:-150})"
+else
+  echo "compile run: batch $largest, $(left) s left"
+  timeout "$(left)" python3 bench/train_step.py --compile --rows torch --batches "$largest" --no-count \
+    "${small[@]}" "${from[@]}" --json "$OUT/train_step_compile.json" 2>&1 | quiet | tee "$OUT/train_step_compile.log"
+fi
+exit "$status"

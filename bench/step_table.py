@@ -32,6 +32,23 @@ def run_baseline(path: str, args) -> list[dict]:
     return results
 
 
+def load_baseline(path: str, *, small: bool, text_len: int) -> list[dict]:
+    """The baseline rows of an earlier ``--json`` file, checked to be comparable (same sizes, same prompt)."""
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    rows = saved.get("baseline") if isinstance(saved, dict) else None
+    if not rows or not isinstance(rows, list):
+        raise ValueError(f"{path} holds no baseline rows (write it with --baseline ... --json {path})")
+    header = saved.get("header", {})
+    if bool(header.get("small")) != small or header.get("text_len", text_len) != text_len:
+        raise ValueError(f"{path} was measured with small={header.get('small')}, text_len={header.get('text_len')}; "
+                         f"this run has small={small}, text_len={text_len}: ratios would compare different steps")
+    return rows
+
+
 def baseline_flops(config, rows: int, text_len: int) -> float:
     """Model FLOPs of the baseline's step by the same formulas as ours (its own FlopCounterMode figure
     charges depthwise-conv backward as dense: see unigen.model.flops): a backward through every one of its
@@ -115,7 +132,8 @@ def render(header: dict, baseline: list[dict], ours: list[dict], config) -> str:
     peak = header.get("matmul_peak_tflops")
     lines = [f"device {header['device']}, {header['date']}, torch {header['torch']}, bf16 matmul peak "
              f"{peak} TFLOP/s, prompt {header['text_len']} tokens + {config.num_queries} queries"
-             + (" (--small shapes)" if header.get("small") else ""), ""]
+             + (" (--small shapes)" if header.get("small") else "")
+             + (", model.compile_blocks on (regional torch.compile)" if config.compile_blocks else ""), ""]
     base = {r["batch"]: r for r in baseline}
     torch_rows = {r["batch"]: r for r in ours if r["row"] == "unigen torch"}
     ds_rows = {r["batch"]: r for r in ours if r["row"] == "unigen deepspeed zero3"}

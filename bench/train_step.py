@@ -14,7 +14,9 @@ The step's switches (each measured by --ablate at the largest batch, one at a ti
 frozen_prefix_cache (no backward through the prompt), precomputed latents (no DC-AE per step),
 frozen_dtype=bfloat16 (frozen weights stored bf16), gradient checkpointing (--ckpt; 'auto' keeps every
 activation and recomputes part by part only when memory runs out). --baseline runs the peer script at the
-same batch sizes first, in its own processes, and prints both rows side by side with the ratio.
+same batch sizes first, in its own processes, and prints both rows side by side with the ratio;
+--baseline-from reuses the baseline rows of an earlier --json file (a second run, e.g. --compile, in the same
+device call).
 On a CPU, unigen's times are this thread's CPU time (torch on one thread), not wall time: see
 step_setup.timed. Speed figures belong here, never in tests.
 """
@@ -63,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the deepspeed row is ZeRO-3, under which the runtime refuses it)")
     p.add_argument("--no-count", action="store_true", help="skip the FlopCounterMode cross-check of the formula")
     p.add_argument("--baseline", default=None, help="path of peer_metaquery_step.py: run it too, print the ratio")
+    p.add_argument("--baseline-from", default=None, metavar="JSON",
+                   help="take the baseline's rows from an earlier --json file of the same device call instead of "
+                        "running it again (bench/gpu_run.sh's compile run)")
     p.add_argument("--baseline-timeout", type=int, default=300, help="seconds per baseline process")
     p.add_argument("--json", default=None, help="also write every result to this file")
     args = p.parse_args(argv)
@@ -75,6 +80,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.rows) - {"torch", "deepspeed"}
     if unknown:
         p.error(f"--rows: unknown {sorted(unknown)}; choose from torch, deepspeed")
+    if args.baseline and args.baseline_from:
+        p.error("--baseline and --baseline-from: give one (run the baseline, or reuse its rows)")
+    args.baseline_rows = []
+    if args.baseline_from:
+        try:
+            args.baseline_rows = step_table.load_baseline(args.baseline_from, small=args.small, text_len=args.text_len)
+        except ValueError as err:
+            p.error(f"--baseline-from: {err}")
     if args.compile and "deepspeed" in args.rows:
         p.error("--compile: ZeRO-3's parameter hooks break every compiled block into per-layer graphs (the "
                 "runtime refuses model.compile_blocks under zero_stage 3): add --rows torch")
@@ -242,6 +255,8 @@ def main(argv=None) -> int:
     if args.baseline:
         results["baseline"] = step_table.run_baseline(args.baseline, args)
         save()
+    else:
+        results["baseline"] = args.baseline_rows
     peak = S.matmul_peak_flops(DEVICE)
     header["matmul_peak_tflops"] = round(peak / 1e12, 1) if peak else None
     config = S.bench_config(args.small, autocast=DEVICE == "cuda", frozen_dtype=args.frozen_dtype)

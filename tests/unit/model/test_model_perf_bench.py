@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -50,3 +52,41 @@ def test_the_table_puts_the_ratio_next_to_the_baseline():
     assert "| - / 0.4 / 0.3 | backbone |" in line
     assert next(ln for ln in table.splitlines() if ln.startswith("| 8 |")).startswith("| 8 | OOM |")
     assert "| - frozen prefix (backward through the prompt) | 35.0 | 0.854 | backbone |" in table
+
+
+def test_a_second_run_reuses_the_baseline_rows_only_from_a_comparable_run(tmp_path, capsys):
+    """bench/gpu_run.sh's compile run takes the first run's baseline rows (--baseline-from) rather than
+    measuring the baseline twice; rows of other shapes or a file without them are refused, naming why."""
+    import train_step
+
+    rows = [{"row": "baseline", "batch": 32, "step_s": 1.6, "samples_per_s": 20.0}]
+    first = tmp_path / "train_step.json"
+    first.write_text(json.dumps({"header": {"small": False, "text_len": 96}, "baseline": rows, "unigen": []}))
+    args = train_step.parse_args(["--baseline-from", str(first), "--compile", "--rows", "torch"])
+    assert args.baseline_rows == rows and args.compile
+
+    empty = tmp_path / "no_baseline.json"
+    empty.write_text(json.dumps({"header": {"small": False, "text_len": 96}, "baseline": [], "unigen": []}))
+    refused = {
+        "other sizes": ([str(first), "--small"], "small=False, text_len=96; this run has small=True"),
+        "other prompt": ([str(first), "--text-len", "64"], "this run has small=False, text_len=64"),
+        "no rows": ([str(empty)], "holds no baseline rows"),
+        "no file": ([str(tmp_path / "missing.json")], "cannot read"),
+        "both": ([str(first), "--baseline", "peer.py"], "give one"),
+    }
+    for name, (argv, message) in refused.items():
+        with pytest.raises(SystemExit) as exit_:
+            train_step.parse_args(["--baseline-from", *argv])
+        assert exit_.value.code == 2, name
+        assert message in capsys.readouterr().err, name
+
+
+def test_the_table_says_when_the_blocks_were_compiled():
+    import step_setup
+
+    config = step_setup.bench_config(True, autocast=False, frozen_dtype=None)
+    header = {"device": "NVIDIA H200", "date": "2026-12-02", "torch": "2.11", "text_len": 96, "matmul_peak_tflops": 790.0}
+    ours = [{"row": "unigen torch", "batch": 32, "samples_per_s": 44.0, "ckpt": []}]
+    assert "compile_blocks" not in step_table.render(header, [], ours, config).splitlines()[0]
+    config.compile_blocks = True
+    assert "model.compile_blocks on" in step_table.render(header, [], ours, config).splitlines()[0]
