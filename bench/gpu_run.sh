@@ -41,9 +41,16 @@ quiet() { grep -v -e "UserWarning" -e "return torch.rms_norm" -e "warnings.warn"
 timeout "$(left)" python3 bench/train_step.py "${ablate[@]}" "${baseline[@]}" \
   --json "$OUT/train_step.json" "$@" 2>&1 | quiet | tee "$OUT/train_step.log"
 status=${PIPESTATUS[0]}
-# The compile run: the torch row at the largest batch the first run measured, compile_blocks on, no
-# FlopCounterMode check (a dispatch mode over dynamo), the baseline's rows reused from the first run.
-largest=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(max([x['batch'] for x in r['unigen'] if x.get('row')=='unigen torch' and 'samples_per_s' in x] or [0]))" "$OUT/train_step.json" 2>/dev/null || echo 0)
+# The compile run: the torch row at the largest batch the first run measured, with the checkpointing that
+# batch needed there (no OOM retry under compilation), compile_blocks on, no FlopCounterMode check (a
+# dispatch mode over dynamo), the baseline's rows reused from the first run.
+read -r largest ckpt < <(python3 - "$OUT/train_step.json" 2>/dev/null <<'PY' || echo "0 none"
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))["unigen"] if r.get("row") == "unigen torch" and "samples_per_s" in r]
+top = max(rows, key=lambda r: r["batch"]) if rows else {"batch": 0, "ckpt": []}
+print(top["batch"], ",".join(top.get("ckpt") or []) or "none")
+PY
+)
 small=(); [[ " $* " == *" --small "* ]] && small=(--small)
 from=(); [ "${NO_BASELINE:-0}" = 1 ] || from=(--baseline-from "$OUT/train_step.json")
 if [ "${NO_COMPILE:-0}" = 1 ] || [ "$largest" = 0 ]; then
@@ -51,8 +58,8 @@ if [ "${NO_COMPILE:-0}" = 1 ] || [ "$largest" = 0 ]; then
 elif [ "$(left)" -lt "${COMPILE_MIN_S:-150}" ]; then
   echo "compile run: skipped, $(left) s left of BENCH_TIMEOUT_S=$budget (needs COMPILE_MIN_S=${COMPILE_MIN_S:-150})"
 else
-  echo "compile run: batch $largest, $(left) s left"
-  timeout "$(left)" python3 bench/train_step.py --compile --rows torch --batches "$largest" --no-count \
+  echo "compile run: batch $largest, checkpointing $ckpt, $(left) s left"
+  timeout "$(left)" python3 bench/train_step.py --compile --rows torch --batches "$largest" --ckpt "$ckpt" --no-count \
     "${small[@]}" "${from[@]}" --json "$OUT/train_step_compile.json" 2>&1 | quiet | tee "$OUT/train_step_compile.log"
 fi
 exit "$status"
