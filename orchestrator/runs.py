@@ -103,6 +103,7 @@ class RunLedger:
         init_from: dict[str, Any] | None = None,
         parent: str | None = None,
         tracking_uri: str | None = None,
+        workdir: str | None = None,
     ) -> "RunLedger":
         run_dir = Path(run_root) / run_id
         if run_dir.exists():
@@ -118,6 +119,8 @@ class RunLedger:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
             "updated_at": now_iso(),
             "launcher": launcher,
+            # Where `unigen submit` ran: relative data paths resolve from there, whoever resumes the run.
+            "workdir": workdir,
             "recipe_path": recipe_path,
             "recipe_sha256": recipe_sha256,
             "recipe": redact(recipe),
@@ -236,6 +239,15 @@ class RunLedger:
 
 
 DEFAULT_RUN_ROOT = "unigen-runs"
+
+
+def checkpoint_mirror(record: dict[str, Any]) -> str | None:
+    """Where a run's committed checkpoints are mirrored: the recipe's ``checkpoint.uri`` + the run id.
+
+    The runtime uploads there; ``unigen status``, ``resume --plan`` and a later stage's
+    ``init_from: run:<id>`` read it back, so all of them take it from here."""
+    uri = ((record.get("recipe") or {}).get("checkpoint") or {}).get("uri")
+    return f"{uri.rstrip('/')}/{record['run_id']}" if uri else None
 
 
 def default_run_root() -> Path:

@@ -10,6 +10,7 @@ them to the profile's launcher.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from typing import Any
@@ -43,7 +44,7 @@ def create_runs(sub: Submission) -> list[RunLedger]:
                 sub.run_root, run_id=new_run_id(_run_name(sub, i)), stage=recipe["stage"], recipe=recipe,
                 recipe_path=str(stage.path), recipe_sha256=recipe_sha256(recipe), profile=profile,
                 launcher=sub.profile.launcher, init_from=recipe.get("init_from"), parent=submission_id,
-                tracking_uri=display_uri(uri)))
+                tracking_uri=display_uri(uri), workdir=os.getcwd()))
     except BaseException:
         for ledger in ledgers:
             shutil.rmtree(ledger.paths.root, ignore_errors=True)

@@ -4,22 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from unigen.orchestrator.commands.runs import run_root_arg
 from unigen.orchestrator.errors import UserError
-from unigen.orchestrator.runs import RunLedger, find_run
+from unigen.orchestrator.runs import RunLedger, checkpoint_mirror, find_run
 
 
 def ledger_arg(args: argparse.Namespace, attr: str = "run") -> RunLedger:
     """The run named by ``args.<attr>`` (id, unique prefix or folder) under the run root."""
     return find_run(run_root_arg(args), getattr(args, attr))
-
-
-def remote_uri(record: dict[str, Any]) -> str | None:
-    """Where the run's checkpoints are mirrored (``checkpoint.uri`` + run id), as the runtime uses it."""
-    uri = ((record.get("recipe") or {}).get("checkpoint") or {}).get("uri")
-    return f"{uri.rstrip('/')}/{record['run_id']}" if uri else None
 
 
 def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
@@ -28,7 +21,7 @@ def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
     from unigen.orchestrator.runtime.storage import storage_options_from_profile
 
     record = ledger.read()
-    remote = remote_uri(record) if with_remote else None
+    remote = checkpoint_mirror(record) if with_remote else None
     return CheckpointManager(ledger.paths.checkpoints, remote_uri=remote,
                              storage_options=storage_options_from_profile(record.get("profile") or {}))
 

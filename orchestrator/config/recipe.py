@@ -79,7 +79,8 @@ class CheckpointSection(_Strict):
     keep_last: int = Field(3, ge=1, description="Keep the newest N committed checkpoints (locally and remotely).")
     keep_every: int | None = Field(None, gt=0, description="Also keep every checkpoint whose step is a "
                                    "multiple of N (null: none).")
-    uri: str | None = Field(None, description="Durable copy of committed checkpoints (s3://bucket/prefix); "
+    uri: str | None = Field(None, description="Durable copy of committed checkpoints (s3://bucket/prefix, or a "
+                            "local folder, made absolute from where you submit), one folder per run id; "
                             "null keeps them in the run folder only.")
 
 

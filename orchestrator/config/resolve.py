@@ -134,6 +134,19 @@ def _first_local_path(uri: str) -> str | None:
     return first
 
 
+def _absolute_checkpoint_uri(recipe: Recipe) -> Recipe:
+    """A local ``checkpoint.uri`` (a path, no scheme) made absolute from the submit folder: every rank, a
+    requeued job, a later ``unigen resume`` and a stage 2 from anywhere then mirror to and read from the
+    same folder."""
+    uri = recipe.checkpoint.uri
+    if not uri or "://" in uri:
+        return recipe
+    absolute = os.path.abspath(os.path.expanduser(uri))
+    if absolute == uri:
+        return recipe
+    return recipe.model_copy(update={"checkpoint": recipe.checkpoint.model_copy(update={"uri": absolute})})
+
+
 def _data_notes(recipe: Recipe, locs: Locations) -> list[Problem]:
     notes = []
     for i, src in enumerate(recipe.data.sources):
@@ -258,6 +271,7 @@ def resolve_submission(recipe_paths: Sequence[str | os.PathLike], profile_name: 
             problems += notes
         else:
             warnings += [str(n) for n in notes]
+        recipe = _absolute_checkpoint_uri(recipe)
         resolved.append(ResolvedStage(len(resolved) + 1, d.path, recipe, recipe_sha256(recipe), accumulation,
                                       model_config))
 

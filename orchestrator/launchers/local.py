@@ -159,6 +159,7 @@ class LocalSupervisor:
                          "OMP_NUM_THREADS": env_base.get("OMP_NUM_THREADS", str(threads)),
                          "PYTHONUNBUFFERED": "1"})
         ledger.paths.logs.mkdir(parents=True, exist_ok=True)
+        workdir = _workdir(ledger)
         self._procs = []
         for rank in range(world):
             env = dict(env_base, RANK=str(rank), LOCAL_RANK=str(rank))
@@ -167,7 +168,7 @@ class LocalSupervisor:
                 out.flush()
                 self._procs.append(subprocess.Popen(
                     [sys.executable, "-m", "unigen.orchestrator.runtime", str(ledger.paths.root)],
-                    env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=_term_when_parent_dies))
         pids = [p.pid for p in self._procs]  # operators (and tests) signal ranks by these
         ledger.update(lambda r: r["attempts"][-1].__setitem__("pids", pids))
@@ -281,6 +282,18 @@ class LocalLauncher:
                 and sup.get("pid") and not _alive(sup["pid"]):
             return "supervisor gone"
         return None
+
+
+def _workdir(ledger: RunLedger) -> str | None:
+    """The folder `unigen submit` ran in, where the ranks start (relative data paths resolve from there,
+    also when `unigen resume` runs elsewhere); the current one if it is gone or was never recorded."""
+    workdir = ledger.read().get("workdir")
+    if workdir and Path(workdir).is_dir():
+        return workdir
+    if workdir:
+        log.warning("%s: submit folder %s is gone; ranks start in %s (relative data paths may fail)",
+                    ledger.run_id, workdir, os.getcwd())
+    return None
 
 
 def _record_supervisor(ledgers: list[RunLedger], pid: int) -> None:

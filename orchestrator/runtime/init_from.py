@@ -16,7 +16,7 @@ from typing import Any
 from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
 from unigen.orchestrator.comm import Comm
 from unigen.orchestrator.errors import UserError
-from unigen.orchestrator.runs import find_run
+from unigen.orchestrator.runs import checkpoint_mirror, find_run
 
 log = logging.getLogger("unigen.runtime")
 
@@ -30,7 +30,7 @@ def resolve_init(init_from: str | None, *, run_dir: Path, comm: Comm,
     weights = out_dir / "weights.pt"
     lineage_path = out_dir / "lineage.json"
     if comm.rank == 0 and not (weights.is_file() and lineage_path.is_file()):
-        step_dir, lineage = _locate(init_from, run_dir=run_dir, storage_options=storage_options)
+        step_dir, lineage = locate_init(init_from, run_dir=run_dir, storage_options=storage_options)
         out_dir.mkdir(parents=True, exist_ok=True)
         _consolidate(step_dir, weights)
         lineage_path.write_text(json.dumps(lineage, indent=2))
@@ -38,15 +38,17 @@ def resolve_init(init_from: str | None, *, run_dir: Path, comm: Comm,
     return weights, json.loads(lineage_path.read_text())
 
 
-def _locate(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path, dict[str, Any]]:
+def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path, dict[str, Any]]:
+    """The verified step folder ``init_from`` names, on local disk (a run's durable copy is downloaded when
+    its local checkpoints are gone), and the lineage to record."""
     if init_from.startswith("run:"):
         ref = init_from[len("run:"):]
         other = find_run(run_dir.parent, ref)
         record = other.read()
         if record["status"] != "completed":
             log.warning("init_from %s: that run is %s; using its newest verified checkpoint", ref, record["status"])
-        remote = (record["recipe"].get("checkpoint") or {}).get("uri")
-        manager = CheckpointManager(other.paths.checkpoints, remote_uri=remote, storage_options=storage_options)
+        manager = CheckpointManager(other.paths.checkpoints, remote_uri=checkpoint_mirror(record),
+                                    storage_options=storage_options)
         try:
             info = manager.resume()
         finally:

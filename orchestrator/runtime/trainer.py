@@ -13,7 +13,7 @@ from typing import Any
 
 from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
-from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
 from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
 from unigen.orchestrator.runtime.context import RankContext
@@ -71,7 +71,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
         ckpt = self.recipe.get("checkpoint") or {}
-        remote = f"{ckpt['uri'].rstrip('/')}/{self.record['run_id']}" if ckpt.get("uri") else None
+        remote = checkpoint_mirror(self.record)
         self.reporter = Reporter(self.ledger, self.ctx, recipe=self.recipe, profile=self.profile,
                                  ds_config=ds_config, lineage=self.lineage)
         self.ckpt = CheckpointManager(self.ledger.paths.checkpoints, comm=self.comm, remote_uri=remote,

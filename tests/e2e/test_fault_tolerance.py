@@ -111,7 +111,12 @@ def test_two_ranks_to_one_continues_the_data_order(workspace, reference_run, tmp
     root = tmp_path / "runs"
     run_dir = _copy_as_stopped_run(reference_run, root, keep_up_to=6)
     RunLedger(run_dir).update(lambda r: r["profile"]["local"].__setitem__("cpu_ranks", 1))
-    out = cli(workspace, "resume", run_dir.name, "--wait", env=cli_env(root))
+    # Resumed from another folder than the submit's: the ranks start where `unigen submit` ran (run.json's
+    # workdir), where the recipe's relative data paths resolve.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert record(run_dir)["workdir"] == str(workspace)
+    out = cli(elsewhere, "resume", run_dir.name, "--wait", env=cli_env(root))
     assert out.returncode == 0, out.stderr[-3000:]
     assert record(run_dir)["status"] == "completed"
     ref, got = losses_by_step(reference_run), losses_by_step(run_dir)

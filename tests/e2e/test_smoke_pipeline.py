@@ -1,5 +1,6 @@
 """The README's main job, end to end through the real CLI: both smoke stages on 2 CPU ranks with
-ZeRO-3, stage 2 from stage 1's final checkpoint, then generate, chat, export and the browsing commands."""
+ZeRO-3, checkpoints mirrored to the local object store, stage 2 from stage 1's final checkpoint, then
+generate, chat, export and the browsing commands."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,6 @@ def test_both_stages_complete_and_stage2_starts_from_stage1(pipeline):
         ("pretrain", "completed", "instruct", "completed")
     assert second["recipe"]["init_from"] == f"run:{first['run_id']}"
     assert second["init_from"]["run_id"] == first["run_id"]
-    assert second["init_from"]["checkpoint"] == str(pretrain / "checkpoints" / "step-8")  # its FINAL checkpoint
     commit = json.loads((pretrain / "checkpoints" / "step-8" / "COMMIT.json").read_text())
     assert commit["world_size"] == 2 and commit["metadata"]["reason"] == "final"
     log = (instruct / "logs" / "rank-0.log").read_text()
@@ -39,6 +39,25 @@ def test_both_stages_complete_and_stage2_starts_from_stage1(pipeline):
     for run in (first, second):
         assert run["export"] and run["progress"]["step"] == 8 and len(run["attempts"]) == 1
     assert "completed, model exported to" in out.stdout
+
+
+def test_checkpoints_are_mirrored_to_the_local_object_store(pipeline, workspace):
+    """The smoke recipes' checkpoint.uri (unigen-store/checkpoints, made absolute from the submit folder):
+    every committed checkpoint goes there as to S3, one folder per run id, and stage 2's lineage names
+    stage 1's durable FINAL checkpoint there."""
+    root, _, _ = pipeline
+    pretrain, instruct = run_dirs(root)
+    first, second = record(pretrain), record(instruct)
+    store = workspace / "unigen-store" / "checkpoints"
+    assert first["recipe"]["checkpoint"]["uri"] == str(store)
+    for run_dir, run in ((pretrain, first), (instruct, second)):
+        mirror = store / run["run_id"]
+        assert run["checkpoints"]["latest_durable"]["uri"] == str(mirror / "step-8")
+        assert sorted(p.name for p in mirror.iterdir()) == ["LATEST", "step-4", "step-8"]
+        local, remote = run_dir / "checkpoints" / "step-8", mirror / "step-8"
+        assert (remote / "COMMIT.json").read_bytes() == (local / "COMMIT.json").read_bytes()
+        assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
+    assert second["init_from"]["checkpoint"] == str(store / first["run_id"] / "step-8")  # its FINAL checkpoint
 
 
 def test_generate_writes_a_png_of_the_requested_size(pipeline, tmp_path):
