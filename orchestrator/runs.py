@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets as _random
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,14 +175,31 @@ class RunLedger:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            # Keep the previous good version: a reader can always fall back to it.
-            if self.paths.ledger.exists():
-                os.replace(self.paths.ledger, self.paths.root / "run.json.bak")
+            self._keep_backup()
+            # run.json is never absent: readers take no lock and must always find a whole file.
             os.replace(tmp, self.paths.ledger)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+    def _keep_backup(self) -> None:
+        """Keep the previous good version as run.json.bak without ever removing run.json.
+
+        Renaming run.json away first would leave a moment with no run.json, and an unlocked reader
+        (``unigen status``, a launcher polling progress) would fail on it. A hard link shares the
+        old file; where links are not supported, a copy does the same job.
+        """
+        if not self.paths.ledger.exists():
+            return
+        staged = self.paths.root / ".run.json.bak.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        try:
+            os.link(self.paths.ledger, staged)
+        except OSError:
+            shutil.copyfile(self.paths.ledger, staged)
+        os.replace(staged, self.paths.root / "run.json.bak")
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Apply ``change`` to the record under the lock and write it atomically."""

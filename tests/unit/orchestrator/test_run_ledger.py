@@ -63,6 +63,41 @@ def test_concurrent_updates_are_not_lost(tmp_path):
     json.loads((ledger.paths.root / "run.json.bak").read_text())  # the previous version stays valid
 
 
+def _watch_ledger(path, ready, stop, found):
+    """Look for run.json as fast as possible until told to stop; count the times it was missing."""
+    import os
+    seen = missing = 0
+    ready.set()
+    while not stop.is_set():
+        try:
+            os.stat(path)
+            seen += 1
+        except FileNotFoundError:
+            missing += 1
+    found.put((seen, missing))
+
+
+def test_run_json_never_disappears_while_it_is_rewritten(tmp_path):
+    # Readers (`unigen status`, the launchers' progress polls) take no lock, so between a write's
+    # renames there must be no moment without run.json. CI once read it in such a gap.
+    ledger = _make(tmp_path)
+    ctx = mp.get_context("spawn")
+    ready, stop, found = ctx.Event(), ctx.Event(), ctx.Queue()
+    watcher = ctx.Process(target=_watch_ledger, args=(str(ledger.paths.ledger), ready, stop, found))
+    watcher.start()
+    assert ready.wait(60), "the watcher process did not start"
+    try:
+        for step in range(400):
+            ledger.update(lambda r: r["progress"].__setitem__("step", step))
+    finally:
+        stop.set()
+    seen, missing = found.get(timeout=60)
+    watcher.join(60)
+    assert seen > 0 and missing == 0, f"run.json was missing {missing} times out of {seen + missing} looks"
+    assert json.loads((ledger.paths.root / "run.json.bak").read_text())["progress"]["step"] == 398
+    assert not (ledger.paths.root / ".run.json.bak.tmp").exists()
+
+
 def test_find_by_id_prefix_and_path(tmp_path):
     a = _make(tmp_path, run_id="alpha-20261125-000000-0001")
     _make(tmp_path, run_id="alpha-20261125-000000-0002")
