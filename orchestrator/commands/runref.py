@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from unigen.orchestrator.commands.runs import run_root_arg
 from unigen.orchestrator.errors import UserError
