@@ -59,6 +59,14 @@ def content_items(message: dict) -> list[dict]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
+def one_turn(prompt: str, image: Any = None) -> list[dict]:
+    """The conversation of a plain request: one user turn with the input image (if any), the prompt and one
+    image_gen slot (what ``unigen generate`` and a text entry of the recipe's eval.prompts draw)."""
+    content = ([{"type": "image", "image": image}] if image is not None else []) + [
+        {"type": "text", "text": prompt}, {"type": "image_gen"}]
+    return [{"role": "user", "content": content}]
+
+
 def check_conversation(conversation: Any, index: int = 0) -> None:
     """Raise ValueError naming conversation/message/item for a malformed conversation."""
     if not isinstance(conversation, (list, tuple)) or not conversation:

@@ -10,6 +10,7 @@ Layout of a run folder::
     run.json          this ledger
     logs/             rank-<r>.log per rank (one per attempt appended), launcher.log
     checkpoints/      step-<N>/ ... + LATEST (see unigen.orchestrator.checkpoint)
+    metrics.jsonl     every step's metrics; eval.jsonl + eval/step-<N>/: evaluations (runtime.evaluation)
     export/           the final model as a UniGenPipeline folder
 """
 from __future__ import annotations

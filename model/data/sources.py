@@ -37,10 +37,11 @@ def open_source(src, image_size: int, *, index: int = 0, cache_dir: str | None =
     return OpenSource(index, src.label(), src, reader, adapter, latents)
 
 
-def open_sources(spec) -> list[OpenSource]:
-    """Every source of a ``DataSpec``; raises DataError naming the first source that cannot open."""
-    out = [open_source(src, spec.image_size, index=i, cache_dir=spec.index_cache, retries=spec.io_retries)
-           for i, src in enumerate(spec.sources)]
+def open_sources(spec, section: str = "data.sources") -> list[OpenSource]:
+    """Every source of a ``DataSpec``; raises DataError naming the first source that cannot open (as
+    ``<section>[i]``: the recipe key the sources came from)."""
+    out = [open_source(src, spec.image_size, index=i, cache_dir=spec.index_cache, retries=spec.io_retries,
+                       where=f"{section}[{i}]") for i, src in enumerate(spec.sources)]
     with_latents = [s.name for s in out if s.latents is not None]
     if with_latents and len(with_latents) != len(out):
         without = [s.name for s in out if s.latents is None]

@@ -44,7 +44,20 @@ def stage_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
             f"  steps {t.max_steps} (warmup {t.warmup_steps}), lr {t.lr:g} -> {t.lr * t.min_lr_ratio:g} cosine, "
             f"{t.precision}, ZeRO {stage.recipe.deepspeed.zero_stage}",
             f"  init_from: {_init_text(stage)}",
+            f"  eval: {_eval_text(stage)}",
             f"  recipe sha256: {stage.recipe_sha256}"]
+
+
+def _eval_text(stage: ResolvedStage) -> str:
+    ev = stage.recipe.eval
+    if not ev.every:
+        return "off (eval.every: 0)"
+    parts = []
+    if ev.sources:
+        parts.append(f"val_loss on {ev.samples} held-out samples ({', '.join(s.label() for s in ev.sources)})")
+    if ev.prompts:
+        parts.append(f"{len(ev.prompts)} sample prompt(s) at {ev.num_inference_steps} steps")
+    return f"every {ev.every} steps and at the end: " + ", ".join(parts)
 
 
 def deepspeed_text(stage: ResolvedStage, sub: Submission) -> str:

@@ -11,12 +11,6 @@ from pathlib import Path
 from unigen.orchestrator.errors import UserError
 
 
-def conversation(prompt: str, image: str | None) -> list[dict]:
-    content = ([{"type": "image", "image": image}] if image else []) + [
-        {"type": "text", "text": prompt}, {"type": "image_gen"}]
-    return [{"role": "user", "content": content}]
-
-
 def check_image_arg(path: str | None) -> None:
     if path and "://" not in path and not Path(path).is_file():
         raise UserError(f"--image {path} does not exist")
@@ -24,6 +18,7 @@ def check_image_arg(path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen generate``."""
+    from unigen.model.chat_template import one_turn
     from unigen.orchestrator.commands.runref import load_pipeline
 
     check_image_arg(args.image)
@@ -34,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in {"num_inference_steps": args.steps, "guidance_scale": args.guidance,
                                 "seed": args.seed, "height": args.height, "width": args.width}.items() if v is not None}
     try:
-        images = pipe(conversation(args.prompt, args.image), **kwargs)
+        images = pipe(one_turn(args.prompt, args.image or None), **kwargs)
     except ValueError as e:  # bad sizes, unreadable input image: the model says which
         raise UserError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,13 @@ def _durable(record: dict[str, Any]) -> str:
     return f"step-{durable['step']}" if durable else "-"
 
 
+def _eval_text(latest: dict[str, Any]) -> str:
+    """The latest evaluation (run.json's ``eval``): its step, val_loss and where its images are."""
+    loss = latest.get("val_loss")
+    text = f"step {latest.get('step')}" + (f", val_loss {loss:.4f}" if loss is not None else "")
+    return text + (f", images in {latest['images']}" if latest.get("images") else "") + " (all: eval.jsonl)"
+
+
 def _status_text(record: dict[str, Any]) -> str:
     state = _scheduler_state(record) if record.get("status") not in ("completed", "failed", "cancelled") else None
     return f"{record['status']} ({state})" if state else record["status"]
@@ -70,6 +77,8 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
     lines.append(f"checkpoint: newest local {('step-%s' % local['step']) if local else '-'}, newest durable "
                  f"{('step-%s at %s' % (durable['step'], durable.get('uri'))) if durable else '-'}"
                  + (f", last save took {ckpts['last_save_s']} s" if ckpts.get("last_save_s") is not None else ""))
+    if record.get("eval"):
+        lines.append(f"eval:       {_eval_text(record['eval'])}")
     if record.get("export"):
         lines.append(f"export:     {record['export'].get('path')}")
     lines.append(f"mlflow:     run {mlflow.get('run_id') or '-'} in experiment {mlflow.get('experiment_name') or '-'} "

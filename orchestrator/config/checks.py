@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from unigen.orchestrator.config.eval_checks import eval_problems
 from unigen.orchestrator.config.profile import ENV_NAME, SLURM_TIME, Profile
 from unigen.orchestrator.config.recipe import Recipe
 from unigen.orchestrator.config.yamlload import Locations
@@ -87,29 +88,32 @@ def recipe_problems(recipe: Recipe, model_config: dict | None, locs: Locations) 
         else:
             out += _uri_scheme_problem(init, ("init_from",), locs)
     out += _uri_scheme_problem(recipe.checkpoint.uri, ("checkpoint", "uri"), locs)
-    for i, src in enumerate(recipe.data.sources):
-        out += _uri_scheme_problem(src.uri, ("data", "sources", i, "uri"), locs)
+    out += source_problems(recipe.data.sources, ("data", "sources"), recipe.data.image_size, locs)
     out += _tracking_uri_problem(recipe.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
-    out += _adapter_problems(recipe, locs)
+    out += source_problems(recipe.eval.sources, ("eval", "sources"), recipe.data.image_size, locs)
+    out += eval_problems(recipe, locs)
     return out
 
 
-def _adapter_problems(recipe: Recipe, locs: Locations) -> list[Problem]:
-    """Field mappings and options of each source, checked by the data package's own adapters."""
+def source_problems(sources: list, prefix: tuple, image_size: int, locs: Locations) -> list[Problem]:
+    """Each source's URI scheme, and its field mapping and options as the data package's own adapters
+    check them; problems are placed under ``prefix`` (data.sources or eval.sources)."""
+    out: list[Problem] = []
+    for i, src in enumerate(sources):
+        out += _uri_scheme_problem(src.uri, prefix + (i, "uri"), locs)
     try:
         from unigen.model.data.tasks import make_adapter
     except ImportError:  # the data package without adapters: the runtime checks them at start
-        return []
-    out = []
-    for i, src in enumerate(recipe.data.sources):
-        where = f"data.sources.{i}"
+        return out
+    for i, src in enumerate(sources):
+        where = ".".join(map(str, prefix + (i,)))
         try:
-            make_adapter(src, recipe.data.image_size, where=where)
+            make_adapter(src, image_size, where=where)
         except ValueError as err:
             text = str(err).splitlines()[0]
             sub = "options" if ".options" in text.split(":", 1)[0] else "fields" if ".fields" in \
                 text.split(":", 1)[0] else None
-            path = ("data", "sources", i) + ((sub,) if sub else ())
+            path = prefix + (i,) + ((sub,) if sub else ())
             message = text.split(": ", 1)[1] if text.startswith(where) and ": " in text else text
             out.append(locs.problem(path, message))
     return out

@@ -7,11 +7,11 @@ data package owns it); the ``model`` section is a preset name plus flat override
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from unigen.model.data.spec import DataSpec
+from unigen.model.data.spec import DataSpec, SourceSpec
 
 Stage = Literal["pretrain", "instruct"]
 
@@ -93,6 +93,40 @@ class TrackingSection(_Strict):
     run_name: str | None = Field(None, description="MLflow run name; null: the unigen run id.")
 
 
+def _prompt_shape(value: Any) -> Any:
+    # One clear message instead of one per branch of the union; the conversation's own rules are checked by
+    # unigen.orchestrator.config.eval_checks with the model package's chat template.
+    if isinstance(value, (str, list)):
+        return value
+    raise ValueError(f"a prompt is text, or a conversation: a list of messages {{role: user, content: [...]}}; "
+                     f"got {value!r:.60}")
+
+
+Prompt = Annotated[str | list[Any], BeforeValidator(_prompt_shape)]
+
+
+class EvalSection(_Strict):
+    """Evaluation during training: a validation loss on held-out data and sample images, both fixed by a
+    seed so that evaluations at different steps compare (runbooks/evaluation.md)."""
+
+    every: int = Field(0, ge=0, description="Evaluate every N optimizer steps and after the last one (0: never). "
+                       "Results: eval.jsonl and eval/step-<N>/ in the run folder, and MLflow.")
+    sources: list[SourceSpec] = Field(default_factory=list, description="Held-out data for val_loss, in the form "
+                                      "of data.sources (data.image_size and data.max_length apply). Empty: no "
+                                      "val_loss.")
+    samples: int = Field(32, gt=0, description="Held-out samples per evaluation: the first N of the eval.sources "
+                         "mixture, the same ones every time, split over the ranks.")
+    seed: int = Field(0, ge=0, description="Seed of the held-out selection, the flow times and noise of val_loss, "
+                      "and the starting noise of the sample images.")
+    prompts: list[Prompt] = Field(default_factory=list, description="Sample images: a text prompt (one image), or "
+                                  "a whole conversation of messages with text, image and image_gen items (one image "
+                                  "per image_gen without an image; image paths relative to where you submit).")
+    num_inference_steps: int = Field(20, gt=0, description="Sampler steps of the sample images.")
+    guidance_scale: float = Field(4.5, gt=0, description="Text guidance of the sample images (1.0: none).")
+    image_guidance_scale: float = Field(1.5, gt=0, description="Input-image guidance of sample images that have "
+                                        "input images (1.0: none).")
+
+
 class Recipe(_Strict):
     """One training stage. ``model_dump(mode="json")`` is the resolved recipe recorded in run.json."""
 
@@ -110,3 +144,5 @@ class Recipe(_Strict):
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed settings.")
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Checkpoint settings.")
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="MLflow settings.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Evaluation during training "
+                              "(off unless eval.every is set).")

@@ -19,6 +19,10 @@ def type_name(annotation: Any) -> str:
     """A short human name: ``int``, ``bf16 | fp32``, ``text or null``, ``list of SourceSpec``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # a type with a validator attached: name the type
+        return type_name(args[0])
+    if annotation is Any:
+        return "any"
     if origin is typing.Literal:
         return " | ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from unigen.orchestrator.config.checks import profile_problems, recipe_problems
+from unigen.orchestrator.config.eval_checks import local_image_paths
 from unigen.orchestrator.config.find import find_profile
 from unigen.orchestrator.config.inherit import load_document
 from unigen.orchestrator.config.model_section import check_model_section
@@ -148,12 +149,21 @@ def _absolute_checkpoint_uri(recipe: Recipe) -> Recipe:
 
 
 def _data_notes(recipe: Recipe, locs: Locations) -> list[Problem]:
+    """Local files the run will read that are not here (an error for a local submit, else a warning: a
+    cluster may mount them elsewhere)."""
     notes = []
-    for i, src in enumerate(recipe.data.sources):
-        first = _first_local_path(src.uri)
-        if first is not None and not Path(first).exists():
-            notes.append(locs.problem(("data", "sources", i, "uri"), f"{first} does not exist: write the synthetic "
-                                      "corpus with `unigen data synth --out unigen-data/shapes`, or fix the path"))
+    for section, sources in (("data", recipe.data.sources), ("eval", recipe.eval.sources)):
+        for i, src in enumerate(sources):
+            first = _first_local_path(src.uri)
+            if first is not None and not Path(first).exists():
+                notes.append(locs.problem((section, "sources", i, "uri"), f"{first} does not exist: write the "
+                                          "synthetic corpus with `unigen data synth --out unigen-data/shapes`, or fix "
+                                          "the path"))
+    for i, prompt in enumerate(recipe.eval.prompts):
+        for path in local_image_paths(prompt):
+            if not Path(path).is_file():
+                notes.append(locs.problem(("eval", "prompts", i), f"image {path} does not exist (paths are relative "
+                                          "to where you submit): fix the path"))
     return notes
 
 

@@ -4,6 +4,8 @@
   that survives any tracking outage and that tests compare bit for bit across resumes.
 - run.json's ``progress`` and ``checkpoints`` are updated at most every ``log_every`` steps (and on every
   checkpoint event), so ``unigen status`` and the ``--wait`` progress bar see fresh numbers.
+- ``eval.jsonl`` gets every evaluation (val_loss per source, the sample images written under eval/step-<N>/),
+  and run.json's ``eval`` the latest one.
 - MLflow gets the same metrics through ``unigen.orchestrator.tracking.Tracker``, which buffers and
   spools when the server is down and never raises into training.
 """
@@ -86,6 +88,28 @@ class Reporter:
                      metrics["samples_per_s"], 100 * metrics["data_wait_s"] / max(metrics["step_time_s"], 1e-9))
             self.ledger.set_progress(step=step, max_steps=self.max_steps, loss=float(metrics["loss"]),
                                      samples_per_s=float(metrics["samples_per_s"]))
+
+    def evaluation(self, result) -> None:
+        """An evaluation (``unigen.orchestrator.runtime.evaluation.EvalResult``): eval.jsonl, the rank log,
+        run.json's ``eval``, and MLflow (metrics at its step, images as artifacts eval/step-<N>/)."""
+        if not self.active:
+            return
+        row = {"step": result.step, "attempt": self.ctx.attempt, **result.metrics,
+               "images": [image["file"] for image in result.images]}
+        with open(self.ledger.paths.root / "eval.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        losses = {k: v for k, v in result.metrics.items() if k.startswith("val_loss")}
+        log.info("eval at step %d: %s%s (%.1f s)", result.step,
+                 ", ".join(f"{k} {v:.5f}" for k, v in losses.items()) or "no held-out data",
+                 f"; {len(result.images)} images in {result.folder}" if result.folder else "",
+                 result.metrics.get("eval_s", 0.0))
+        summary = {"step": result.step, "val_loss": result.metrics.get("val_loss"),
+                   "images": str(result.folder) if result.folder else None, "at": now_iso()}
+        self.ledger.update(lambda r: r.__setitem__("eval", summary))
+        if self.tracker is not None:
+            self.tracker.log_metrics(result.step, result.metrics)
+            if result.folder is not None:
+                self.tracker.log_artifacts(result.folder, f"eval/{result.folder.name}")
 
     def preempted(self, step: int, reason: str | None) -> None:
         if self.active:

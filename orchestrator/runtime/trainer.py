@@ -2,7 +2,8 @@
 
 The loop is deliberately plain; each concern lives in its own module:
 build (model, optimizer), state (checkpoint contents), init_from (stage 2's start), reporting
-(run.json progress, metrics.jsonl, MLflow), signals (preemption), checkpoint (commit protocol).
+(run.json progress, metrics.jsonl, MLflow), evaluation (val_loss, sample images), signals (preemption),
+checkpoint (commit protocol).
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
+from unigen.orchestrator.runtime.batches import to_device
 from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
 from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.runtime.evaluation import Evaluator
 from unigen.orchestrator.runtime.init_from import resolve_init
 from unigen.orchestrator.runtime.reporting import Reporter
 from unigen.orchestrator.runtime.schedule import build_scheduler
@@ -92,6 +95,10 @@ class Trainer:
                                    global_batch_size=int(self.train_cfg["global_batch_size"]),
                                    micro_batch_size=int(self.train_cfg["micro_batch_size"]),
                                    rank=self.ctx.rank, world_size=self.ctx.world_size, state=data_state)
+        self.evaluator = Evaluator(self.recipe.get("eval") or {}, self.recipe["data"], pipe=self.pipe,
+                                   run_dir=self.ledger.paths.root, device=self.device, rank=self.ctx.rank,
+                                   world_size=self.ctx.world_size, max_steps=self.max_steps,
+                                   micro_batch_size=int(self.train_cfg["micro_batch_size"]))
 
     def _restore(self, step_dir: Path, saved_world: int) -> dict[str, Any]:
         """Load the engine and this rank's state from a committed checkpoint; returns the data state."""
@@ -120,6 +127,8 @@ class Trainer:
                 self.reporter.preempted(self.step, self.flag.reason)
                 return EXIT_REQUEUE
             self._one_step()
+            if self.evaluator.due(self.step):
+                self.reporter.evaluation(self.evaluator.run(self.step))
             if self.save_every and self.step % self.save_every == 0 and self.step < self.max_steps:
                 self._save(reason="periodic")
         self._save(reason="final")
@@ -139,7 +148,7 @@ class Trainer:
             # (seed, step, g) gives the same samples the same randomness on any number of ranks.
             index = self.ctx.rank * self.accumulation + m
             torch.manual_seed(rng.derive_seed(self.train_cfg.get("seed", 0), self.step, index))
-            out = self.engine(**_to_device(batch, self.device))
+            out = self.engine(**to_device(batch, self.device))
             self.engine.backward(out.loss)
             self.engine.step()
             losses.append(out.loss.detach().float())
@@ -181,12 +190,6 @@ class Trainer:
         reporter = getattr(self, "reporter", None)
         if reporter is not None:
             reporter.close(status=status)
-
-
-def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
-    import torch
-
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def _mean_over_ranks(value) -> float:

@@ -64,7 +64,8 @@ class MlflowBackend:
         self._client = None
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "start": self._start, "tags": self._tags, "params": self._params, "metrics": self._metrics,
-            "text": self._text, "inputs": self._inputs, "link_stage1": self._link_stage1, "end": self._end,
+            "text": self._text, "artifacts": self._artifacts, "inputs": self._inputs,
+            "link_stage1": self._link_stage1, "end": self._end,
         }
 
     @property
@@ -186,6 +187,12 @@ class MlflowBackend:
 
     def _text(self, op: dict[str, Any]) -> None:
         self.client.log_text(self._run(), op["text"], op["file"])
+
+    def _artifacts(self, op: dict[str, Any]) -> None:
+        folder = Path(op["dir"])
+        if not folder.is_dir():  # removed before a backlog reached it: nothing to send, ever
+            raise ValueError(f"artifact folder {folder} no longer exists")
+        self.client.log_artifacts(self._run(), str(folder), op["path"])
 
     def _inputs(self, op: dict[str, Any]) -> None:
         """Each data source as an MLflow dataset input (skipping those the run already has)."""

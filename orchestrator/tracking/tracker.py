@@ -216,6 +216,11 @@ class Tracker:
                       "checkpoint_uri": scrub(checkpoint_uri) if checkpoint_uri else None, "run_id": run_id,
                       "step": step})
 
+    def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
+        """Upload the files of a local ``folder`` (which must stay in place until sent, e.g. in the run folder)
+        under ``artifact_path`` of the run, e.g. the sample images of an evaluation."""
+        self._submit({"op": "artifacts", "dir": str(Path(folder).resolve()), "path": artifact_path})
+
     def log_text(self, artifact_file: str, text: str) -> None:
         """A small text artifact (scrubbed), e.g. the DeepSpeed config when built after ``open``."""
         self._submit({"op": "text", "file": artifact_file, "text": scrub(text)})

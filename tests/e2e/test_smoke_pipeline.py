@@ -108,13 +108,41 @@ def test_status_runs_and_lineage_show_both_stages(pipeline):
     assert "rank1" in logs
 
 
-def test_one_rank_and_two_ranks_start_from_the_same_loss(workspace, tmp_path):
-    first = {}
+def test_the_final_evaluation_is_in_eval_jsonl_the_run_folder_status_and_mlflow(pipeline):
+    """The smoke recipes evaluate every 100 steps and after the last: at step 8 here, on the held-out split."""
+    from mlflow import MlflowClient
+
+    root, env, _ = pipeline
+    for run_dir, heldout in zip(run_dirs(root), ("heldout-t2i", "heldout-magicbrush")):
+        (row,) = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+        assert row["step"] == 8 and row["attempt"] == 1
+        assert row["val_loss"] == row[f"val_loss/{heldout}"] and 0 < row["val_loss"] < 10
+        assert row["images"] == ["eval/step-8/prompt-0.png", "eval/step-8/prompt-1.png"]
+        for name in row["images"]:
+            with Image.open(run_dir / name) as image:
+                assert image.format == "PNG" and image.size == (64, 64)
+        run = record(run_dir)
+        assert run["eval"]["step"] == 8 and run["eval"]["val_loss"] == row["val_loss"]
+        shown = cli(root, "status", run["run_id"], env=env, check=True).stdout
+        assert f"eval:       step 8, val_loss {row['val_loss']:.4f}, images in {run_dir / 'eval' / 'step-8'}" in shown
+        client = MlflowClient(run["mlflow"]["tracking_uri"])
+        mlflow_id = run["mlflow"]["run_id"]
+        assert [(m.step, m.value) for m in client.get_metric_history(mlflow_id, "val_loss")] == [(8, row["val_loss"])]
+        assert sorted(a.path for a in client.list_artifacts(mlflow_id, "eval/step-8")) == \
+            ["eval/step-8/prompt-0.png", "eval/step-8/prompt-1.png", "eval/step-8/prompts.json"]
+
+
+def test_one_rank_and_two_ranks_start_from_the_same_loss_and_evaluate_alike(workspace, tmp_path):
+    """The first loss, and the held-out val_loss after the last step (a learning rate too small to move the
+    weights measurably, so the two runs evaluate the same weights): one rank sums what two ranks split."""
+    first, val = {}, {}
     for ranks in (1, 2):
         root = tmp_path / f"ranks-{ranks}"
         cli(workspace, "submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--wait", "train.max_steps=2",
-            "train.warmup_steps=1", "checkpoint.every=100", f"profile.local.cpu_ranks={ranks}", env=cli_env(root),
-            check=True)
+            "train.warmup_steps=1", "train.lr=1e-12", "checkpoint.every=100", f"profile.local.cpu_ranks={ranks}",
+            env=cli_env(root), check=True)
         (run_dir,) = run_dirs(root)
         first[ranks] = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+        val[ranks] = json.loads((run_dir / "eval.jsonl").read_text())["val_loss"]
     assert first[1] == pytest.approx(first[2], rel=1e-6, abs=1e-7)
+    assert val[1] == pytest.approx(val[2], rel=1e-6, abs=0)

@@ -13,5 +13,6 @@ def run(args) -> int:
     for name, info in manifest["written"].items():
         extra = "".join(f", {k} {v}" for k, v in info.items() if k not in ("format", "records", "uri"))
         print(f"  {name:22s} {info['format']:14s} {info['records']:5d} records{extra}  {args.out}/{info['uri']}")
-    print(f"  manifest.json lists a ready data.sources entry for each ({len(manifest['sources'])} sources)")
+    print(f"  manifest.json lists a ready data.sources entry for each ({len(manifest['sources'])} sources) and "
+          f"eval.sources entries for the held-out split ({len(manifest['heldout_sources'])})")
     return 0

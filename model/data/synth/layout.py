@@ -39,3 +39,12 @@ def sources_for(root: str, shards: dict | None = None) -> list[dict]:
          "task": "grounding", "options": {"refs": f"{r}/grounding/coco/annotations/refs.json",
                                           "image_root": f"{r}/grounding/coco/train2014", "split": "train"}},
     ]
+
+
+def heldout_sources_for(root: str) -> list[dict]:
+    """``eval.sources`` entries for the corpus's held-out split (records no training source holds)."""
+    r = root.rstrip("/")
+    return [
+        {"name": "heldout-t2i", "uri": f"{r}/heldout/t2i/00000.tar", "format": "webdataset", "task": "t2i"},
+        {"name": "heldout-magicbrush", "uri": f"{r}/heldout/magicbrush", "format": "parquet", "task": "edit"},
+    ]

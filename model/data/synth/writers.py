@@ -13,7 +13,9 @@
     <out>/pose/annotations/person_keypoints_train.json + pose/train/*.png   COCO keypoints
     <out>/grounding/refcoco.parquet          image / bbox (xywh px) / sentences
     <out>/grounding/coco/annotations/{instances,refs}.json + grounding/coco/train2014/*.png
-    <out>/manifest.json                      what was written + a ready ``data.sources`` list
+    <out>/heldout/t2i/00000.tar, heldout/magicbrush/*.parquet   held-out records (none of them in training)
+    <out>/heldout/edit-input.png             an input image for editing prompts
+    <out>/manifest.json                      what was written + ready ``data.sources`` / ``eval.sources`` lists
 
 Deterministic from the seed (the same seed writes the same bytes).
 """
@@ -30,11 +32,12 @@ from unigen.model.data.render import depth as depth_r
 from unigen.model.data.synth import records as R
 from unigen.model.data.synth.formats import (hf_image, image_bytes, save, write_jsonl, write_parquet,
                                              write_tar)
-from unigen.model.data.synth.layout import sources_for
+from unigen.model.data.synth.layout import heldout_sources_for, sources_for
 
+HELDOUT_FIRST = 1_000_000  # record indices of the held-out split: far past any training record's
 BASE_COUNTS = {"t2i_shards": 4, "t2i_per_shard": 16, "interleaved_shards": 2, "interleaved_per_shard": 8,
                "ip2p": 32, "magicbrush_sessions": 8, "seed_pairs": 16, "seed_sessions": 8,
-               "multi_image": 16, "dense": 16, "pose": 16, "grounding": 16}
+               "multi_image": 16, "dense": 16, "pose": 16, "grounding": 16, "heldout": 16}
 
 
 def write_corpus(out: str | Path, seed: int = 0, scale: int = 1) -> dict:
@@ -57,20 +60,33 @@ def write_corpus(out: str | Path, seed: int = 0, scale: int = 1) -> dict:
         "segmentation": _dense_jsonl(out / "segmentation", seed, n["dense"], "segmentation"),
         "pose": _pose(out / "pose", seed, n["pose"]),
         "grounding": _grounding(out / "grounding", seed, n["grounding"]),
+        **_heldout(out / "heldout", seed, n["heldout"]),
     }
     manifest = {"seed": seed, "scale": scale, "written": written,
-                "sources": [s for s in sources_for(str(out))]}
+                "sources": [s for s in sources_for(str(out))], "heldout_sources": heldout_sources_for(str(out))}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
 
 
-def _t2i(folder: Path, seed: int, shards: int, per_shard: int) -> dict:
+def _heldout(folder: Path, seed: int, count: int) -> dict:
+    """Records drawn with other indices than any training record: what eval.sources points at."""
+    written = {"heldout/t2i": _t2i(folder / "t2i", seed, 1, count, first=HELDOUT_FIRST),
+               "heldout/magicbrush": _magicbrush(folder / "magicbrush", seed, max(1, count // 4),
+                                                 first=HELDOUT_FIRST)}
+    written["heldout/t2i"]["uri"] = "heldout/t2i/00000.tar"
+    written["heldout/magicbrush"]["uri"] = "heldout/magicbrush"
+    save(folder / "edit-input.png", image_bytes(R.edit(seed, HELDOUT_FIRST + count)["source_image"]))
+    written["heldout/edit-input.png"] = {"format": "png", "records": 1, "uri": "heldout/edit-input.png"}
+    return written
+
+
+def _t2i(folder: Path, seed: int, shards: int, per_shard: int, first: int = 0) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     for s in range(shards):
         members, meta_rows = [], []
         for j in range(per_shard):
-            rec = R.t2i(seed, s * per_shard + j)
-            key = f"{s:05d}{j:04d}"
+            rec = R.t2i(seed, first + s * per_shard + j)
+            key = f"{s:05d}{j:04d}" if not first else f"{first + s * per_shard + j:09d}"  # held-out: other keys
             img = rec["image"]
             meta = {"caption": rec["caption"], "url": f"synthetic://t2i/{key}.jpg", "key": key,
                     "status": "success", "error_message": None, "width": img.width, "height": img.height,
@@ -117,12 +133,12 @@ def _ip2p(folder: Path, seed: int, count: int) -> dict:
     return {"format": "parquet", "records": count, "uri": "edit/instructpix2pix"}
 
 
-def _magicbrush(folder: Path, seed: int, sessions: int) -> dict:
+def _magicbrush(folder: Path, seed: int, sessions: int, first: int = 10_000) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(sessions):
-        rec = R.edit(seed, 10_000 + i, turns=3)
-        img_id = f"{100000 + i}"
+        rec = R.edit(seed, first + i, turns=3)
+        img_id = f"{90_000 + first + i}"  # 100000 + i for the training sessions
         previous = rec["source_image"]
         for t, (instruction, target) in enumerate(zip(rec["instructions"], rec["target_images"]), start=1):
             diff = np.abs(np.asarray(previous, np.int16) - np.asarray(target, np.int16)).max(axis=-1) > 0

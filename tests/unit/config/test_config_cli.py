@@ -114,7 +114,7 @@ def smoke_workdir(tmp_path, monkeypatch):
     """A cwd with the shipped recipes/profiles and placeholder data files, no GPU, no env run root."""
     for name in ("recipes", "cluster_profiles"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    for rel in ("t2i/00000.tar", "interleaved/00000.tar"):
+    for rel in ("t2i/00000.tar", "interleaved/00000.tar", "heldout/t2i/00000.tar"):
         (tmp_path / "unigen-data/shapes" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "unigen-data/shapes" / rel).touch()
     (tmp_path / "unigen-data/shapes/edit/instructpix2pix").mkdir(parents=True)

@@ -106,3 +106,25 @@ def test_recipe_header_commands_resolve(path):
         recipes, overrides = split_inputs([a for a in rest if not a.startswith("--")])
         sub = resolve_submission(recipes, profile, overrides, purpose="validate", gpu_count=0)
         assert sub.stages, argv
+
+
+def test_the_runbook_field_reference_is_current():
+    """runbooks/recipes-and-overrides.md carries the generated field reference; regenerate it with
+    `python -m unigen.orchestrator.config.reference runbooks/recipes-and-overrides.md` after changing a field."""
+    from unigen.orchestrator.config.reference import update_markdown
+
+    text = (ROOT / "runbooks" / "recipes-and-overrides.md").read_text()
+    assert update_markdown(text) == text, "the field reference in runbooks/recipes-and-overrides.md is stale"
+
+
+def test_the_evaluation_runbook_snippet_is_a_valid_eval_section(tmp_path):
+    """runbooks/evaluation.md's `eval:` block, on the pretrain recipe, passes every check `unigen validate` runs."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "runbooks" / "evaluation.md").read_text(), flags=re.S)
+    assert blocks and all(b.startswith("eval:") for b in blocks)
+    for i, block in enumerate(blocks):
+        recipe = tmp_path / f"eval-{i}.yaml"
+        recipe.write_text(f"base: {ROOT / 'recipes' / 'pretrain.yaml'}\n{block}")
+        sub = resolve_submission([recipe], str(ROOT / "cluster_profiles" / "slurm-a100.yaml"), purpose="validate",
+                                 gpu_count=0)
+        ev = sub.stages[0].recipe.eval
+        assert ev.every == 1000 and len(ev.sources) == 1 and len(ev.prompts) == 2 and ev.sources[0].task == "t2i"

@@ -209,3 +209,27 @@ def test_state_json_knows_every_step_before_mlflow_is_sent_it(run_root):
         tracker.log_metrics(step, {"loss": loss_at(step)})
     tracker._closed = True  # nothing else to send; keeps the atexit hook quiet
     assert sender.seen == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_evaluation_images_go_up_as_artifacts_and_a_vanished_folder_blocks_nothing(run_root, client, tmp_path):
+    from tests.unit.tracking.tracking_helpers import make_recipe, make_run
+
+    ledger = make_run(run_root, "unit-eval-1", make_recipe("unit-eval", "pretrain", max_steps=4,
+                                                           tracking={"experiment": "unit"}))
+    ledger.start_attempt(job_id="701", nodes="localhost")
+    tracker = Tracker.open(ledger, attempt=1, job_ids=["701"])
+    shown = ledger.paths.root / "eval" / "step-2"
+    shown.mkdir(parents=True)
+    (shown / "prompt-0.png").write_bytes(b"\x89PNG fake")
+    (shown / "prompts.json").write_text("[]")
+    gone = tmp_path / "gone"
+    tracker.log_metrics(2, {"val_loss": 0.5})
+    tracker.log_artifacts(gone, "eval/step-1")  # never existed: dropped with a warning, not retried forever
+    tracker.log_artifacts(shown, "eval/step-2")
+    tracker.log_metrics(4, {"val_loss": 0.25})
+    assert tracker.close("completed") == 0
+    run_id = ledger.read()["mlflow"]["run_id"]
+    assert [a.path for a in client.list_artifacts(run_id, "eval")] == ["eval/step-2"]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "eval/step-2")) == \
+        ["eval/step-2/prompt-0.png", "eval/step-2/prompts.json"]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 0.5), (4, 0.25)]
