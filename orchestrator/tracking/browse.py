@@ -1,7 +1,7 @@
 """Rows for ``unigen runs``: run.json data, completed from MLflow when it answers quickly.
 
 The ledger is the source of truth (status, step, durable checkpoint, MLflow id). MLflow only adds
-the newest logged ``loss`` when it is reachable within a few seconds; an unreachable store costs one
+the newest logged ``loss`` and ``val_loss`` when it is reachable within a few seconds; an unreachable store costs one
 short timeout per store, never one per run, and is reported in a note under the table.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from unigen.orchestrator.tracking.store import DEFAULT_EXPERIMENT, display_uri, 
 
 log = logging.getLogger("unigen.tracking")
 
-LOSS_KEY = "loss"
+LOSS_KEY, VAL_LOSS_KEY = "loss", "val_loss"
 CLI_HTTP_TIMEOUT_S = 3
 
 
@@ -32,6 +32,7 @@ class RunRow:
     status: str
     step: str
     loss: str
+    val_loss: str
     durable: str
     mlflow: str
     record: dict[str, Any] = field(repr=False, default_factory=dict)
@@ -77,8 +78,9 @@ def _row(record: dict[str, Any], run_dir: Path) -> RunRow:
     spooled = Spool(spool_path(run_dir)).pending()
     mlflow_id = (record.get("mlflow") or {}).get("run_id") or ("(pending)" if spooled else "-")
     return RunRow(run=record["run_id"], stage=record.get("stage") or "-", status=record.get("status") or "-",
-                  step=step_text, loss=_fmt_loss(progress.get("loss")), durable=durable_text, mlflow=mlflow_id,
-                  record=record, run_dir=run_dir, spooled=spooled)
+                  step=step_text, loss=_fmt_loss(progress.get("loss")),
+                  val_loss=_fmt_loss((record.get("eval") or {}).get("val_loss")), durable=durable_text,
+                  mlflow=mlflow_id, record=record, run_dir=run_dir, spooled=spooled)
 
 
 def collect_rows(run_root: str | os.PathLike[str], *, experiment: str | None = None, stage: str | None = None,
@@ -140,4 +142,6 @@ def _complete_from_mlflow(rows: list[RunRow]) -> list[str]:
                 break
             if LOSS_KEY in run.data.metrics:
                 row.loss = _fmt_loss(run.data.metrics[LOSS_KEY])
+            if VAL_LOSS_KEY in run.data.metrics:
+                row.val_loss = _fmt_loss(run.data.metrics[VAL_LOSS_KEY])
     return notes

@@ -98,12 +98,13 @@ def test_runs_command_prints_a_row_per_run(two_stages, run_root, capsys):
     args = argparse.Namespace(run_root=str(run_root), experiment=None, stage=None, status=None)
     assert runs_cmd.run(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["RUN", "STAGE", "STATUS", "STEP", "LOSS", "DURABLE", "CHECKPOINT", "MLFLOW", "RUN"]
+    assert lines[0].split() == ["RUN", "STAGE", "STATUS", "STEP", "LOSS", "VAL", "LOSS", "DURABLE", "CHECKPOINT",
+                                "MLFLOW", "RUN"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["unit-pretrain-1"] == ["unit-pretrain-1", "pretrain", "completed", "30/30", f"{loss_at(30):.4g}",
-                                       "30", ckpt_uri(s1.read()["recipe"], 30), s1.read()["mlflow"]["run_id"]]
-    assert rows["unit-instruct-1"] == ["unit-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "8",
-                                       ckpt_uri(s2.read()["recipe"], 8), s2.read()["mlflow"]["run_id"]]
+                                       "-", "30", ckpt_uri(s1.read()["recipe"], 30), s1.read()["mlflow"]["run_id"]]
+    assert rows["unit-instruct-1"] == ["unit-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "-",
+                                       "8", ckpt_uri(s2.read()["recipe"], 8), s2.read()["mlflow"]["run_id"]]
     # run.json's progress lags (the runtime writes it now and then): MLflow's latest loss wins.
     s1.set_progress(loss=9.99)
     try:
@@ -211,7 +212,8 @@ def test_state_json_knows_every_step_before_mlflow_is_sent_it(run_root):
     assert sender.seen == [(1, 1), (2, 2), (3, 3)]
 
 
-def test_evaluation_images_go_up_as_artifacts_and_a_vanished_folder_blocks_nothing(run_root, client, tmp_path):
+def test_evaluation_images_go_up_as_artifacts_and_a_vanished_folder_blocks_nothing(run_root, client, tmp_path,
+                                                                                    capsys):
     from tests.unit.tracking.tracking_helpers import make_recipe, make_run
 
     ledger = make_run(run_root, "unit-eval-1", make_recipe("unit-eval", "pretrain", max_steps=4,
@@ -233,3 +235,7 @@ def test_evaluation_images_go_up_as_artifacts_and_a_vanished_folder_blocks_nothi
     assert sorted(a.path for a in client.list_artifacts(run_id, "eval/step-2")) == \
         ["eval/step-2/prompt-0.png", "eval/step-2/prompts.json"]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 0.5), (4, 0.25)]
+    ledger.update(lambda r: r.__setitem__("eval", {"step": 2, "val_loss": 0.5}))  # run.json lags: MLflow's wins
+    assert runs_cmd.run(argparse.Namespace(run_root=str(run_root), experiment=None, stage=None, status=None)) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("unit-eval-1"))
+    assert row[4:6] == ["-", "0.25"]  # LOSS (never logged), VAL LOSS
