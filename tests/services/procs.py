@@ -63,11 +63,13 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2)
         time.sleep(interval)
 
 
-def serve_until_stopped() -> None:
-    """Block until Ctrl-C or SIGTERM: the run-by-hand mains of the services, whose `with` block then stops
-    the daemons by pid."""
+def serve_until_stopped(announce: str) -> None:
+    """Print ``announce``, then block until Ctrl-C or SIGTERM: the run-by-hand mains of the services, whose
+    `with` block then stops the daemons by pid. The handler is in place before the announcement, so a SIGTERM
+    sent as soon as it is read cannot kill the process past its `with` block (and leave daemons running)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    print(announce, flush=True)
     try:
         while not stop:
             time.sleep(0.5)

@@ -225,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in head.env.items():
             print(f"export {k}={v}")
         print(f"# dashboard / job API: {head.dashboard_url}   temp dir: {head.temp_dir}")
-        print("# Ctrl-C (or SIGTERM to this pid) stops the head's processes by pid", flush=True)
-        serve_until_stopped()
+        serve_until_stopped("# Ctrl-C (or SIGTERM to this pid) stops the head's processes by pid")
     return 0
 
 

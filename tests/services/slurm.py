@@ -292,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     with SlurmCluster(nodes=args.nodes, munge=args.munge, keep=args.keep) as cluster:
         print(f"export SLURM_CONF={cluster.conf_path}")
         print(f"# folder {cluster.root}  nodes {' '.join(cluster.node_names)}  partitions low, high")
-        print("# Ctrl-C (or SIGTERM to this pid) stops every daemon and removes the folder", flush=True)
-        serve_until_stopped()
+        serve_until_stopped("# Ctrl-C (or SIGTERM to this pid) stops every daemon and removes the folder")
     return 0
 
 

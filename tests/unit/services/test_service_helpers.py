@@ -91,8 +91,7 @@ def test_stop_pids_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_p
 
 
 def test_serve_until_stopped_returns_on_sigterm_so_the_with_block_can_stop_the_daemons():
-    code = ("from tests.services.procs import serve_until_stopped; print('up', flush=True); "
-            "serve_until_stopped(); print('returned', flush=True)")
+    code = "from tests.services.procs import serve_until_stopped; serve_until_stopped('up'); print('returned', flush=True)"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
