@@ -4,7 +4,8 @@ Prints:
   `unigen --help` wall time (best of --repeats; goal < 0.3 s: no torch/mlflow/deepspeed at import)
   the whole smoke pipeline: `unigen data synth` + both smoke stages with the README's command
   time per training step of the tiny preset (from stage 1's metrics.jsonl, steady state)
-  stage-1 loss at the start and at the end (first and last 10 steps, averaged)
+  each stage's loss at the start and at the end (first and last 10 steps, averaged)
+  each stage's held-out val_loss at its first and last evaluation, and the seconds an evaluation took
 
     python bench/cli_and_smoke.py                 # the README's pipeline, full smoke recipes (~6 min)
     python bench/cli_and_smoke.py --steps 60      # shorter: train.max_steps overridden on both stages
@@ -68,7 +69,18 @@ def stage_figures(run_dir: Path) -> dict[str, float]:
     return {"steps": len(rows), "step_s": statistics.median(steady),
             "data_wait_pct": 100 * statistics.median(r["data_wait_s"] / r["step_time_s"] for r in rows[5:] or rows),
             "loss_start": statistics.mean(r["loss"] for r in rows[:n]),
-            "loss_end": statistics.mean(r["loss"] for r in rows[-n:])}
+            "loss_end": statistics.mean(r["loss"] for r in rows[-n:]), **eval_figures(run_dir)}
+
+
+def eval_figures(run_dir: Path) -> dict[str, float]:
+    """The evaluations of a run (eval.jsonl; runbooks/evaluation.md): first and last val_loss, median time."""
+    path = run_dir / "eval.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = [r for r in rows if "val_loss" in r]
+    if not rows:
+        return {}
+    return {"val_first_step": rows[0]["step"], "val_first": rows[0]["val_loss"], "val_last_step": rows[-1]["step"],
+            "val_last": rows[-1]["val_loss"], "eval_s": statistics.median(r["eval_s"] for r in rows)}
 
 
 def main() -> None:
@@ -92,6 +104,10 @@ def main() -> None:
             print(f"{name + ': time per step (median, tiny, 2 ranks)':<44} {f['step_s']:.3f} s")
             print(f"{name + ': data wait (median share of step)':<44} {f['data_wait_pct']:.1f} %")
             print(f"{name + ': loss first 10 -> last 10 steps':<44} {f['loss_start']:.4f} -> {f['loss_end']:.4f}")
+            if "val_first" in f:
+                print(f"{name + ': held-out val_loss (first -> last eval)':<44} {f['val_first']:.4f} (step "
+                      f"{f['val_first_step']}) -> {f['val_last']:.4f} (step {f['val_last_step']})")
+                print(f"{name + ': time per evaluation (median)':<44} {f['eval_s']:.1f} s")
     finally:
         if args.keep:
             print(f"work folder: {work}")
