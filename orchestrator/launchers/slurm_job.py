@@ -204,6 +204,9 @@ class Driver:
                          self.job_id)
                 return 0
             except tools.SlurmError as err:
+                if self._was_requeued():  # the request took effect; only its answer was lost
+                    log.warning("scontrol requeue reported %s, but job %s was requeued", err, self.job_id)
+                    return 0
                 return self._finish("failed", f"could not requeue job {self.job_id} ({err}); resume it with "
                                     "`unigen resume RUN`")
         if decision.status in ("failed", "cancelled"):
@@ -212,10 +215,17 @@ class Driver:
 
     def _job_info(self) -> dict[str, str] | None:
         try:
-            return tools.job_info(self.job_id)
+            # Asked while SLURM may be ending the job (time limit, preemption): see run_tool.
+            return tools.job_info(self.job_id, survive_term=True)
         except tools.SlurmError as err:
             log.warning("%s", err)
             return None
+
+    def _was_requeued(self) -> bool:
+        """slurmctld counts a requeue in Restarts at once; this attempt started at ``self.restart``."""
+        info = self._job_info()
+        restarts = (info or {}).get("Restarts", "")
+        return restarts.isdigit() and int(restarts) > self.restart
 
     def _finish(self, status: str, error: str) -> int:
         log.error("run %s: %s", self.run_dir.name, error)

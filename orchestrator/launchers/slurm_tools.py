@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,19 @@ class SlurmError(UserError):
     what to check. A UserError: the CLI prints it as one `error:` line."""
 
 
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run_tool(argv: list[str], *, timeout: float = TOOL_TIMEOUT_S, check: bool = True,
-             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+             cwd: str | Path | None = None, survive_term: bool = False) -> subprocess.CompletedProcess:
+    """``survive_term``: the command ignores SIGTERM (an ignored signal stays ignored across exec).
+    For calls made inside a job: slurmstepd SIGTERMs every process of a step it ends, children
+    included, so the ``scontrol requeue`` that ends our own job got killed before it could exit 0
+    whenever the kill overtook slurmctld's reply, and the requeue, which had happened, read as failed."""
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=_ignore_sigterm if survive_term else None)
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} not found on PATH: run unigen on a SLURM login node (or submit with "
                          "--profile local)") from None
@@ -56,9 +65,9 @@ def parse_record(line: str) -> dict[str, str]:
     return out
 
 
-def job_info(job_id: str | int) -> dict[str, str] | None:
+def job_info(job_id: str | int, *, survive_term: bool = False) -> dict[str, str] | None:
     """`scontrol show job -o JOB` as a dict, or None when slurmctld no longer knows the job."""
-    proc = run_tool(["scontrol", "show", "job", "-o", str(job_id)], check=False)
+    proc = run_tool(["scontrol", "show", "job", "-o", str(job_id)], check=False, survive_term=survive_term)
     if proc.returncode != 0:
         if "Invalid job id" in proc.stderr:
             return None
@@ -117,7 +126,9 @@ def scancel(job_id: str, *, signal: str | None = None) -> None:
 
 
 def requeue(job_id: str) -> None:
-    run_tool(["scontrol", "requeue", str(job_id)])
+    """Requeue a job from inside it (the job-side driver): SLURM ends the job at once, so the command
+    must outlive the SIGTERM that ending sends (see ``run_tool``)."""
+    run_tool(["scontrol", "requeue", str(job_id)], survive_term=True)
 
 
 def describe_state(info: dict[str, Any] | None) -> str:

@@ -22,6 +22,9 @@ for _ in $(seq 1 1200); do
   sleep 0.1
   if [ -n "$got" ]; then
     if [ "$mode" = requeue ]; then
+      # The requeue makes slurmstepd SIGTERM this step at once. Ignore it (children such as `date`
+      # inherit that): a TERM landing in the `$(date ...)` below killed date and left an empty stamp.
+      trap '' TERM USR2
       scontrol requeue "$SLURM_JOB_ID"
       echo "requeued $(date +%s.%N) rc=$?" >> "$events"
     else

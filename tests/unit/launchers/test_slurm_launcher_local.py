@@ -2,6 +2,7 @@
 status`, what happens without SLURM tools on PATH, and cancelling a run that has no job yet."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from unigen.orchestrator.config import resolve_submission
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers import get_launcher
-from unigen.orchestrator.launchers.slurm_tools import describe_state, parse_record, parse_time, present
+from unigen.orchestrator.launchers.slurm_tools import (SlurmError, describe_state, parse_record, parse_time,
+                                                       present, requeue, run_tool)
 from unigen.orchestrator.runs import RunLedger, new_run_id
 
 REPO = Path(__file__).resolve().parents[3]
@@ -34,6 +36,47 @@ def test_parse_scontrol_record_keeps_values_with_blanks():
     (None, "ENDED (no longer known to slurmctld)")])
 def test_describe_state(info, line):
     assert describe_state(info) == line
+
+
+def fake_scontrol(tmp_path: Path, monkeypatch, script: str) -> None:
+    """An `scontrol` first on PATH that runs the given sh script body."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\n" + script)
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_requeue_from_inside_the_job_outlives_the_sigterm_that_ends_it(tmp_path, monkeypatch):
+    # `scontrol requeue` of our own job makes slurmstepd SIGTERM every process of the step, scontrol
+    # included, and under load that kill can overtake slurmctld's reply (CI saw the requeue done and
+    # the run marked failed). This scontrol gets the TERM after it "requeued", as that one did.
+    calls = tmp_path / "calls"
+    fake_scontrol(tmp_path, monkeypatch, f'echo "$*" >> "{calls}"\nkill -TERM $$\nsleep 0.2\nexit 0\n')
+    requeue("42")
+    assert calls.read_text() == "requeue 42\n"
+    with pytest.raises(SlurmError, match="scontrol exited -15"):  # what the unshielded call did
+        run_tool(["scontrol", "requeue", "42"])
+
+
+@pytest.mark.parametrize("restarts, status, rc", [("1", "requeued", 0), ("0", "failed", 1)])
+def test_driver_trusts_the_scheduler_when_the_requeue_answer_is_lost(slurm_runs, tmp_path, monkeypatch,
+                                                                     restarts, status, rc):
+    # scontrol fails, but slurmctld already counts the restart: the run is requeued, not failed.
+    from unigen.orchestrator.launchers.slurm_job import Driver
+
+    fake_scontrol(tmp_path, monkeypatch, 'case "$1" in\n'
+                  f'  show) echo "JobId=42 JobState=COMPLETING Restarts={restarts} EndTime=Unknown";;\n'
+                  '  requeue) echo "Socket timed out on send/recv operation" >&2; exit 1;;\nesac\n')
+    _, (ledger, _) = slurm_runs
+    ledger.start_attempt(job_id="42")
+    driver = Driver(ledger.paths.root, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "0"})
+    assert driver._conclude([75, 75], []) == rc
+    record = ledger.read()
+    assert record["status"] == status
+    assert record["attempts"][0]["exit_reason"] == "requeue"
+    if status == "failed":
+        assert "could not requeue job 42" in record["error"]
 
 
 @pytest.fixture
