@@ -59,12 +59,16 @@ def content_items(message: dict) -> list[dict]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
-def one_turn(prompt: str, image: Any = None) -> list[dict]:
-    """The conversation of a plain request: one user turn with the input image (if any), the prompt and one
-    image_gen slot (what ``unigen generate`` and a text entry of the recipe's eval.prompts draw)."""
-    content = ([{"type": "image", "image": image}] if image is not None else []) + [
-        {"type": "text", "text": prompt}, {"type": "image_gen"}]
-    return [{"role": "user", "content": content}]
+def one_turn(prompt: str, images: Any = ()) -> list[dict]:
+    """The conversation of a plain request, laid out as every task adapter lays out a training sample:
+    user [input images..., text], then an assistant turn holding one ``image_gen`` slot (the images come
+    first so the text can refer to them: "put the circle of the second image into the first"). What
+    ``unigen generate --prompt`` and a text entry of the recipe's eval.prompts draw. ``images``: one
+    image or a sequence of them."""
+    if images is None or not isinstance(images, (list, tuple)):
+        images = () if images is None else (images,)
+    content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": prompt}]
+    return [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "image_gen"}]}]
 
 
 def check_conversation(conversation: Any, index: int = 0) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from unigen.model.config import UniGenConfig
+from unigen.model.hub import resolve_source
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -34,7 +35,7 @@ def build_backbone(config: UniGenConfig):
 
     # Only a wholly frozen backbone takes frozen_dtype: LoRA and full training update it (or adapters on it).
     dtype = frozen_torch_dtype(config) if config.backbone_training == "frozen" else torch_dtype(config)
-    source = config.backbone_source
+    source = resolve_source(config.backbone_source)
     qwen_config = Qwen2_5_VLConfig.from_pretrained(source) if source else Qwen2_5_VLConfig(**config.backbone_config)
     # Checked before any weight is read: a mismatch fails in seconds, not after loading gigabytes.
     text = qwen_config.text_config
@@ -52,7 +53,7 @@ def build_dit(config: UniGenConfig):
     """SanaTransformer2DModel from decoder_source/transformer or random from dit_config."""
     from diffusers import SanaTransformer2DModel
 
-    source = config.decoder_source
+    source = resolve_source(config.decoder_source)
     settings = SanaTransformer2DModel.load_config(source, subfolder="transformer") if source else config.dit_config
     _check("decoder_source", source, "transformer caption_channels",
            settings.get("caption_channels", 2304), config.caption_width)
@@ -70,7 +71,7 @@ def build_vae(config: UniGenConfig):
     """AutoencoderDC from decoder_source/vae or random from vae_config; frozen and in eval mode."""
     from diffusers import AutoencoderDC
 
-    source = config.decoder_source
+    source = resolve_source(config.decoder_source)
     settings = AutoencoderDC.load_config(source, subfolder="vae") if source else config.vae_config
     _check("decoder_source", source, "vae latent_channels", settings.get("latent_channels", 32),
            config.latent_channels)

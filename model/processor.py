@@ -80,9 +80,10 @@ class UniGenProcessor:
         """Tokenizer and image processor for a UniGenConfig (its tokenizer/backbone source, else tiny)."""
         from transformers import AutoTokenizer
 
+        from unigen.model.hub import resolve_source
         from unigen.model.tiny_tokenizer import ASSET_DIR
 
-        source = config.tokenizer_source or config.backbone_source
+        source = resolve_source(config.tokenizer_source or config.backbone_source)
         tokenizer = AutoTokenizer.from_pretrained(source or ASSET_DIR)
         vision = config.backbone_config.get("vision_config", {})
         sizes = {"min_pixels": config.input_min_pixels, "max_pixels": config.input_max_pixels}

@@ -34,31 +34,38 @@ def corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer():
-    """Train the BPE and wrap it as a transformers Qwen2Tokenizer with every special token added."""
+def qwen_style_tokenizer(lines: list[str], bpe_size: int):
+    """A byte-level BPE of exactly ``bpe_size`` tokens trained on ``lines``, wrapped as a transformers
+    Qwen2Tokenizer with Qwen's special tokens (ids bpe_size.., in Qwen's order) and our three slot tokens
+    after them: the layout of a real Qwen vocabulary, at a size a CPU trains in seconds."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import AddedToken, Qwen2Tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB_BPE, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=bpe_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(corpus(), trainer)
+    bpe.train_from_iterator(lines, trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab = model["vocab"]
-    if len(vocab) != TINY_VOCAB_BPE:
-        raise RuntimeError(f"tiny BPE has {len(vocab)} tokens, expected {TINY_VOCAB_BPE}: grow the corpus")
+    if len(vocab) != bpe_size:
+        raise RuntimeError(f"BPE has {len(vocab)} tokens, expected {bpe_size}: grow the corpus")
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     tok = Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace")
     specials = [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS + SLOT_TOKENS]
     tok.add_tokens(specials, special_tokens=True)
     ids = tok.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS + SLOT_TOKENS))
-    expected = list(range(TINY_VOCAB_BPE, TINY_VOCAB_BPE + len(ids)))
+    expected = list(range(bpe_size, bpe_size + len(ids)))
     if ids != expected:
-        raise RuntimeError(f"tiny tokenizer special ids {ids} != {expected}")
+        raise RuntimeError(f"special token ids {ids} != {expected}")
     tok.pad_token, tok.eos_token = "<|endoftext|>", "<|im_end|>"
     tok.padding_side = "left"
     return tok
+
+
+def build_tiny_tokenizer():
+    """Train the tiny preset's BPE and wrap it as a transformers Qwen2Tokenizer with every special token."""
+    return qwen_style_tokenizer(corpus(), TINY_VOCAB_BPE)
 
 
 def write_tiny_tokenizer(path: str | pathlib.Path = ASSET_DIR) -> pathlib.Path:

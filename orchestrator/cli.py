@@ -23,6 +23,9 @@ EXIT_USAGE = 2
 # Kept equal to unigen.orchestrator.runs.STATUSES by a test (importing runs here would slow --help).
 RUN_STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
 STAGES = ("pretrain", "instruct")
+# Kept equal to unigen.model.evaluation.suites.SUITES by a test (for `unigen eval --help` without numpy).
+EVAL_SUITES = ("t2i", "edit", "edit_multiturn", "multi_image", "interleaved", "depth", "normal", "segmentation",
+               "pose", "grounding", "understanding")
 
 _EPILOG = """examples:
   unigen data synth --out unigen-data/shapes
@@ -30,8 +33,10 @@ _EPILOG = """examples:
   unigen validate recipes/pretrain.yaml --profile slurm-a100 train.micro_batch_size=8
   unigen runs --stage pretrain
   unigen generate --run smoke-instruct --prompt "a red circle" --out circle.png
+  unigen eval smoke-instruct --suite edit depth --samples 16
 
-docs: runbooks/first-run.md, runbooks/recipes-and-overrides.md, runbooks/troubleshooting.md"""
+docs: runbooks/first-run.md, runbooks/recipes-and-overrides.md, runbooks/evaluation.md,
+      runbooks/troubleshooting.md"""
 
 _INPUTS_HELP = ("recipe files (several = stages in order, each started from the previous run) and "
                 "KEY=VALUE overrides, e.g. train.lr=5e-5 data.sources.0.weight=0.5 instruct:train.max_steps=50 "
@@ -87,25 +92,70 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--port", type=int, metavar="P", help="port (default 5000, or a free one)")
     _run_root(p)
 
-    p = sub.add_parser("generate", help="generate an image with a trained run or checkpoint")
+    p = sub.add_parser("generate", help="generate images with a trained run or checkpoint",
+                       description="Generate from a prompt (with any number of input images) or from a "
+                       "conversation file whose empty image_gen slots are filled in order, each seeing the "
+                       "images before it. See runbooks/generating.md.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN", help="a run: its exported model, else its last checkpoint")
     src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or exported model folder")
-    p.add_argument("--prompt", required=True, metavar="TEXT", help="what to draw (or the edit instruction)")
-    p.add_argument("--image", metavar="IN", help="input image to edit")
-    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the image")
-    p.add_argument("--steps", type=int, metavar="N", help="sampling steps")
-    p.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, metavar="S", help="sampling seed")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", metavar="TEXT", help="what to draw (or the edit instruction)")
+    what.add_argument("--conversation", metavar="FILE", help="a JSON or YAML list of messages with one or more "
+                      "empty image_gen slots (image paths relative to the file)")
+    p.add_argument("--image", action="append", metavar="IN", help="input image, before the prompt text; "
+                   "repeat for several, in order (e.g. 'put the circle of the second image into the first')")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the image; with several "
+                   "slots OUT-1.png, OUT-2.png, ...")
+
+    def sampling_options(p: argparse.ArgumentParser) -> None:  # generate and chat sample alike
+        p.add_argument("--steps", type=int, metavar="N", help="sampling steps (default 20)")
+        p.add_argument("--guidance", type=float, metavar="G", help="text guidance scale (default 4.5; 1 = off)")
+        p.add_argument("--image-guidance", type=float, metavar="G", help="image guidance scale, used when there "
+                       "are input images (default 1.5; 1 = off)")
+        p.add_argument("--seed", type=int, metavar="S", help="sampling seed (slot k of a conversation uses S + k)")
+
+    sampling_options(p)
     p.add_argument("--height", type=int, metavar="H", help="image height in pixels")
     p.add_argument("--width", type=int, metavar="W", help="image width in pixels")
     _run_root(p)
 
-    p = sub.add_parser("chat", help="ask a trained run about an image")
-    p.add_argument("--run", required=True, metavar="RUN", help="run id, unique id prefix or run folder")
-    p.add_argument("--image", required=True, metavar="IN", help="image to ask about")
-    p.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
+    p = sub.add_parser("chat", help="talk with a trained run: questions about images, and images drawn or edited",
+                       description="With --prompt: one answer about the --image inputs. Without: an interactive "
+                       "session on stdin (a pipe works too): a line is a question; /image PATH adds an input "
+                       "image; /gen TEXT (or /draw) draws, or edits the latest image; /reset; /quit.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN", help="run id, unique id prefix or run folder")
+    src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or exported model folder")
+    p.add_argument("--image", action="append", metavar="IN", help="image to ask about (repeat for several); "
+                   "in a session, input images of the first turn")
+    p.add_argument("--prompt", metavar="TEXT", help="the question (one answer, then exit)")
+    p.add_argument("--out-dir", default="unigen-chat", metavar="DIR", help="where a session writes its images, "
+                   "turn-<k>.png (default: ./unigen-chat)")
+    sampling_options(p)
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer in tokens")
+    _run_root(p)
+
+    p = sub.add_parser("eval", help="score a run's model on the evaluation suites (t2i, edit, depth, ...)",
+                       description="Generate from held-out cases of each task and score them with the task's "
+                       "standard metric beside a trivial baseline. Results: a table here, --out (suites.json, "
+                       "suites.md, pictures), eval.jsonl, run.json and MLflow. See runbooks/evaluation.md.")
+    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p.add_argument("--step", type=int, metavar="N", help="evaluate checkpoints/step-N (default: the final model: "
+                   "the export, else the newest checkpoint)")
+    p.add_argument("--suite", nargs="+", action="extend", metavar="S", help="suites to run (default: the recipe's "
+                   "eval.suites, else all): " + " ".join(EVAL_SUITES))
+    p.add_argument("--samples", type=int, metavar="N", help="cases per suite (default: the recipe's "
+                   "eval.suite_samples)")
+    p.add_argument("--out", metavar="DIR", help="folder for suites.json, suites.md and the pictures (default: "
+                   "<run>/eval/step-<N>/)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps (default: the recipe's "
+                   "eval.num_inference_steps)")
+    p.add_argument("--guidance", type=float, metavar="G", help="text guidance scale (default: the recipe's "
+                   "eval.guidance_scale)")
+    p.add_argument("--image-guidance", type=float, metavar="G", help="image guidance scale (default: the "
+                   "recipe's eval.image_guidance_scale)")
+    p.add_argument("--seed", type=int, metavar="S", help="cases and noise (default: the recipe's eval.seed)")
     _run_root(p)
 
     p = sub.add_parser("export", help="ZeRO-3 checkpoint -> a UniGenPipeline.from_pretrained folder")

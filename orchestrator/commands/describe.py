@@ -57,6 +57,8 @@ def _eval_text(stage: ResolvedStage) -> str:
         parts.append(f"val_loss on {ev.samples} held-out samples ({', '.join(s.label() for s in ev.sources)})")
     if ev.prompts:
         parts.append(f"{len(ev.prompts)} sample prompt(s) at {ev.num_inference_steps} steps")
+    if ev.suites:
+        parts.append(f"suites {', '.join(ev.suites)} ({ev.suite_samples} cases each)")
     return f"every {ev.every} steps and at the end: " + ", ".join(parts)
 
 

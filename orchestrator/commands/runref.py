@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,59 @@ def newest_local_checkpoint(ledger: RunLedger) -> Path:
     return Path(plan.chosen.location)
 
 
+def committed_checkpoint(ledger: RunLedger, step: int) -> Path:
+    """The run's local checkpoint of ``step``, once its COMMIT and manifests verify (sha256)."""
+    from unigen.orchestrator.checkpoint.plan import scan_local
+    from unigen.orchestrator.checkpoint.verify import LocalStepView, verify_step
+
+    found = scan_local(ledger.paths.checkpoints)
+    if step not in found:
+        have = ", ".join(f"step-{s}" for s in sorted(found)) or "none"
+        raise UserError(f"--step {step}: run {ledger.run_id} has no checkpoint step-{step} (local checkpoints: "
+                        f"{have}); pick one of those, or leave --step out for the final model")
+    verdict = verify_step(LocalStepView(found[step]), step)
+    if not verdict.ok:
+        raise UserError(f"--step {step}: checkpoint {found[step]} is not usable ({verdict.reason}); pick another "
+                        f"step, or see `unigen resume {ledger.run_id} --plan`")
+    return found[step]
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """Where a run's weights of one step are: its export folder, or a committed checkpoint."""
+
+    path: Path
+    step: int
+    export: bool
+
+
+def run_model(ledger: RunLedger, step: int | None = None) -> RunModel:
+    """The run's model of ``step`` (None: the newest): its export when the export holds that step, else the
+    committed checkpoint. Finds and checks files only; ``load_run_model`` loads it."""
+    record = ledger.read()
+    export = Path((record.get("export") or {}).get("path") or ledger.paths.export)
+    if is_model_folder(export):
+        info = read_json(export / "unigen_export.json") or {}
+        export_step = info.get("step", (record.get("export") or {}).get("step"))
+        if export_step is None:
+            export_step = (record.get("progress") or {}).get("step") or 0
+        if step is None or step == export_step:
+            return RunModel(export, int(export_step), True)
+    if step is None:
+        newest = newest_local_checkpoint(ledger)
+        return RunModel(newest, int(newest.name.split("-")[-1]), False)
+    return RunModel(committed_checkpoint(ledger, step), step, False)
+
+
+def load_run_model(ledger: RunLedger, where: RunModel):
+    """The UniGenPipeline of ``where`` (a checkpoint is consolidated into a temporary export first)."""
+    from unigen.model import UniGenPipeline
+
+    if where.export:
+        return UniGenPipeline.from_pretrained(where.path)
+    return _pipeline_from_checkpoint(ledger, where.path)
+
+
 def is_model_folder(path: Path) -> bool:
     """A ``UniGenPipeline.save_pretrained`` folder (an export)."""
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
@@ -60,11 +114,7 @@ def load_pipeline(args: argparse.Namespace):
         raise UserError(f"--checkpoint {path}: neither a model folder (config.json + *.safetensors) nor a "
                         "committed checkpoint (step-<N>/ with COMMIT.json)")
     ledger = ledger_arg(args)
-    record = ledger.read()
-    export = Path((record.get("export") or {}).get("path") or ledger.paths.export)
-    if is_model_folder(export):
-        return UniGenPipeline.from_pretrained(export)
-    return _pipeline_from_checkpoint(ledger, newest_local_checkpoint(ledger))
+    return load_run_model(ledger, run_model(ledger))
 
 
 def _pipeline_from_checkpoint(ledger: RunLedger, step_dir: Path):

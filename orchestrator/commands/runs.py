@@ -1,7 +1,8 @@
 """``unigen runs [--experiment E] [--stage S] [--status S] [--run-root DIR] [--sync]``.
 
-Prints one row per run under the run root: run, stage, status, step, last loss, last held-out val_loss
-(runbooks/evaluation.md), durable checkpoint, MLflow run id. Data comes from the runs' run.json files; the
+Prints one row per run under the run root: run, stage, status, step, last loss, last held-out val_loss and
+the latest evaluation suite figure (t2i's overall score, else the first suite's primary metric;
+runbooks/evaluation.md), durable checkpoint, MLflow run id. Data comes from the runs' run.json files; the
 last loss and val_loss are taken from MLflow when it answers within a few seconds. ``--sync`` instead sends every run's spooled tracking calls (left by
 attempts that ran while MLflow was down) and reports what was sent.
 """
@@ -13,7 +14,7 @@ from typing import Sequence
 
 from unigen.orchestrator.runs import default_run_root
 
-HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "VAL LOSS", "DURABLE CHECKPOINT", "MLFLOW RUN")
+HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "VAL LOSS", "EVAL", "DURABLE CHECKPOINT", "MLFLOW RUN")
 
 
 def run_root_arg(args: argparse.Namespace) -> Path:
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         wanted = ", ".join(f"{k}={v}" for k, v in filters.items() if v)
         print(f"no runs under {root}" + (f" matching {wanted}" if wanted else ""))
         return 0
-    table = [(r.run, r.stage, r.status, r.step, r.loss, r.val_loss, r.durable, r.mlflow) for r in rows]
+    table = [(r.run, r.stage, r.status, r.step, r.loss, r.val_loss, r.suite, r.durable, r.mlflow) for r in rows]
     print(render_table(HEADERS, table))
     for note in notes:
         print(f"note: {note}")

@@ -11,6 +11,7 @@ from typing import Any
 from unigen.orchestrator.commands.runref import ledger_arg
 from unigen.orchestrator.commands.runs import render_table, run_root_arg
 from unigen.orchestrator.runs import list_runs
+from unigen.orchestrator.runtime.suite_results import suite_lines
 
 HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "ATTEMPTS", "DURABLE", "LAUNCHER")
 
@@ -40,7 +41,8 @@ def _durable(record: dict[str, Any]) -> str:
 
 
 def _eval_text(latest: dict[str, Any]) -> str:
-    """The latest evaluation (run.json's ``eval``): its step, val_loss and where its images are."""
+    """The latest evaluation (run.json's ``eval``): its step, val_loss and where its images are (its suites
+    follow, one line each)."""
     loss = latest.get("val_loss")
     text = f"step {latest.get('step')}" + (f", val_loss {loss:.4f}" if loss is not None else "")
     return text + (f", images in {latest['images']}" if latest.get("images") else "") + " (all: eval.jsonl)"
@@ -79,6 +81,7 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
                  + (f", last save took {ckpts['last_save_s']} s" if ckpts.get("last_save_s") is not None else ""))
     if record.get("eval"):
         lines.append(f"eval:       {_eval_text(record['eval'])}")
+        lines += [f"{'':12}{line}" for line in suite_lines(record["eval"].get("suites"))]
     if record.get("export"):
         lines.append(f"export:     {record['export'].get('path')}")
     lines.append(f"mlflow:     run {mlflow.get('run_id') or '-'} in experiment {mlflow.get('experiment_name') or '-'} "

@@ -1,6 +1,7 @@
-"""Checks of the recipe's ``eval:`` section that span its fields: something to evaluate, prompts that
-are conversations the model can draw, held-out sources that open as one mixture. Pure Python: the
-conversation rules are the model package's own (``unigen.model.chat_template``), which imports no torch."""
+"""Checks of the recipe's ``eval:`` section that span its fields: something to evaluate (held-out sources,
+prompts or suites; the suite names are checked by their field), prompts that are conversations the model can
+draw, held-out sources that open as one mixture. Pure Python: the conversation rules are the model package's
+own (``unigen.model.chat_template``), which imports no torch."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,9 +17,10 @@ from unigen.orchestrator.errors import Problem
 def eval_problems(recipe: Recipe, locs: Locations) -> list[Problem]:
     """Problems of ``recipe.eval`` (the sources' own fields are checked with data.sources')."""
     ev, out = recipe.eval, []
-    if ev.every and not ev.sources and not ev.prompts:
+    if ev.every and not ev.sources and not ev.prompts and not ev.suites:
         out.append(locs.problem(("eval", "every"), "there is nothing to evaluate: add eval.sources (held-out data "
-                                "for val_loss) or eval.prompts (sample images), or set eval.every: 0"))
+                                "for val_loss), eval.prompts (sample images) or eval.suites (scored generation), "
+                                "or set eval.every: 0"))
     for i, prompt in enumerate(ev.prompts):
         message = prompt_problem(prompt)
         if message:

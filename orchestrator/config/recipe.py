@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from unigen.model.data.spec import DataSpec, SourceSpec
 
@@ -105,9 +105,30 @@ def _prompt_shape(value: Any) -> Any:
 Prompt = Annotated[str | list[Any], BeforeValidator(_prompt_shape)]
 
 
+def check_suite_name(name: str) -> str:
+    """``name`` when it is one of the model package's evaluation suites, else a ValueError naming the valid ones
+    (eval.suites and ``unigen eval --suite`` share it). The names are read from
+    ``unigen.model.evaluation.suites.SUITES`` when needed, so importing a recipe stays light."""
+    from unigen.model.evaluation.suites import SUITES
+
+    if name not in SUITES:
+        raise ValueError(f"unknown evaluation suite {name!r}: choose from {', '.join(SUITES)}")
+    return name
+
+
+def _unique_suites(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"suite(s) {', '.join(repeated)} listed more than once: list each once")
+    return names
+
+
+Suite = Annotated[str, AfterValidator(check_suite_name)]
+
+
 class EvalSection(_Strict):
-    """Evaluation during training: a validation loss on held-out data and sample images, both fixed by a
-    seed so that evaluations at different steps compare (runbooks/evaluation.md)."""
+    """Evaluation during training: a validation loss on held-out data, sample images and scored evaluation
+    suites, all fixed by a seed so that evaluations at different steps compare (runbooks/evaluation.md)."""
 
     every: int = Field(0, ge=0, description="Evaluate every N optimizer steps and after the last one (0: never). "
                        "Results: eval.jsonl and eval/step-<N>/ in the run folder, and MLflow.")
@@ -117,14 +138,21 @@ class EvalSection(_Strict):
     samples: int = Field(32, gt=0, description="Held-out samples per evaluation: the first N of the eval.sources "
                          "mixture, the same ones every time, split over the ranks.")
     seed: int = Field(0, ge=0, description="Seed of the held-out selection, the flow times and noise of val_loss, "
-                      "and the starting noise of the sample images.")
+                      "the starting noise of the sample images, and the suites' cases and noise.")
     prompts: list[Prompt] = Field(default_factory=list, description="Sample images: a text prompt (one image), or "
                                   "a whole conversation of messages with text, image and image_gen items (one image "
                                   "per image_gen without an image; image paths relative to where you submit).")
-    num_inference_steps: int = Field(20, gt=0, description="Sampler steps of the sample images.")
-    guidance_scale: float = Field(4.5, gt=0, description="Text guidance of the sample images (1.0: none).")
-    image_guidance_scale: float = Field(1.5, gt=0, description="Input-image guidance of sample images that have "
-                                        "input images (1.0: none).")
+    suites: Annotated[list[Suite], AfterValidator(_unique_suites)] = Field(
+        default_factory=list, description="Evaluation suites to score at every evaluation: generate from held-out "
+        "cases of each task and score them with its standard metric beside a trivial baseline (t2i, edit, "
+        "edit_multiturn, multi_image, interleaved, depth, normal, segmentation, pose, grounding, understanding; "
+        "runbooks/evaluation.md). Also what `unigen eval RUN` runs by default.")
+    suite_samples: int = Field(48, gt=0, description="Held-out cases per suite, the same ones every time.")
+    num_inference_steps: int = Field(20, gt=0, description="Sampler steps of the sample images and the suites.")
+    guidance_scale: float = Field(4.5, gt=0, description="Text guidance of the sample images and the suites "
+                                  "(1.0: none).")
+    image_guidance_scale: float = Field(1.5, gt=0, description="Input-image guidance of sample images and suite "
+                                        "cases that have input images (1.0: none).")
 
 
 class Recipe(_Strict):

@@ -1,5 +1,6 @@
-"""Evaluation during training (the recipe's ``eval:`` section): ``val_loss`` on a fixed held-out set and
-sample images of fixed prompts, every ``eval.every`` steps and after the last step.
+"""Evaluation during training (the recipe's ``eval:`` section): ``val_loss`` on a fixed held-out set,
+sample images of fixed prompts and the evaluation suites (``eval.suites``: scored generation from held-out
+cases, ``unigen.model.evaluation.suites``), every ``eval.every`` steps and after the last step.
 
 Why fixed: the training loss of a flow model mixes the weights' quality with the flow times and noise each
 step happens to draw, so its curve is noisy and two steps do not compare. Here everything but the weights
@@ -12,7 +13,8 @@ Training is not disturbed: no gradient is computed, every RNG state is restored 
 (``torch.random.fork_rng``), and the model goes back to train mode; a run with evaluation logs the same
 training losses as one without. Every rank runs the same forward passes in the same order (ZeRO-3 gathers
 parameters collectively, so each rank evaluates its share of the held-out set plus stand-ins, and every
-rank draws every sample image); rank 0 writes the images.
+rank draws every sample image and runs every suite on the same cases); rank 0 writes the images and the
+suite results (``suite_results``).
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ class EvalResult:
     images: list[dict[str, Any]] = field(default_factory=list)
     """Rank 0: one entry per image written: file (relative to the run folder), prompt (its index), text."""
     folder: Path | None = None
-    """Rank 0: the step's image folder, when images were written."""
+    """Rank 0: the step's folder, when images or suite results were written."""
+    suites: list[dict[str, Any]] = field(default_factory=list)
+    """Rank 0: one row per suite (``suite_results.suite_rows``), with eval.suites."""
 
 
 class Evaluator:
@@ -53,6 +57,7 @@ class Evaluator:
     def __init__(self, section: dict[str, Any], data: dict[str, Any], *, pipe, run_dir: Path, device: str,
                  rank: int, world_size: int, micro_batch_size: int, max_steps: int):
         from unigen.orchestrator.config.eval_checks import as_conversation
+        from unigen.orchestrator.config.recipe import EvalSection
 
         self.every = int(section.get("every") or 0)
         self.seed = int(section.get("seed", 0))
@@ -62,6 +67,8 @@ class Evaluator:
         self.conversations = [_load_images(as_conversation(p), i) for i, p in enumerate(self.prompts)]
         self.sampling = {k: section[k] for k in ("num_inference_steps", "guidance_scale", "image_guidance_scale")
                          if k in section}
+        self.suites = list(section.get("suites") or []) if self.every else []
+        self.suite_samples = int(section.get("suite_samples") or EvalSection.model_fields["suite_samples"].default)
         self.source_names: list[str] = []
         self.batches: list = []
         if self.every and section.get("sources"):
@@ -74,10 +81,13 @@ class Evaluator:
                 micro_batch_size=micro_batch_size, rank=rank, world_size=world_size)
             log.info("eval: %d held-out micro-batches on this rank (%s), %d prompts, every %d steps",
                      len(self.batches), ", ".join(self.source_names), len(self.prompts), self.every)
+        if self.suites and rank == 0:
+            log.info("eval: suites %s, %d cases each, every %d steps", ", ".join(self.suites), self.suite_samples,
+                     self.every)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.every and (self.batches or self.prompts))
+        return bool(self.every and (self.batches or self.prompts or self.suites))
 
     def due(self, step: int) -> bool:
         """Whether an evaluation follows optimizer step ``step``."""
@@ -96,11 +106,12 @@ class Evaluator:
                 model.eval()
                 metrics = self._val_loss(model) if self.batches else {}
                 images = self._images(step) if self.prompts else []
+                suites = self._suites(step) if self.suites else []
         finally:
             model.train(was_training)
         metrics["eval_s"] = time.perf_counter() - start
-        folder = step_folder(self.run_dir, step) if images else None
-        return EvalResult(step, metrics, images, folder)
+        folder = step_folder(self.run_dir, step) if images or suites else None
+        return EvalResult(step, metrics, images, folder, suites)
 
     # -- val_loss -------------------------------------------------------------------------------
     def _val_loss(self, model) -> dict[str, float]:
@@ -160,6 +171,21 @@ class Evaluator:
                     self.prompts[i])})
         (folder / "prompts.json").write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
         return written
+
+    # -- suites -------------------------------------------------------------------------------
+    def _suites(self, step: int) -> list[dict[str, Any]]:
+        """Every rank generates every case of every suite (the same inputs, so the same forward passes under
+        ZeRO-3); rank 0 writes suites.json, suites.md and the example pictures to eval/step-<N>/."""
+        from unigen.model.evaluation.suites import run_suites
+        from unigen.orchestrator.runtime.suite_results import write_suite_files
+
+        say = (lambda line: log.info("%s", line)) if self.rank == 0 else None
+        results = run_suites(self.pipe, self.suites, samples=self.suite_samples, seed=self.seed,
+                             sampling=self.sampling, log=say)
+        if self.rank != 0:
+            return []
+        settings = {"samples": self.suite_samples, "seed": self.seed, **self.sampling}
+        return write_suite_files(step_folder(self.run_dir, step), results, step=step, settings=settings)
 
 
 def _load_images(conversation: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
-"""Turn a committed ZeRO checkpoint into a ``UniGenPipeline.from_pretrained`` folder.
+"""Turn a committed DeepSpeed checkpoint into a ``UniGenPipeline.from_pretrained`` folder.
 
 Used at the end of every run (rank 0, from the final checkpoint) and by ``unigen export RUN --out DIR``.
-The shards are consolidated with DeepSpeed's zero_to_fp32 (no process group needed), loaded into a
-freshly built pipeline of the run's recipe, and saved in the model's dtype. ``unigen_export.json`` says
+The weights are consolidated by ``consolidate.fp32_state_dict`` (DeepSpeed's zero_to_fp32 for ZeRO
+shards, the whole module without ZeRO; no process group needed), loaded into a freshly built pipeline of
+the run's recipe, and saved in the model's dtype. ``unigen_export.json`` says
 which run, step and checkpoint the folder came from.
 """
 from __future__ import annotations
@@ -23,15 +24,15 @@ EXPORT_INFO = "unigen_export.json"
 def export_checkpoint(recipe: dict[str, Any], step_dir: Path, out_dir: Path, *, run_id: str | None) -> Path:
     """Write the pipeline of ``recipe`` with the weights of ``step_dir`` to ``out_dir`` (atomically)."""
     import torch
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from unigen.orchestrator.runtime.build import build_pipeline
+    from unigen.orchestrator.runtime.consolidate import fp32_state_dict
 
     step_dir = Path(step_dir)
     if not (step_dir / "COMMIT.json").is_file():
         raise UserError(f"{step_dir} is not a committed checkpoint (no COMMIT.json)")
     commit = json.loads((step_dir / "COMMIT.json").read_text())
-    state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    state = fp32_state_dict(step_dir)
     recipe = dict(recipe, init_from=None)
     torch.manual_seed(0)
     pipe = build_pipeline(recipe, init_weights=None)

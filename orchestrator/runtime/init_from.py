@@ -77,9 +77,10 @@ def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path
 
 def _consolidate(step_dir: Path, out: Path) -> None:
     import torch
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    from unigen.orchestrator.runtime.consolidate import fp32_state_dict
+
+    state = fp32_state_dict(step_dir)
     tmp = out.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(out)

@@ -4,8 +4,8 @@
   that survives any tracking outage and that tests compare bit for bit across resumes.
 - run.json's ``progress`` and ``checkpoints`` are updated at most every ``log_every`` steps (and on every
   checkpoint event), so ``unigen status`` and the ``--wait`` progress bar see fresh numbers.
-- ``eval.jsonl`` gets every evaluation (val_loss per source, the sample images written under eval/step-<N>/),
-  and run.json's ``eval`` the latest one.
+- ``eval.jsonl`` gets every evaluation (val_loss per source, the sample images written under eval/step-<N>/,
+  the suite rows), and run.json's ``eval`` the latest one (``suite_results.merge_latest_eval``).
 - MLflow gets the same metrics through ``unigen.orchestrator.tracking.Tracker``, which buffers and
   spools when the server is down and never raises into training.
 """
@@ -76,7 +76,10 @@ class Reporter:
     def step(self, step: int, metrics: dict[str, float]) -> None:
         if not self.active:
             return
-        row = {"step": step, "attempt": self.ctx.attempt, **{k: float(v) for k, v in metrics.items()}}
+        # wall_s: seconds since this attempt's reporter started, so per-step figures can be checked against
+        # wall time (bench/runtime_vs_plain.py); not used for anything that must resume bit for bit.
+        row = {"step": step, "attempt": self.ctx.attempt, **{k: float(v) for k, v in metrics.items()},
+               "wall_s": round(time.monotonic() - self._t_start, 4)}
         self._metrics_file.write(json.dumps(row) + "\n")
         if self.tracker is not None:
             self.tracker.log_metrics(step, metrics)
@@ -91,23 +94,31 @@ class Reporter:
 
     def evaluation(self, result) -> None:
         """An evaluation (``unigen.orchestrator.runtime.evaluation.EvalResult``): eval.jsonl, the rank log,
-        run.json's ``eval``, and MLflow (metrics at its step, images as artifacts eval/step-<N>/)."""
+        run.json's ``eval``, and MLflow (metrics at its step, with eval/<suite>/<metric>[.baseline] of the
+        suites; the step's folder of images and suite files as artifacts eval/step-<N>/)."""
+        from unigen.orchestrator.runtime.suite_results import flat_metrics, headline, merge_latest_eval
+
         if not self.active:
             return
         row = {"step": result.step, "attempt": self.ctx.attempt, **result.metrics,
                "images": [image["file"] for image in result.images]}
+        if result.suites:
+            row["suites"] = result.suites
         with open(self.ledger.paths.root / "eval.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         losses = {k: v for k, v in result.metrics.items() if k.startswith("val_loss")}
-        log.info("eval at step %d: %s%s (%.1f s)", result.step,
+        log.info("eval at step %d: %s%s%s (%.1f s)", result.step,
                  ", ".join(f"{k} {v:.5f}" for k, v in losses.items()) or "no held-out data",
-                 f"; {len(result.images)} images in {result.folder}" if result.folder else "",
-                 result.metrics.get("eval_s", 0.0))
+                 f"; {len(result.images)} images in {result.folder}" if result.images else "",
+                 f"; suites {', '.join(r['suite'] for r in result.suites)} ({headline(result.suites)})"
+                 if result.suites else "", result.metrics.get("eval_s", 0.0))
         summary = {"step": result.step, "val_loss": result.metrics.get("val_loss"),
-                   "images": str(result.folder) if result.folder else None, "at": now_iso()}
-        self.ledger.update(lambda r: r.__setitem__("eval", summary))
+                   "images": str(result.folder) if result.images else None, "at": now_iso()}
+        if result.suites:
+            summary["suites"] = result.suites
+        self.ledger.update(lambda r: r.__setitem__("eval", merge_latest_eval(r.get("eval"), summary)))
         if self.tracker is not None:
-            self.tracker.log_metrics(result.step, result.metrics)
+            self.tracker.log_metrics(result.step, {**result.metrics, **flat_metrics(result.suites)})
             if result.folder is not None:
                 self.tracker.log_artifacts(result.folder, f"eval/{result.folder.name}")
 

@@ -102,7 +102,10 @@ class Trainer:
 
     def _restore(self, step_dir: Path, saved_world: int) -> dict[str, Any]:
         """Load the engine and this rank's state from a committed checkpoint; returns the data state."""
-        if saved_world != self.ctx.world_size:
+        from unigen.orchestrator.runtime.consolidate import is_zero_partitioned
+
+        # Only ZeRO partitions depend on the world size; whole weights (stage 0) load on any number of ranks.
+        if saved_world != self.ctx.world_size and is_zero_partitioned(step_dir):
             from unigen.orchestrator.runtime.reshard import load_resharded
 
             load_resharded(self.engine, step_dir, comm=self.comm)
@@ -150,6 +153,8 @@ class Trainer:
             torch.manual_seed(rng.derive_seed(self.train_cfg.get("seed", 0), self.step, index))
             out = self.engine(**to_device(batch, self.device))
             self.engine.backward(out.loss)
+            if m == len(micro_batches) - 1:
+                unclipped = self._grad_norm_without_zero()
             self.engine.step()
             losses.append(out.loss.detach().float())
         loss = _mean_over_ranks(torch.stack(losses).mean())
@@ -158,13 +163,23 @@ class Trainer:
         self.reporter.step(self.step, {
             "loss": loss,
             "lr": self.engine.get_lr()[0],
-            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "grad_norm": float(self.engine.get_global_grad_norm() or unclipped or 0.0),
             "step_time_s": step_time,
             "data_wait_s": data_wait,
             "samples_per_s": int(self.train_cfg["global_batch_size"]) / step_time,
             # mfu and model_tflops of this rank, on GPUs only (unigen.orchestrator.runtime.throughput)
             **throughput.mfu_metrics(self.pipe.model.config, micro_batches, step_time, self.device),
         })
+
+    def _grad_norm_without_zero(self) -> float | None:
+        """The gradient norm before clipping when DeepSpeed does not report one: without ZeRO it clips a
+        torch optimizer's gradients but drops the norm. None under ZeRO (DeepSpeed reports it)."""
+        if int(self.ds_config["zero_optimization"]["stage"]) != 0:
+            return None
+        import torch
+
+        grads = [p.grad for p in self.pipe.model.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
     def _save(self, *, reason: str) -> None:
         state = {"step": self.step, "samples_seen": self.step * int(self.train_cfg["global_batch_size"]),

@@ -1,6 +1,7 @@
 """Rows for ``unigen runs``: run.json data, completed from MLflow when it answers quickly.
 
-The ledger is the source of truth (status, step, durable checkpoint, MLflow id). MLflow only adds
+The ledger is the source of truth (status, step, durable checkpoint, MLflow id, the latest evaluation and its
+suite figure, ``suite_results.headline``). MLflow only adds
 the newest logged ``loss`` and ``val_loss`` when it is reachable within a few seconds; an unreachable store costs one
 short timeout per store, never one per run, and is reported in a note under the table.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from unigen.orchestrator.runs import list_runs
+from unigen.orchestrator.runtime.suite_results import headline
 from unigen.orchestrator.tracking.lineage import latest_durable
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.store import DEFAULT_EXPERIMENT, display_uri, sqlite_path
@@ -33,6 +35,8 @@ class RunRow:
     step: str
     loss: str
     val_loss: str
+    suite: str
+    """The latest evaluation suite figure (``t2i 0.62``), from run.json's ``eval``."""
     durable: str
     mlflow: str
     record: dict[str, Any] = field(repr=False, default_factory=dict)
@@ -79,7 +83,8 @@ def _row(record: dict[str, Any], run_dir: Path) -> RunRow:
     mlflow_id = (record.get("mlflow") or {}).get("run_id") or ("(pending)" if spooled else "-")
     return RunRow(run=record["run_id"], stage=record.get("stage") or "-", status=record.get("status") or "-",
                   step=step_text, loss=_fmt_loss(progress.get("loss")),
-                  val_loss=_fmt_loss((record.get("eval") or {}).get("val_loss")), durable=durable_text,
+                  val_loss=_fmt_loss((record.get("eval") or {}).get("val_loss")),
+                  suite=headline((record.get("eval") or {}).get("suites")) or "-", durable=durable_text,
                   mlflow=mlflow_id, record=record, run_dir=run_dir, spooled=spooled)
 
 

@@ -1,14 +1,18 @@
-"""Tracking work outside a training attempt: replay a run's spool (``unigen runs --sync``) and record
-an export made after training (``unigen export``)."""
+"""Tracking work outside a training attempt: replay a run's spool (``unigen runs --sync``), record an
+export made after training (``unigen export``) and an evaluation made after it (``unigen eval``)."""
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking.backend import MlflowBackend, short_error
+from unigen.orchestrator.tracking.payload import safe_key
 from unigen.orchestrator.tracking.sender import Sender, apply_http_timeouts, replay_spool
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.store import run_tracking_uri
@@ -64,4 +68,28 @@ def record_export(ledger: RunLedger, path: str | os.PathLike[str], *, tracking_u
     sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
     sender.start()
     sender.submit({"op": "tags", "tags": {"unigen.export.path": where}})
+    return sender.close(timeout_s)
+
+
+def record_evaluation(ledger: RunLedger, step: int, metrics: Mapping[str, float], *,
+                      texts: Mapping[str, str] | None = None,
+                      folders: Mapping[str, str | os.PathLike[str]] | None = None, tracking_uri: str | None = None,
+                      timeout_s: float = 20.0) -> int:
+    """Log an evaluation made after training into the run's MLflow run (the one run.json records):
+    ``metrics`` at ``step``, ``texts`` (artifact file -> text) and ``folders`` (artifact path -> local folder,
+    which must stay in place until sent). Never raises for MLflow: what it cannot send now waits in the run's
+    spool (``unigen runs --sync``). Returns how many calls were left there (0 when MLflow took everything)."""
+    record = ledger.read()
+    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent)
+    apply_http_timeouts()
+    sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
+    sender.start()
+    now = int(time.time() * 1000)
+    rows = [[safe_key(k), float(v), now, int(step)] for k, v in metrics.items()]
+    if rows:
+        sender.submit({"op": "metrics", "metrics": rows})
+    for artifact_file, text in (texts or {}).items():
+        sender.submit({"op": "text", "file": artifact_file, "text": scrub(text)})
+    for artifact_path, folder in (folders or {}).items():
+        sender.submit({"op": "artifacts", "dir": str(Path(folder).resolve()), "path": artifact_path})
     return sender.close(timeout_s)

@@ -198,9 +198,9 @@ def test_runs_and_lineage_commands_print_the_expected_rows(lineage_runs, client,
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out[1:] if not line.startswith("note:")}
     assert rows["e2e-pretrain-1"] == ["e2e-pretrain-1", "pretrain", "completed", "30/30", f"{loss_at(30):.4g}", "-",
-                                      "30", ckpt_uri(one["recipe"], 30), one["mlflow"]["run_id"]]
-    assert rows["e2e-instruct-1"] == ["e2e-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "-", "8",
-                                      ckpt_uri(two["recipe"], 8), two["mlflow"]["run_id"]]
+                                      "-", "30", ckpt_uri(one["recipe"], 30), one["mlflow"]["run_id"]]
+    assert rows["e2e-instruct-1"] == ["e2e-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "-", "-",
+                                      "8", ckpt_uri(two["recipe"], 8), two["mlflow"]["run_id"]]
     args.status = "failed"
     runs_cmd.run(args)
     assert "no runs under" in capsys.readouterr().out

@@ -30,8 +30,9 @@ LIMB_COLOURS = tuple(_hsv(i / 19, 1.0, 0.6) for i in range(19))
 
 
 def sizes(size: int) -> tuple[int, int]:
-    """(limb width, joint radius) in pixels for a ``size`` x ``size`` target."""
-    return max(1, round(size / 128)), max(1, round(size / 96))
+    """(limb width, joint radius) in pixels for a ``size`` x ``size`` target. The radius is at least 2 (a
+    5 x 5 disc): a 3 x 3 disc at 64 px does not survive an autoencoder's f4 cells or a little blur."""
+    return max(1, round(size / 128)), max(2, round(size / 96))
 
 
 def draw(people: list[np.ndarray], size: int):

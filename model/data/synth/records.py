@@ -12,8 +12,9 @@ from PIL import Image
 
 from unigen.model.data.permute import hash_ints
 from unigen.model.data.synth import people
-from unigen.model.data.synth.scenes import (BACKGROUNDS, COLOURS, Scene, describe, random_scene,
-                                            random_shape, render, with_article)
+from unigen.model.data.synth.prompts import training_caption
+from unigen.model.data.synth.scenes import (COLOURS, Scene, describe, random_background,
+                                            random_scene, random_shape, render, with_article)
 
 TASK_IDS = {t: i for i, t in enumerate(("t2i", "edit", "interleaved", "multi_image", "depth", "normal",
                                         "pose", "segmentation", "grounding"))}
@@ -52,20 +53,20 @@ def random_edit(rng: np.random.Generator, scene: Scene) -> tuple[str, Scene]:
         k = int(rng.integers(len(shapes)))
         old = shapes[k]
         taken = {(s.colour, s.kind) for s in shapes}
-        colours = [c for c in COLOURS if (c, old.kind) not in taken]
+        colours = [c for c in COLOURS if (c, old.kind) not in taken and c != scene.background]
         new = colours[int(rng.integers(len(colours)))]
         shapes[k] = replace(old, colour=new)
         return f"make the {old.colour} {old.kind} {new}", scene.with_shapes(shapes)
     if op == "add":
-        s = random_shape(rng, scene.width, scene.height, {(x.colour, x.kind) for x in shapes}, shapes)
+        s = random_shape(rng, scene.width, scene.height, {(x.colour, x.kind) for x in shapes}, shapes,
+                         background=scene.background)
         if s is not None:
             return f"add {with_article(s.name)}", scene.with_shapes(shapes + [s])
     if op == "remove":
         k = int(rng.integers(len(shapes)))
         gone = shapes.pop(k)
         return f"remove the {gone.colour} {gone.kind}", scene.with_shapes(shapes)
-    bgs = [b for b in BACKGROUNDS if b != scene.background]
-    bg = bgs[int(rng.integers(len(bgs)))]
+    bg = random_background(rng, avoid={scene.background, *(x.colour for x in shapes)})
     return f"change the background to {bg}", replace(scene, background=bg)
 
 
@@ -83,8 +84,8 @@ def edit_session(rng: np.random.Generator, turns: int) -> tuple[Image.Image, lis
 
 def t2i(seed: int, i: int) -> dict:
     rng = rng_for(seed, "t2i", i)
-    scene = random_scene(rng, SIZE[1], SIZE[1])
-    return {"image": pil(render(scene)["rgb"]), "caption": describe(scene, rng)}
+    scene, caption = training_caption(rng, SIZE[1], SIZE[1])
+    return {"image": pil(render(scene)["rgb"]), "caption": caption}
 
 
 def edit(seed: int, i: int, turns: int = 1) -> dict:
@@ -111,11 +112,11 @@ def interleaved(seed: int, i: int, images: int = 3) -> dict:
 def multi_image(seed: int, i: int) -> dict:
     rng = rng_for(seed, "multi_image", i)
     w, h = SIZE
-    a = random_shape(rng, w, h, set())
-    b = random_shape(rng, w, h, {(a.colour, a.kind)}, [a])
-    bg = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    bg = random_background(rng, avoid={"white"})
+    a = random_shape(rng, w, h, set(), background=bg)
+    b = random_shape(rng, w, h, {(a.colour, a.kind)}, [a], background=bg)
     first = Scene(w, h, bg, (a,))
-    second = Scene(w, h, "white" if bg != "white" else "gray", (b,))
+    second = Scene(w, h, "white", (b,))
     both = Scene(w, h, bg, (a, b))
     return {"source_images": [pil(render(first)["rgb"]), pil(render(second)["rgb"])],
             "prompt": f"Put the {b.name} from the second image into the first image.",

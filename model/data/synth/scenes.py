@@ -15,11 +15,19 @@ COLOURS = {
     "red": (215, 45, 40), "green": (40, 165, 65), "blue": (45, 85, 215), "yellow": (235, 200, 35),
     "orange": (240, 130, 25), "cyan": (40, 195, 205), "purple": (120, 55, 170), "brown": (130, 80, 40),
 }
-BACKGROUNDS = {"gray": (128, 128, 128), "white": (236, 236, 236), "beige": (222, 208, 178),
-               "navy": (30, 40, 80)}
+# Plain colour words, so a prompt like "a red circle on a blue background" names a colour the world has.
+# The blue wall is darker than a blue shape (distance ~90 in RGB) and no shape takes its wall's colour.
+BACKGROUNDS = {"white": (236, 236, 236), "gray": (128, 128, 128), "black": (24, 24, 24),
+               "blue": (30, 50, 130)}
 KINDS = ("circle", "square", "triangle")
 CLASS_NAMES = ("background", "circle", "square", "triangle")  # class ids of the segmentation maps
 WALL_DEPTH = 8.0  # metres
+# Shape radius (half side) as a fraction of the image's shorter side: at 64 px, 7.7 to 12.8 px, so a
+# shape spans 2-3 cells of an f8 latent and a detector (unigen.model.evaluation.detect) reads it back.
+RADIUS_RANGE = (0.12, 0.20)
+GAP = 3.0  # pixels between the boxes of two shapes: shapes never touch, so each is one blob
+# Spheres are shaded 0.75-1.0, enough to read as round without the rim's colour drifting to a neighbour's.
+SHADE_MIN = 0.75
 
 
 @dataclass(frozen=True)
@@ -51,27 +59,56 @@ class Scene:
         return replace(self, shapes=tuple(shapes))
 
 
-def random_shape(rng: np.random.Generator, w: int, h: int, taken: set, others=()) -> Shape | None:
-    """A shape of an unused (colour, kind) pair, placed so it overlaps the others at most a little."""
-    free = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in taken]
-    if not free:
-        return None
-    colour, kind = free[int(rng.integers(len(free)))]
+def separated(a: Shape, b: Shape, gap: float = GAP) -> bool:
+    """Whether the boxes of two shapes are at least ``gap`` pixels apart (along x or y)."""
+    return abs(a.cx - b.cx) >= a.r + b.r + gap or abs(a.cy - b.cy) >= a.r + b.r + gap
+
+
+def place(rng: np.random.Generator, w: int, h: int, others=(), tries: int = 60,
+          where=None) -> tuple[float, float, float] | None:
+    """(cx, cy, r) of a new shape inside the image and apart from ``others``; ``where(cx, cy)`` may
+    restrict the position (e.g. right of another shape). None when no place is found."""
     side = min(w, h)
-    for _ in range(50):
-        r = float(rng.integers(max(4, side // 10), max(5, side // 5) + 1))
-        cx = float(rng.integers(int(r) + 1, w - int(r) - 1))
-        cy = float(rng.integers(int(r) + 1, h - int(r) - 1))
-        if all((cx - o.cx) ** 2 + (cy - o.cy) ** 2 > (0.8 * (r + o.r)) ** 2 for o in others):
-            return Shape(kind, colour, cx, cy, r, depth=round(float(rng.uniform(1.5, 6.0)), 2))
+    lo, hi = RADIUS_RANGE
+    for _ in range(tries):
+        r = float(np.round(rng.uniform(lo, hi) * side, 1))
+        margin = int(np.ceil(r)) + 1
+        if w - margin <= margin or h - margin <= margin:
+            continue
+        cx = float(rng.integers(margin, w - margin + 1))
+        cy = float(rng.integers(margin, h - margin + 1))
+        probe = Shape("square", "red", cx, cy, r, 0.0)
+        if all(separated(probe, o) for o in others) and (where is None or where(cx, cy)):
+            return cx, cy, r
     return None
 
 
+def random_shape(rng: np.random.Generator, w: int, h: int, taken: set, others=(), colour: str | None = None,
+                 kind: str | None = None, background: str | None = None, where=None) -> Shape | None:
+    """A shape of an unused (colour, kind) pair (or the given colour/kind), placed apart from the others;
+    never the colour of ``background``."""
+    free = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in taken
+            and (colour is None or c == colour) and (kind is None or k == kind) and c != background]
+    if not free:
+        return None
+    colour, kind = free[int(rng.integers(len(free)))]
+    spot = place(rng, w, h, others, where=where)
+    if spot is None:
+        return None
+    cx, cy, r = spot
+    return Shape(kind, colour, cx, cy, r, depth=round(float(rng.uniform(1.5, 6.0)), 2))
+
+
+def random_background(rng: np.random.Generator, avoid=()) -> str:
+    names = [b for b in BACKGROUNDS if b not in avoid]
+    return names[int(rng.integers(len(names)))]
+
+
 def random_scene(rng: np.random.Generator, w: int, h: int, n_min: int = 1, n_max: int = 3) -> Scene:
-    bg = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    bg = random_background(rng)
     shapes: list[Shape] = []
     for _ in range(int(rng.integers(n_min, n_max + 1))):
-        s = random_shape(rng, w, h, {(x.colour, x.kind) for x in shapes}, shapes)
+        s = random_shape(rng, w, h, {(x.colour, x.kind) for x in shapes}, shapes, background=bg)
         if s is not None:
             shapes.append(s)
     return Scene(w, h, bg, tuple(shapes))
@@ -115,7 +152,7 @@ def render(scene: Scene) -> dict[str, np.ndarray]:
             n = np.stack([dx, -dy, nz], axis=-1)  # image y points down, camera y up
             metres_per_px = 0.02
             d = shape.depth + (1.0 - nz) * shape.r * metres_per_px
-            shade = (0.55 + 0.45 * nz)[..., None]
+            shade = (SHADE_MIN + (1.0 - SHADE_MIN) * nz)[..., None]
             rgb[mask] = (colour * shade)[mask]
             normal[mask] = n[mask]
             depth[mask] = d[mask]

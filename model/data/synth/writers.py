@@ -35,7 +35,7 @@ from unigen.model.data.synth.formats import (hf_image, image_bytes, save, write_
 from unigen.model.data.synth.layout import heldout_sources_for, sources_for
 
 HELDOUT_FIRST = 1_000_000  # record indices of the held-out split: far past any training record's
-BASE_COUNTS = {"t2i_shards": 4, "t2i_per_shard": 16, "interleaved_shards": 2, "interleaved_per_shard": 8,
+BASE_COUNTS = {"t2i_shards": 4, "t2i_per_shard": 256, "interleaved_shards": 2, "interleaved_per_shard": 8,
                "ip2p": 32, "magicbrush_sessions": 8, "seed_pairs": 16, "seed_sessions": 8,
                "multi_image": 16, "dense": 16, "pose": 16, "grounding": 16, "heldout": 16}
 

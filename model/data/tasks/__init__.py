@@ -16,7 +16,15 @@ _ADAPTERS = {
 }
 
 
+def adapter_class(task: str):
+    """The adapter class of ``task`` (imported on first use)."""
+    module, cls = _ADAPTERS[task]
+    return getattr(importlib.import_module(module), cls)
+
+
 def make_adapter(source, image_size: int, where: str = "data.sources[]"):
     """The adapter for ``source.task``, with its field mapping and options validated."""
-    module, cls = _ADAPTERS[source.task]
-    return getattr(importlib.import_module(module), cls)(source, image_size, where=where)
+    return adapter_class(source.task)(source, image_size, where=where)
+
+
+TASKS = tuple(_ADAPTERS)

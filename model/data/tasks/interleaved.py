@@ -9,6 +9,14 @@ Conversation: the text and the first image go to a user message; every later ima
 ``image_gen`` target in an assistant message, and the text between targets starts the next user
 message. Text after the last image is dropped (nothing is generated from it). Documents with fewer
 than two images have no target and count as bad records; ``max_images`` truncates long ones.
+
+Each target except the last is followed, in the same message, by the same image as an ``image`` input
+item: the backbone is causal, so a later slot's queries see an earlier image only as an input placed
+after that slot. ``UniGenPipeline`` fills slots this way at inference (a filled slot's image is fed
+back right after it) and the edit adapter chains turns alike (turn k's target is turn k+1's input
+image), so training matches inference. The copies are input images: they lengthen the sequence.
+Example: user [text, image 1, text], assistant [image_gen 2, image 2], user [text], assistant
+[image_gen 3].
 """
 from __future__ import annotations
 
@@ -39,13 +47,13 @@ class Interleaved(TaskAdapter):
                 if pending:
                     messages.append(user(*pending))
                     pending = []
-                if messages and messages[-1]["role"] == "assistant":
-                    messages[-1]["content"].append(image_gen(img))
-                else:
-                    messages.append(assistant(image_gen(img)))
+                if not (messages and messages[-1]["role"] == "assistant"):
+                    messages.append(assistant())
+                messages[-1]["content"] += [image_gen(img), image(img)]  # fed back: later targets see it
             n_images += 1
         require(n_images >= 2, f"interleaved document has {n_images} image(s); at least 2 are needed "
                 "(the first is context, the rest are targets)")
+        messages[-1]["content"].pop()  # the last target's feedback: nothing follows it to see it
         return messages
 
     def _sequence(self, record):

@@ -19,6 +19,14 @@ class Pose(TaskAdapter):
     def convert(self, record, ctx):
         rgb = self.image(record, "image", ctx)
         inp, fit = self.fit(rgb)
+        people = self.people(record, fit)
+        require(any((p[:, 2] > 0).any() for p in people), "no labelled keypoint inside the crop")
+        target = pose_r.draw(people, self.image_size)
+        return [user(image(inp), text(self.instruction(ctx))), assistant(image_gen(target))]
+
+    def people(self, record, fit) -> list[np.ndarray]:
+        """Each person's 17 x 3 (x, y, v) in target pixels: keypoints mapped through the image's square fit,
+        those outside the crop unlabelled (v = 0). What the target draws, and what pose PCK scores against."""
         people = []
         persons = F.lookup(record, self.fields["persons"])
         require(isinstance(persons, list), "persons: expected a list of annotations")
@@ -30,6 +38,4 @@ class Pose(TaskAdapter):
             inside = (xy[:, 0] >= 0) & (xy[:, 0] < self.image_size) & (xy[:, 1] >= 0) & (xy[:, 1] < self.image_size)
             v[~inside] = 0
             people.append(np.concatenate([xy, v[:, None]], axis=1))
-        require(any((p[:, 2] > 0).any() for p in people), "no labelled keypoint inside the crop")
-        target = pose_r.draw(people, self.image_size)
-        return [user(image(inp), text(self.instruction(ctx))), assistant(image_gen(target))]
+        return people

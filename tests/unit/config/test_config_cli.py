@@ -42,6 +42,8 @@ def test_help_and_validate_import_nothing_heavy():
      "--seed", "1", "--height", "64", "--width", "64", "--image", "in.png"],
     ["generate", "--checkpoint", "c", "--prompt", "p", "--out", "o.png"],
     ["chat", "--run", "r", "--image", "i.png", "--prompt", "what?", "--max-new-tokens", "16"],
+    ["eval", "r", "--step", "9", "--suite", "t2i", "edit", "--suite", "depth", "--samples", "4", "--out", "d",
+     "--steps", "2", "--guidance", "3", "--image-guidance", "1.2", "--seed", "1", "--run-root", "x"],
     ["export", "r", "--out", "d"], ["resume", "r", "--plan", "--wait"], ["cancel", "r"],
     ["logs", "r", "--rank", "1", "--follow"], ["data"],
 ])
@@ -54,7 +56,7 @@ def test_every_subcommand_parses(argv):
     ["generate", "--run", "r", "--checkpoint", "c", "--prompt", "p", "--out", "o.png"],  # exclusive
     ["generate", "--prompt", "p", "--out", "o.png"],  # one of --run / --checkpoint is required
     ["submit", "r.yaml"],  # --profile is required
-    ["runs", "--status", "sleeping"], ["logs"], ["export", "r"],
+    ["runs", "--status", "sleeping"], ["logs"], ["export", "r"], ["eval"], ["eval", "r", "--step", "last"],
 ])
 def test_bad_command_lines_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as err:

@@ -128,3 +128,4 @@ def test_the_evaluation_runbook_snippet_is_a_valid_eval_section(tmp_path):
                                  gpu_count=0)
         ev = sub.stages[0].recipe.eval
         assert ev.every == 1000 and len(ev.sources) == 1 and len(ev.prompts) == 2 and ev.sources[0].task == "t2i"
+        assert ev.suites == ["t2i", "edit", "depth"] and ev.suite_samples == 48

@@ -165,6 +165,11 @@ def test_obelics_style_parquet_rows_with_aligned_texts_and_images(tmp_path):
     assert [it["type"] for it in conv[0]["content"]] == ["text", "image", "text"]
     assert [it["text"] for it in items(conv, "text")] == ["A red room.", "Now it is blue.", "Then green."]
     assert len(items(conv, "image_gen")) == 2  # the trailing text generates nothing and is dropped
+    # b.png is fed back right after its slot (later targets see it); c.png, the last, is not.
+    assert [it["type"] for it in conv[1]["content"]] == ["image_gen", "image"]
+    assert [it["type"] for it in conv[3]["content"]] == ["image_gen"]
+    feedback, target = conv[1]["content"][1]["image"], conv[1]["content"][0]["image"]
+    assert feedback is target and np.asarray(target)[32, 32].tolist() == list(colour(2).getpixel((0, 0)))
 
 
 def test_per_source_counts_are_logged_every_log_every_steps(corpus, caplog):

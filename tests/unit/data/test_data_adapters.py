@@ -19,8 +19,10 @@ from unigen.model.data.synth import records as R
 
 def test_t2i_webdataset_caption_from_txt_or_json(corpus):
     root, manifest = corpus
+    from unigen.model.data.synth.writers import BASE_COUNTS
+
     src = open_one(by_name(manifest, "shapes-t2i"))
-    assert len(src) == 64
+    assert len(src) == BASE_COUNTS["t2i_shards"] * BASE_COUNTS["t2i_per_shard"]
     with tarfile.open(root / "t2i" / "00001.tar") as tar:
         caption = tar.extractfile("000010003.txt").read().decode()
         meta = json.loads(tar.extractfile("000010003.json").read())
@@ -99,8 +101,15 @@ def test_interleaved_mmc4_order_first_image_context_later_images_targets(corpus)
     assert [it["type"] for it in conv[0]["content"]] == ["text", "image", "text"]
     assert [it["text"] for it in items(conv, "text")] == doc["text_list"]
     assert len(items(conv, "image_gen")) == 2
+    # A target is fed back as an input right after it, so the later target is conditioned on it (as
+    # UniGenPipeline fills slots at inference); the last target has nothing after it to feed.
+    assert [it["type"] for it in conv[1]["content"]] == ["image_gen", "image"]
+    assert conv[1]["content"][1]["image"] is conv[1]["content"][0]["image"]
+    assert [it["type"] for it in conv[3]["content"]] == ["image_gen"]
     limited = open_one({**by_name(manifest, "shapes-interleaved"), "options": {"max_images": 2}})
-    assert len(items(ok(limited, 0), "image_gen")) == 1
+    short = ok(limited, 0)
+    assert len(items(short, "image_gen")) == 1 and len(items(short, "image")) == 1
+    assert short[-1]["content"][-1]["type"] == "image_gen"
 
 
 def test_multi_image_jsonl_and_parquet_give_the_same_conversation(corpus):

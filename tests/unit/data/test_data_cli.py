@@ -115,4 +115,4 @@ def test_the_real_unigen_cli_dispatches_data_commands(corpus):
     out = subprocess.run([sys.executable, "-m", "unigen.orchestrator.cli", "data", "check", f"{root}/t2i/00000.tar",
                           "--task", "t2i", "--image-size", "32"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "checked 16 records: 16 ok" in out.stdout
+    assert "checked 256 records: 256 ok" in out.stdout

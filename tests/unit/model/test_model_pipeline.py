@@ -139,3 +139,75 @@ def test_sampler_is_flow_matching_euler_with_sanas_inference_shift(pipe):
 def test_chat_refuses_image_gen_items(pipe):
     with pytest.raises(ValueError, match=r"conversation 0, message 0, item 1: chat\(\) answers in text"):
         pipe.chat([{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image_gen"}]}])
+
+
+# ---- several slots: filled in order, each later slot seeing the earlier images ---------------------------
+def two_slots():
+    return [{"role": "user", "content": [{"type": "text", "text": "A circle"}, {"type": "image_gen"},
+                                         {"type": "text", "text": "then the same circle in red"},
+                                         {"type": "image_gen"}]}]
+
+
+def test_slots_are_filled_in_order_and_a_later_slot_sees_the_earlier_image(pipe):
+    import copy
+
+    request = two_slots()
+    before = copy.deepcopy(request)
+    images, filled = pipe.generate_conversation(request, num_inference_steps=2, seed=5)
+    first, second = images
+    assert request == before  # the caller's conversation is untouched
+    # The first image is fed back right after its slot; the last slot is the last item: nothing to feed.
+    assert [it["type"] for it in filled[0]["content"]] == ["text", "image_gen", "image", "text", "image_gen"]
+    assert filled[0]["content"][1]["image"] is first and filled[0]["content"][2]["image"] is first
+    assert filled[0]["content"][4]["image"] is second
+    # Round 1 is exactly a one-slot generation from that filled conversation with seed + 1 ...
+    def with_first(image):
+        content = [request[0]["content"][0], {"type": "image_gen", "image": image}, {"type": "image", "image": image},
+                   request[0]["content"][2], {"type": "image_gen"}]
+        return [{"role": "user", "content": content}]
+    assert pipe(with_first(first), num_inference_steps=2, seed=6)[0].tobytes() == second.tobytes()
+    # ... and a different first image gives a different second one: the second slot depends on the first.
+    assert pipe(with_first(pattern(7)), num_inference_steps=2, seed=6)[0].tobytes() != second.tobytes()
+    again = pipe(request, num_inference_steps=2, seed=5)
+    assert [im.tobytes() for im in again] == [im.tobytes() for im in images]  # same seed, same pixels
+
+
+def test_a_batch_of_conversations_with_different_slot_counts_is_generated_round_by_round(pipe):
+    one = edit(pattern(2), "make it red")
+    images, filled = pipe.generate_conversation([two_slots(), one], num_inference_steps=2, seed=0)
+    assert len(images) == 3 and len(filled) == 2  # two_slots' two images, then the edit's
+    a1, a2, b1 = images
+    assert filled[1][0]["content"][2]["image"] is b1 and filled[0][0]["content"][2]["image"] is a1
+    # Round 1 holds only two_slots (the edit has no second slot): a one-conversation batch with seed + 1.
+    alone = [{"role": "user", "content": [two_slots()[0]["content"][0], {"type": "image_gen", "image": a1},
+                                          {"type": "image", "image": a1}, two_slots()[0]["content"][2],
+                                          {"type": "image_gen"}]}]
+    assert pipe(alone, num_inference_steps=2, seed=1)[0].tobytes() == a2.tobytes()
+    assert pipe([edit(pattern(2), "make it red", target=b1)]) == []  # nothing left to generate
+    with pytest.raises(ValueError, match="no conversations"):
+        pipe([])
+
+
+def test_slots_as_images_is_the_filled_conversation_chat_accepts(pipe):
+    from unigen.model.pipeline import slots_as_images
+
+    _, filled = pipe.generate_conversation(two_slots(), num_inference_steps=1, seed=0)
+    view = slots_as_images(filled)
+    assert [it["type"] for it in view[0]["content"]] == ["text", "image", "text", "image"]
+    assert view[0]["content"][1]["image"] is filled[0]["content"][1]["image"]  # fed-back copy kept, slot dropped
+    assert view[0]["content"][3]["image"] is filled[0]["content"][4]["image"]  # last slot shown as its image
+    assert isinstance(pipe.chat(view + [{"role": "user", "content": "What changed?"}], max_new_tokens=2), str)
+    with pytest.raises(ValueError, match=r"message 0, item 1: an empty image_gen slot has no image to show chat"):
+        slots_as_images(two_slots())
+
+
+def test_several_slots_at_a_non_square_size(pipe):
+    """An earlier image at another size than the model's is fed back as an input and as a filled slot's target."""
+    images = pipe(two_slots(), num_inference_steps=1, seed=0, height=32, width=96)
+    assert [im.size for im in images] == [(96, 32), (96, 32)]
+
+
+def test_chat_answers_a_text_only_conversation(pipe):
+    """No images: generate must not be handed pixel_values=None (it would run the vision encoder on it)."""
+    answer = pipe.chat([{"role": "user", "content": "Draw me nothing, just say hello."}], max_new_tokens=2)
+    assert isinstance(answer, str)

@@ -111,3 +111,30 @@ def test_the_schedule(tmp_path):
     assert [s for s in range(1, 11) if due.due(s)] == [4, 8, 10]  # and after the last step
     off = _evaluator(pipe, {"every": 0, "prompts": ["p"]}, tmp_path)
     assert not off.enabled and not any(off.due(s) for s in range(1, 11))
+
+
+def test_suites_run_on_every_rank_and_rank_0_writes_them(tmp_path):
+    """Every rank generates the same cases (ZeRO-3 needs the same forward passes); only rank 0 writes the
+    suite files, and training's RNG and mode are left as they were."""
+    section = {"every": 4, "suites": ["t2i", "edit"], "suite_samples": 2, "num_inference_steps": 2, "seed": 1}
+    pipe = tiny_pipeline(seed=4)
+    model = pipe.model.train()
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    result = _evaluator(pipe, section, tmp_path / "a").run(4)
+    assert torch.equal(torch.get_rng_state(), before) and model.training
+    folder = tmp_path / "a" / "eval" / "step-4"
+    assert result.folder == folder and result.images == []
+    assert [row["suite"] for row in result.suites] == ["t2i", "edit"]
+    assert [row["count"] for row in result.suites] == [2, 2] and result.suites[0]["primary"] == "overall"
+    document = json.loads((folder / "suites.json").read_text())
+    assert document["suites"] == result.suites and document["settings"]["num_inference_steps"] == 2
+    assert (folder / "suites.md").is_file() and (folder / "suites" / "t2i-0.png").is_file()
+    other = _evaluator(pipe, section, tmp_path / "b", rank=1, world=2).run(4)
+    assert other.suites == [] and other.folder is None and not (tmp_path / "b").exists()
+    again = _evaluator(pipe, section, tmp_path / "c").run(4)  # a function of the weights
+    assert again.suites == [{**row, "seconds": again.suites[i]["seconds"]} for i, row in enumerate(result.suites)]
+    assert (tmp_path / "c" / "eval" / "step-4" / "suites" / "edit-0.png").read_bytes() == \
+        (folder / "suites" / "edit-0.png").read_bytes()
+    only_suites = _evaluator(pipe, {"every": 4, "suites": ["t2i"]}, tmp_path)
+    assert only_suites.enabled and only_suites.suite_samples == 48

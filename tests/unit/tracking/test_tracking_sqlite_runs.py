@@ -98,13 +98,13 @@ def test_runs_command_prints_a_row_per_run(two_stages, run_root, capsys):
     args = argparse.Namespace(run_root=str(run_root), experiment=None, stage=None, status=None)
     assert runs_cmd.run(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["RUN", "STAGE", "STATUS", "STEP", "LOSS", "VAL", "LOSS", "DURABLE", "CHECKPOINT",
-                                "MLFLOW", "RUN"]
+    assert lines[0].split() == ["RUN", "STAGE", "STATUS", "STEP", "LOSS", "VAL", "LOSS", "EVAL", "DURABLE",
+                                "CHECKPOINT", "MLFLOW", "RUN"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["unit-pretrain-1"] == ["unit-pretrain-1", "pretrain", "completed", "30/30", f"{loss_at(30):.4g}",
-                                       "-", "30", ckpt_uri(s1.read()["recipe"], 30), s1.read()["mlflow"]["run_id"]]
+                                       "-", "-", "30", ckpt_uri(s1.read()["recipe"], 30), s1.read()["mlflow"]["run_id"]]
     assert rows["unit-instruct-1"] == ["unit-instruct-1", "instruct", "completed", "8/8", f"{loss_at(8):.4g}", "-",
-                                       "8", ckpt_uri(s2.read()["recipe"], 8), s2.read()["mlflow"]["run_id"]]
+                                       "-", "8", ckpt_uri(s2.read()["recipe"], 8), s2.read()["mlflow"]["run_id"]]
     # run.json's progress lags (the runtime writes it now and then): MLflow's latest loss wins.
     s1.set_progress(loss=9.99)
     try:

@@ -1,0 +1,36 @@
+"""One place that turns a committed DeepSpeed step folder into full fp32 model weights (a state dict).
+
+- ZeRO 1-3 checkpoints hold each rank's partition of the fp32 master weights
+  (``*zero_pp_rank_<r>_mp_rank_00_optim_states.pt``): DeepSpeed's own ``zero_to_fp32`` merges them.
+- Without ZeRO (``deepspeed.zero_stage: 0``, e.g. one CPU rank) there are no partitions: the module's
+  weights are in ``mp_rank_00_model_states.pt`` whole, in the training dtype (fp32 masters too in fp32
+  training, which is what the smoke recipes use); ``zero_to_fp32`` refuses such a folder.
+Used by the export at the end of a run, ``unigen export``, ``unigen eval``/``generate`` on a checkpoint,
+and stage 2's ``init_from``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_STATES = "mp_rank_00_model_states.pt"
+
+
+def is_zero_partitioned(step_dir: Path) -> bool:
+    """Whether the step folder holds ZeRO partitions (stages 1-3) rather than whole weights (stage 0)."""
+    return any(Path(step_dir).glob("*zero_pp_rank_*optim_states.pt"))
+
+
+def fp32_state_dict(step_dir: Path) -> dict:
+    """The model's weights in a committed step folder, as float32 tensors by parameter name."""
+    import torch
+
+    step_dir = Path(step_dir)
+    if is_zero_partitioned(step_dir):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    # DeepSpeed pickles its own objects beside the weights (the saved config, the optimizer): a file we
+    # wrote and verified (manifest sha256) before reading it.
+    saved = torch.load(step_dir / MODEL_STATES, map_location="cpu", weights_only=False)
+    return {name: tensor.float() if tensor.is_floating_point() else tensor
+            for name, tensor in saved["module"].items()}
