@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # name -> overrides of the recipe for `unigen submit` (the README's setup first)
 SETUPS = {
-    "1 rank, no ZeRO (README)": ["profile.local.cpu_ranks=1"],
-    "2 ranks, no ZeRO": ["profile.local.cpu_ranks=2", "train.micro_batch_size=16"],
+    "2 ranks, no ZeRO (README)": ["profile.local.cpu_ranks=2", "train.micro_batch_size=16"],
+    "1 rank, no ZeRO": ["profile.local.cpu_ranks=1", "train.micro_batch_size=32"],
     "2 ranks, ZeRO-3 (tests)": ["profile.local.cpu_ranks=2", "deepspeed.zero_stage=3", "train.micro_batch_size=16"],
 }
 
@@ -70,7 +70,7 @@ def runtime(work: Path, recipe_path: str, overrides: list[str], steps: int, warm
     root = work / f"runs-{len(list(work.glob('runs-*')))}"
     env = dict(os.environ, UNIGEN_RUN_ROOT=str(root))
     env.pop("MLFLOW_TRACKING_URI", None)
-    common = [f"train.max_steps={warmup + steps}", "train.log_every=1", "eval.every=0", "checkpoint.every=100000",
+    common = [f"train.max_steps={warmup + steps}", "train.warmup_steps=1", "train.log_every=1", "eval.every=0", "checkpoint.every=100000",
               "checkpoint.uri=null"]
     out = subprocess.run([sys.executable, "-m", "unigen.orchestrator.cli", "submit", recipe_path, "--profile", "local",
                           "--wait", *common, *overrides], cwd=work, env=env, capture_output=True, text=True)

@@ -147,7 +147,8 @@ class EvalSection(_Strict):
         "cases of each task and score them with its standard metric beside a trivial baseline (t2i, edit, "
         "edit_multiturn, multi_image, interleaved, depth, normal, segmentation, pose, grounding, understanding; "
         "runbooks/evaluation.md). Also what `unigen eval RUN` runs by default.")
-    suite_samples: int = Field(48, gt=0, description="Held-out cases per suite, the same ones every time.")
+    suite_samples: int = Field(48, gt=0, description="Held-out cases per suite, the same ones every time (t2i draws "
+                               "this many GenEval prompts and as many attribute prompts).")
     num_inference_steps: int = Field(20, gt=0, description="Sampler steps of the sample images and the suites.")
     guidance_scale: float = Field(4.5, gt=0, description="Text guidance of the sample images and the suites "
                                   "(1.0: none).")

@@ -73,7 +73,10 @@ class ProgressView:
 
 
 def print_outcome(ledgers: list[RunLedger]) -> int:
-    """One line per run once ``--wait`` ends (status, export, error); 0 when every run completed."""
+    """What each run came to once ``--wait`` ends: its status, export or error, and the figures of its
+    last evaluation suites (each beside its trivial baseline); 0 when every run completed."""
+    from unigen.orchestrator.runtime.suite_results import suite_lines
+
     statuses = []
     for ledger in ledgers:
         record = ledger.read()
@@ -81,7 +84,10 @@ def print_outcome(ledgers: list[RunLedger]) -> int:
         line = f"{record['run_id']}: {record['status']}"
         if record.get("export"):
             line += f", model exported to {record['export']['path']}"
-        if record.get("error"):
+        if record.get("error") and record["status"] != "completed":
             line += f" ({record['error']})"
         print(line)
+        evaluation = record.get("eval") or {}
+        for suite in suite_lines(evaluation.get("suites")):
+            print(f"  eval step {evaluation.get('step')}: {suite}")
     return 0 if all(s == "completed" for s in statuses) else 1

@@ -22,6 +22,7 @@ from typing import Any
 
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers import slurm_tools as tools
+from unigen.orchestrator.launchers.progress import print_outcome
 from unigen.orchestrator.launchers.slurm_script import ScriptInputs, render_script
 from unigen.orchestrator.runs import TERMINAL, RunLedger, new_run_id, now_iso
 
@@ -106,15 +107,7 @@ class SlurmLauncher:
             print("\nstopped waiting; the jobs keep running on the cluster: `unigen status`, "
                   f"`unigen cancel {ledgers[0].run_id}`", file=sys.stderr)
             return 130
-        for ledger in ledgers:
-            record = ledger.read()
-            line = f"{record['run_id']}: {record['status']}"
-            if record.get("export"):
-                line += f", model exported to {record['export']['path']}"
-            if record.get("error") and record["status"] != "completed":
-                line += f" ({record['error']})"
-            print(line)
-        return 0 if all(lg.read()["status"] == "completed" for lg in ledgers) else 1
+        return print_outcome(ledgers)
 
     # -- preview, cancel, state -----------------------------------------------------------------
     def describe(self, sub) -> str:

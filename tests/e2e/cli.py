@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.services.procs import pid_alive, wait_until
+from tests.smoke_shape import SHAPE
 
 ROOT = Path(__file__).resolve().parents[2]
 # A few steps with a checkpoint every 3: enough to resume mid-run, minutes in total on 2 cores. No mirror
 # (the smoke recipes' local object store): these runs are copied under other roots with their run ids, and
 # copies of one run would share its mirror folder; the mirror has its own tests (test_smoke_pipeline.py,
 # test_s3_checkpoints.py).
-SHORT = ["train.max_steps=12", "train.warmup_steps=2", "checkpoint.every=3", "train.log_every=1",
+SHORT = [*SHAPE, "train.max_steps=12", "train.warmup_steps=2", "checkpoint.every=3", "train.log_every=1",
          "checkpoint.uri=null"]
 
 

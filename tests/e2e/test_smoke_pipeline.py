@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from tests.e2e.cli import cli, cli_env, record, run_dirs
+from tests.smoke_shape import SHAPE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-STEPS = ["train.max_steps=8", "train.warmup_steps=2", "checkpoint.every=4"]
+STEPS = [*SHAPE, "train.max_steps=8", "train.warmup_steps=2", "checkpoint.every=4"]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_one_rank_and_two_ranks_start_from_the_same_loss_and_evaluate_alike(work
     first, val = {}, {}
     for ranks in (1, 2):
         root = tmp_path / f"ranks-{ranks}"
-        cli(workspace, "submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--wait", "train.max_steps=2",
+        cli(workspace, "submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--wait", *SHAPE, "train.max_steps=2",
             "train.warmup_steps=1", "train.lr=1e-12", "checkpoint.every=100", f"profile.local.cpu_ranks={ranks}",
             env=cli_env(root), check=True)
         (run_dir,) = run_dirs(root)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.procs import pid_alive, wait_until
+from tests.smoke_shape import SHAPE
 from unigen.orchestrator.launchers.ray import LAUNCHER
 from unigen.orchestrator.runs import RunLedger
 
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "tests" / "profiles" / "ray-local.yaml"
 UNIGEN = str(Path(sys.executable).parent / "unigen")
-SHORT = ["train.max_steps=8", "train.warmup_steps=2", "checkpoint.every=3", "train.log_every=1"]
+SHORT = [*SHAPE, "train.max_steps=8", "train.warmup_steps=2", "checkpoint.every=3", "train.log_every=1"]
 
 
 @pytest.fixture(scope="module")

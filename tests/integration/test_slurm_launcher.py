@@ -29,12 +29,13 @@ import pytest
 
 from tests.services.procs import wait_until
 from tests.services.slurm import SlurmCluster
+from tests.smoke_shape import SHAPE
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "tests" / "profiles" / "slurm-test.yaml"
-COMMON = ["train.warmup_steps=2", "checkpoint.every=4", "train.log_every=1"]
+COMMON = [*SHAPE, "train.warmup_steps=2", "checkpoint.every=4", "train.log_every=1"]
 PRETRAIN = ["train.max_steps=12", *COMMON]  # stage 1 alone (preemption, two nodes)
 PIPELINE = ["pretrain:train.max_steps=12", "instruct:train.max_steps=4", *COMMON]
 RUN_TIMEOUT = 600

@@ -133,18 +133,18 @@ def test_submit_hands_the_resolved_submission_to_the_launcher(smoke_workdir, mon
     monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: calls.append((sub, wait)) or 0)
     monkeypatch.setattr(submit, "describe_launch", lambda sub: "#!/bin/bash\n#SBATCH --fake")
     rc = cli.main(["submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--name", "trial", "--wait",
-                   "train.max_steps=40"])
+                   "train.max_steps=400"])
     assert rc == 0 and len(calls) == 1
     sub, wait = calls[0]
     assert wait is True and sub.name == "trial" and sub.world_size == 2
-    assert sub.stages[0].recipe.train.max_steps == 40 and sub.stages[0].accumulation == 2
+    assert sub.stages[0].recipe.train.max_steps == 400 and sub.stages[0].accumulation == 1
     assert sub.run_root == smoke_workdir / "unigen-runs" and not sub.run_root.exists()
 
     assert cli.main(["submit", "recipes/smoke-pretrain.yaml", "--profile", "local", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert len(calls) == 1  # --dry-run submits nothing
     assert "resolved profile:" in out and "resolved recipe:" in out and "#SBATCH --fake" in out
-    assert "global batch 8 = micro 2 x accumulation 2 x world 2" in out
+    assert "global batch 32 = micro 16 x accumulation 1 x world 2" in out
     assert out.rstrip().endswith("dry run: nothing was submitted (1 stage(s) would run with launcher local)")
     assert not (smoke_workdir / "unigen-runs").exists()
 
@@ -182,7 +182,7 @@ def test_validate_prints_config_batch_deepspeed_and_memory(smoke_workdir, capsys
     assert "world size: 2 CPU ranks (local.cpu_ranks=2 (no GPU visible))" in out
     assert "stage 2: recipes/smoke-instruct.yaml  [instruct]" in out
     assert "init_from: set at launch to stage 1's run" in out
-    assert '"gradient_accumulation_steps": 2' in out and "lr: 0.0001" in out
+    assert '"gradient_accumulation_steps": 1' in out and "lr: 0.0001" in out
     assert out.count("memory per CPU rank (estimate; 2 data-parallel ranks, fp32") == 2
     assert "ok: 2 recipe(s) and profile local valid" in out
 

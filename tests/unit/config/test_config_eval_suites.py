@@ -40,7 +40,7 @@ def test_an_unknown_suite_names_the_key_and_the_valid_suites():
 def test_a_section_with_only_suites_has_something_to_evaluate():
     sub = _resolve("eval.sources=[]", "eval.prompts=[]", "eval.suites=[t2i, depth]", "eval.suite_samples=4")
     ev = sub.stages[0].recipe.eval
-    assert ev.suites == ["t2i", "depth"] and ev.suite_samples == 4 and ev.every == 100
+    assert ev.suites == ["t2i", "depth"] and ev.suite_samples == 4 and ev.every == 800
     assert EvalSection().suites == [] and EvalSection().suite_samples == 48
 
 

@@ -48,7 +48,7 @@ def test_base_merges_mappings_replaces_lists_and_points_at_the_right_file(tmp_pa
                    "data:\n  sources:\n    - {uri: x.tar, format: webdataset, task: t2i}\n")
     recipe = load_recipe(child)
     assert recipe.name == "child" and recipe.train.lr == 2e-4
-    assert recipe.train.max_steps == 300 and recipe.train.global_batch_size == 8  # from the base
+    assert recipe.train.max_steps == 2400 and recipe.train.global_batch_size == 32  # from the base
     assert [s.uri for s in recipe.data.sources] == ["x.tar"]  # the list was replaced, not merged
     assert recipe.data.image_size == 64  # sibling keys of the replaced list survive
     assert recipe.base == str(SMOKE)
@@ -63,9 +63,9 @@ def test_base_merges_mappings_replaces_lists_and_points_at_the_right_file(tmp_pa
 
 
 def test_inherited_problem_points_into_the_base(tmp_path):
-    base = _write(tmp_path / "base.yaml", SMOKE.read_text().replace("warmup_steps: 20", "warmup_steps: 400"))
+    base = _write(tmp_path / "base.yaml", SMOKE.read_text().replace("warmup_steps: 50", "warmup_steps: 4000"))
     child = _write(tmp_path / "child.yaml", "base: base.yaml\nname: c\n")
-    with pytest.raises(ConfigError, match=r"base\.yaml:\d+: train\.warmup_steps: 400 warmup steps leave no training"):
+    with pytest.raises(ConfigError, match=r"base\.yaml:\d+: train\.warmup_steps: 4000 warmup steps leave no training"):
         load_recipe(child)
     assert base.exists()
 
@@ -105,19 +105,19 @@ def test_unprefixed_overrides_hit_every_stage_and_selectors_only_theirs():
     first, second = (s.recipe for s in sub.stages)
     assert first.train.max_steps == second.train.max_steps == 40
     assert (first.train.lr, second.train.lr) == (1e-3, 1e-5)
-    assert (first.train.warmup_steps, second.train.warmup_steps) == (5, 10)
-    assert (first.checkpoint.every, second.checkpoint.every) == (50, 7)
+    assert (first.train.warmup_steps, second.train.warmup_steps) == (5, 20)
+    assert (first.checkpoint.every, second.checkpoint.every) == (800, 7)
     assert sub.overrides == ("train.max_steps=40", "instruct:train.lr=1e-5", "smoke-pretrain:train.warmup_steps=5",
                              "2:checkpoint.every=7")
 
 
 def test_profile_overrides_change_the_world_and_the_accumulation():
-    assert resolve(SMOKE).stages[0].accumulation == 2
-    sub = resolve(SMOKE, overrides=["profile.local.cpu_ranks=4"])
-    assert sub.world_size == 4 and sub.stages[0].accumulation == 1
-    with pytest.raises(ConfigError, match=r"8 is not a multiple of micro_batch_size 2 x world size 3 "
-                                          r"\(local\.cpu_ranks=3 \(no GPU visible\)\) = 6: use e\.g\. "
-                                          r"train\.global_batch_size=6"):
+    assert resolve(SMOKE).stages[0].accumulation == 1
+    sub = resolve(SMOKE, overrides=["profile.local.cpu_ranks=1"])
+    assert sub.world_size == 1 and sub.stages[0].accumulation == 2
+    with pytest.raises(ConfigError, match=r"32 is not a multiple of micro_batch_size 16 x world size 3 "
+                                          r"\(local\.cpu_ranks=3 \(no GPU visible\)\) = 48: use e\.g\. "
+                                          r"train\.global_batch_size=48"):
         resolve(SMOKE, overrides=["profile.local.cpu_ranks=3"])
 
 

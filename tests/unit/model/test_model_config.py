@@ -10,7 +10,7 @@ from unigen.model.config import PRESET_NAMES, UniGenConfig, get_preset
 
 
 def test_presets_exist_and_have_the_contract_fields():
-    assert PRESET_NAMES == ("tiny", "unigen-3b", "unigen-7b")
+    assert PRESET_NAMES == ("tiny", "tiny-shapes", "unigen-3b", "unigen-7b")
     three = get_preset("unigen-3b")
     assert three.backbone_source == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert three.decoder_source == "Efficient-Large-Model/Sana_1600M_512px_diffusers"
@@ -23,10 +23,14 @@ def test_presets_exist_and_have_the_contract_fields():
                  "gradient_checkpointing", "dtype", "autocast", "cfg_drop_text", "cfg_drop_image",
                  "cfg_drop_both", "max_length", "attn_implementation"):
         assert hasattr(tiny, name)
+    shapes = get_preset("tiny-shapes")  # the pretrained tiny world shipped in the package's assets
+    assert (shapes.backbone_source, shapes.decoder_source) == ("assets://tiny-shapes/backbone",
+                                                               "assets://tiny-shapes/decoder")
+    assert (shapes.image_size, shapes.backbone_training) == (64, "frozen")
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown preset 'unigen-13b'.*'tiny', 'unigen-3b', 'unigen-7b'"):
+    with pytest.raises(ValueError, match=r"unknown preset 'unigen-13b'.*'tiny', 'tiny-shapes', 'unigen-3b', 'unigen-7b'"):
         get_preset("unigen-13b")
 
 

@@ -126,7 +126,7 @@ def test_suites_run_on_every_rank_and_rank_0_writes_them(tmp_path):
     folder = tmp_path / "a" / "eval" / "step-4"
     assert result.folder == folder and result.images == []
     assert [row["suite"] for row in result.suites] == ["t2i", "edit"]
-    assert [row["count"] for row in result.suites] == [2, 2] and result.suites[0]["primary"] == "overall"
+    assert [row["count"] for row in result.suites] == [4, 2] and result.suites[0]["primary"] == "overall"
     document = json.loads((folder / "suites.json").read_text())
     assert document["suites"] == result.suites and document["settings"]["num_inference_steps"] == 2
     assert (folder / "suites.md").is_file() and (folder / "suites" / "t2i-0.png").is_file()

@@ -70,7 +70,7 @@ def test_chain_with_a_parent_outside_the_run_root(tmp_path):
 def test_runs_command_without_mlflow_data(family, capsys, tmp_path):
     assert runs_cmd.run(argparse.Namespace(run_root=str(family), experiment=None, stage="pretrain", status=None)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["pre-1", "pretrain", "queued", "0/20", "-", "-", "20", "s3://ck/pre/step-20", "-"]
+    assert lines[1].split() == ["pre-1", "pretrain", "queued", "0/20", "-", "-", "-", "20", "s3://ck/pre/step-20", "-"]
     assert runs_cmd.run(argparse.Namespace(run_root=str(tmp_path / "empty"), experiment=None, stage=None,
                                            status=None)) == 0
     assert "no runs under" in capsys.readouterr().out
