@@ -7,7 +7,7 @@ Prints:
   each stage's loss at the start and at the end (first and last 10 steps, averaged)
   each stage's held-out val_loss at its first and last evaluation, and the seconds an evaluation took
 
-    python bench/cli_and_smoke.py                 # the README's pipeline, full smoke recipes (~6 min)
+    python bench/cli_and_smoke.py                 # the README's pipeline, full smoke recipes (~20 min)
     python bench/cli_and_smoke.py --steps 60      # shorter: train.max_steps overridden on both stages
 """
 from __future__ import annotations

@@ -149,7 +149,7 @@ def _t2i(drawer: Drawer, samples: int, seed: int, size: int) -> SuiteResult:
 
     matched, swapped = caption_swap_losses(drawer.pipe, samples, seed)
     use = {"prompt_use": 1.0 - matched / swapped, "loss_matched": matched, "loss_swapped": swapped}
-    return SuiteResult("t2i", {**summary(scores), **use}, {**summary(baseline), "prompt_use": 0.0}, len(cases),
+    return SuiteResult("t2i", {**summary(scores), **use}, {**summary(baseline), "prompt_use": 0.0, "loss_matched": None, "loss_swapped": None}, len(cases),
                        examples=_examples("t2i", pictures))
 
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to build (default all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--backbone-steps", type=int, default=3000)
+    ap.add_argument("--backbone-steps", type=int, default=4000)
     ap.add_argument("--vae-steps", type=int, default=4000)
     args = ap.parse_args(argv)
     import torch
@@ -84,13 +84,19 @@ def main(argv=None) -> int:
         report = BUILDERS[part](out, args)
         report.update({"seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
                        "machine": platform.machine(), "threads": args.threads,
-                       "built": time.strftime("%Y-%m-%d"), "command": f"python -m unigen.model.tinyworld --data "
-                       f"{args.data} --parts {part} --seed {args.seed}"})
+                       "built": time.strftime("%Y-%m-%d"), "command": " ".join(_command(args, part))})
         record = json.loads(record_path.read_text()) if record_path.exists() else {}
         record[part] = report
         record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         _log(f"{part}: {json.dumps({k: v for k, v in report.items() if k != 'settings'})}")
     return 0
+
+
+def _command(args, part: str) -> list[str]:
+    """The command line that rebuilds ``part`` with these settings (recorded in BUILD.json)."""
+    steps = {"backbone": ["--backbone-steps", str(args.backbone_steps)], "vae": ["--vae-steps", str(args.vae_steps)]}
+    return ["python -m unigen.model.tinyworld", "--data", str(args.data), "--parts", part, "--seed", str(args.seed),
+            *steps.get(part, [])]
 
 
 def _log(message: str) -> None:

@@ -86,8 +86,8 @@ def test_unigen_eval_scores_the_final_model_and_a_committed_checkpoint(evaluated
     line = _evals(evaluated_run)[-1]
     assert line["source"] == "unigen eval" and line["step"] == 12 and [r["suite"] for r in line["suites"]] == \
         ["t2i", "edit"]
-    for row in line["suites"]:
-        assert row["count"] == 4 and row["metrics"][row["primary"]] is not None
+    for row, count in zip(line["suites"], (8, 4)):  # t2i: 4 GenEval + 4 attribute prompts
+        assert row["count"] == count and row["metrics"][row["primary"]] is not None
         assert _in_unit_range(row["metrics"]) and _in_unit_range(row["baseline"])
         assert row["baseline"].keys() == row["metrics"].keys()
     document = json.loads((evaluated_run / "eval" / "step-12" / "suites.json").read_text())
