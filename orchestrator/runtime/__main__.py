@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -11,6 +12,10 @@ from unigen.orchestrator.exitcodes import EXIT_CRASH, EXIT_FATAL
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.runtime.context import RankContext
 from unigen.orchestrator.secrets import ScrubFilter, scrub
+
+# No progress bars from the hub libraries in a rank: a rank's log is a file, where a bar is noise, and a bar
+# starts tqdm's monitor thread, one more thread alive when the data loader forks its workers.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _setup_logging(rank: int) -> None:

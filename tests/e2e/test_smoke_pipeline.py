@@ -110,7 +110,8 @@ def test_status_runs_and_lineage_show_both_stages(pipeline):
 
 
 def test_the_final_evaluation_is_in_eval_jsonl_the_run_folder_status_and_mlflow(pipeline):
-    """The smoke recipes evaluate every 100 steps and after the last: at step 8 here, on the held-out split."""
+    """The smoke recipes evaluate after the last step (stage 1 also every 800): at step 8 here, on the held-out
+    split, with the sample prompts and the suites."""
     from mlflow import MlflowClient
 
     root, env, _ = pipeline
@@ -130,7 +131,8 @@ def test_the_final_evaluation_is_in_eval_jsonl_the_run_folder_status_and_mlflow(
         mlflow_id = run["mlflow"]["run_id"]
         assert [(m.step, m.value) for m in client.get_metric_history(mlflow_id, "val_loss")] == [(8, row["val_loss"])]
         assert sorted(a.path for a in client.list_artifacts(mlflow_id, "eval/step-8")) == \
-            ["eval/step-8/prompt-0.png", "eval/step-8/prompt-1.png", "eval/step-8/prompts.json"]
+            ["eval/step-8/prompt-0.png", "eval/step-8/prompt-1.png", "eval/step-8/prompts.json",
+             "eval/step-8/suites", "eval/step-8/suites.json", "eval/step-8/suites.md"]
 
 
 def test_one_rank_and_two_ranks_start_from_the_same_loss_and_evaluate_alike(workspace, tmp_path):
