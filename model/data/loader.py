@@ -25,6 +25,14 @@ from unigen.model.data.worker import CollateWithEvents, SampleLoader, WorkDatase
 
 log = logging.getLogger("unigen.data")
 LAST_BAD_KEPT = 5
+# Workers start from a fork server, not by forking the rank. A rank has threads (gloo, the checkpoint
+# uploader, background deletions, the tracking sender); CPython 3.11 can deadlock a forked child in
+# PyOS_AfterFork_Child when another thread held the interpreter's thread-state lock at the fork, and then
+# the rank waits for its first batch forever while the others time out in their first collective (twice
+# in one day of end-to-end tests, a resumed attempt each time; gdb showed the worker stuck in
+# _PyThreadState_DeleteExcept). The fork server is a clean single-threaded process; each
+# worker gets the dataset and collate pickled, once per attempt (persistent workers).
+WORKER_START = "forkserver"
 
 
 def build_loader(spec, collate: Callable[[list], Any], *, seed: int, global_batch_size: int,
@@ -91,7 +99,7 @@ class Loader:
         from torch.utils.data import DataLoader
         workers = self.spec.num_workers
         extra = {"prefetch_factor": self.spec.prefetch_factor, "persistent_workers": True,
-                 "worker_init_fn": ignore_stop_signals} if workers else {}
+                 "worker_init_fn": ignore_stop_signals, "multiprocessing_context": WORKER_START} if workers else {}
         dataset = WorkDataset(SampleLoader(self.sources, self.mixture, self.seed, self.spec.image_size))
         return DataLoader(dataset, batch_sampler=_StepSampler(self), num_workers=workers,
                           collate_fn=CollateWithEvents(collate, self.micro_batch_size), **extra)
