@@ -23,11 +23,11 @@ import os
 import re
 import secrets as _random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.secrets import redact
 
@@ -170,19 +170,10 @@ class RunLedger:
     def _write(self, record: dict[str, Any]) -> None:
         record["updated_at"] = now_iso()
         data = json.dumps(record, indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".run.json.", dir=self.paths.root)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        # run.json is never absent: readers take no lock and must always find a whole file.
+        with atomic_open(self.paths.ledger, "w", fsync=True) as fh:
+            fh.write(data)
             self._keep_backup()
-            # run.json is never absent: readers take no lock and must always find a whole file.
-            os.replace(tmp, self.paths.ledger)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     def _keep_backup(self) -> None:
         """Keep the previous good version as run.json.bak without ever removing run.json.

@@ -22,11 +22,9 @@ import time
 from typing import Iterable
 
 from unigen.orchestrator.comm import Comm
-
-# "Requeue me": the process saved a committed checkpoint because it was asked to stop, and wants to be
-# started again (the local launcher restarts it at once; the SLURM launcher requeues the job).
-# 75 is EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry".
-EXIT_REQUEUE = 75
+# "Requeue me" (75): the process saved a committed checkpoint because it was asked to stop, and wants to
+# be started again (the local launcher restarts it at once; the SLURM launcher requeues the job).
+from unigen.orchestrator.exitcodes import EXIT_REQUEUE  # noqa: F401 - re-exported (signals.EXIT_REQUEUE)
 
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGUSR2, signal.SIGTERM)
 

@@ -11,5 +11,20 @@ py=${PYTHON:-python3}
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "$venv/bin/python" -m pip install -q "torch==2.13.0" || "$venv/bin/python" -m pip install -q "torch>=2.6"
 fi
-"$venv/bin/python" -m pip install -q -e ".[ray,test]"
+# setuptools notes on every editable build that folders named like the package may shadow it; there
+# is none here (the package is unigen, its folders model/ and orchestrator/), so keep the log quiet.
+PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install -q -e ".[ray,test]"
 "$venv/bin/python" -m pip check
+# One line saying what is there (-I: the checkout's unigen.egg-info must not answer for the venv).
+"$venv/bin/python" -I - "$venv" <<'EOF'
+import importlib.metadata as md, json, platform, sys
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "missing"
+editable = json.loads(md.distribution("unigen").read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable")
+libs = ", ".join(f"{n} {version(n)}" for n in ("torch", "transformers", "diffusers", "deepspeed", "mlflow", "ray"))
+print(f"installed unigen {version('unigen')}{' (editable)' if editable else ''} into {sys.argv[1]}: "
+      f"python {platform.python_version()}, {libs}")
+EOF

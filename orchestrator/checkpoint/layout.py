@@ -14,12 +14,12 @@ A remote copy (``checkpoint.uri``) has the same layout under its prefix.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
-import secrets
 from pathlib import Path
 from typing import Any
+
+from unigen.orchestrator.atomic import atomic_write_bytes as _atomic_write_bytes
 
 FORMAT = "unigen.checkpoint/1"
 COMMIT_NAME = "COMMIT.json"
@@ -87,30 +87,10 @@ def resolve_inside(root: Path, rel: str) -> Path:
 
 
 # -- crash-safe writes ----------------------------------------------------------------------------
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (POSIX needs the directory synced too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so a reader sees the old content or the new one, never a mix, even
     across a crash or a power cut: temp file in the same folder, fsync, os.replace, fsync folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    _atomic_write_bytes(path, data, fsync=True)
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -8,6 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from unigen.orchestrator.atomic import fsync_dir
 from unigen.orchestrator.checkpoint.layout import (
     COMMIT_NAME,
     INCOMING_PREFIX,
@@ -15,7 +16,6 @@ from unigen.orchestrator.checkpoint.layout import (
     QUARANTINE_DIR,
     TRASH_PREFIX,
     atomic_write_bytes,
-    fsync_dir,
     step_dir_name,
 )
 from unigen.orchestrator.checkpoint.plan import scan_local

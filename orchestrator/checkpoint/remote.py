@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.atomic import fsync_dir
 from unigen.orchestrator.checkpoint.errors import CheckpointError
 from unigen.orchestrator.checkpoint.layout import (
     COMMIT_NAME,
     INCOMING_PREFIX,
     LATEST_NAME,
     check_relpath,
-    fsync_dir,
     parse_step_dir,
     resolve_inside,
     step_dir_name,

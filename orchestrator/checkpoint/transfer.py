@@ -4,7 +4,7 @@ On an async filesystem (s3fs) a transfer is s3fs's own ``_put_file``/``_get_file
 files go multipart with our chunk size and part concurrency), run on the filesystem's event loop;
 cancelling its future aborts the HTTP requests, which is how the watchdog restarts a transfer that
 made no progress for ``stall_timeout_s``. On a sync filesystem (a shared path) a worker thread copies
-in chunks to a ``.partial`` name and renames; a stalled worker is abandoned and a new one started.
+in chunks to a temp name and renames; a stalled worker is abandoned and a new one started.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.secrets import scrub
 
 _WATCH_S = 0.25  # how often the watchdog looks at progress when nothing finishes
@@ -132,10 +133,8 @@ class _Attempt:
                     self._copy(src, dst, policy.chunksize)
                 fs.mv(partial, rpath)
             else:
-                partial = f"{lpath}.partial-{secrets.token_hex(4)}"
-                with fs.open(rpath, "rb") as src, open(partial, "wb") as dst:
+                with fs.open(rpath, "rb") as src, atomic_open(lpath, "wb") as dst:
                     self._copy(src, dst, policy.chunksize)
-                os.replace(partial, lpath)
         except BaseException as e:  # reported through poll(); a thread must not die silently
             self.error = e
         finally:

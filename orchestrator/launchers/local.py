@@ -1,11 +1,15 @@
 """The local launcher: every rank of a run as a child process of one supervisor on this machine.
 
-The supervisor owns the attempt loop that a scheduler owns on a cluster:
+The supervisor owns the attempt loop that a scheduler owns on a cluster; it is the Ray driver's loop
+(``ray_attempts.RunAttempts``, Ray-free) over a ``LocalGroup`` of child processes, with the decisions of
+``attempt_policy``:
 - all ranks exit 0                   -> the run is completed;
-- a rank exits EXIT_REQUEUE (75)     -> it saved a committed checkpoint on a preemption signal: start
-                                        the next attempt at once (it resumes from that checkpoint);
-- a rank dies any other way          -> stop the others, and restart from the newest committed
-                                        checkpoint while ``local.max_restarts`` allows;
+- ranks exit 0 or EXIT_REQUEUE (75)  -> they saved a committed checkpoint on a preemption signal: start
+                                        the next attempt at once (it resumes from that checkpoint), outside
+                                        the restart budget;
+- a rank exits 2 (a user error)      -> failed, never restarted;
+- a rank dies any other way          -> stop the others after ``PEER_GRACE_S``, and restart from the newest
+                                        committed checkpoint while ``local.max_restarts`` allows;
 - the supervisor gets SIGTERM/SIGINT -> forward SIGTERM (ranks save and exit 75), mark cancelled.
 
 Stages of a multi-stage submission run one after the other; a stage starts only when the previous
@@ -23,22 +27,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
+from unigen.orchestrator.launchers.ray_attempts import RunAttempts, Settings, _guarded
+from unigen.orchestrator.launchers.ray_plan import RankSlot, WorkerInfo
 from unigen.orchestrator.runs import RunLedger
-from unigen.orchestrator.exitcodes import EXIT_FATAL, EXIT_REQUEUE
 
 log = logging.getLogger("unigen.launcher")
-
-# A rank that crashes leaves its peers blocked in a collective; give them this long to notice (their
-# own exit) before they are stopped.
-PEER_GRACE_S = 10.0
-# After a cancel, ranks save a checkpoint before exiting; a save of a big model takes a while.
-CANCEL_GRACE_S = 300.0
-MAX_REQUEUES = 1000  # a loop guard, not a budget: every requeue follows a committed checkpoint
 
 
 def free_port() -> int:
@@ -58,20 +55,15 @@ def local_world_size(profile: dict) -> int:
     return int(local.get("cpu_ranks") or 2)
 
 
-@dataclass
-class AttemptResult:
-    exit_reason: str  # completed | requeue | crashed | fatal (a user error: never restarted)
-    exit_codes: list[int]
-
-
 class LocalSupervisor:
     """Runs the attempts of one or more runs (stages) on this machine."""
 
-    def __init__(self, run_dirs: list[Path], *, on_tick: Callable[[RunLedger], None] | None = None):
+    def __init__(self, run_dirs: list[Path], *, on_tick: Callable[[RunLedger], None] | None = None,
+                 rank_command: list[str] | None = None):
         self.run_dirs = [Path(d) for d in run_dirs]
         self.on_tick = on_tick
+        self.rank_command = rank_command  # instead of the runtime, followed by the run folder (tests)
         self._cancel = False
-        self._procs: list[subprocess.Popen] = []
 
     # -- signals --------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -79,18 +71,11 @@ class LocalSupervisor:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        # Only a flag: the attempt loop sends SIGTERM to the ranks once (a second one could reach a rank
+        # that is already exiting, with default handlers, and lose its exit code).
         if not self._cancel:
             log.warning("signal %d: asking ranks to save and stop", signum)
         self._cancel = True
-        self._signal_ranks(signal.SIGTERM)
-
-    def _signal_ranks(self, sig: int) -> None:
-        for p in self._procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, sig)  # each rank leads its own process group (its loader workers)
-                except ProcessLookupError:
-                    pass
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -113,95 +98,80 @@ class LocalSupervisor:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         try:
-            self._attempts(ledger)
+            _guarded(ledger, self._attempts)  # a supervisor error fails the run instead of leaving it running
         finally:
             log.removeHandler(handler)
             handler.close()
 
-    def _attempts(self, ledger: RunLedger) -> None:
-        record = ledger.read()
-        profile = record["profile"]
-        max_restarts = int((profile.get("local") or {}).get("max_restarts", 3))
-        crashes = requeues = 0
-        while True:
-            attempt = ledger.start_attempt(job_id=f"local:{os.getpid()}", nodes=socket.gethostname())
-            log.info("%s: attempt %d starting", record["run_id"], attempt)
-            result = self._attempt(ledger, attempt, profile)
-            if result.exit_reason == "completed":
-                ledger.end_attempt(exit_reason="completed", exit_code=0, status="completed")
-                return
-            if self._cancel:
-                ledger.end_attempt(exit_reason="cancelled", exit_code=_worst(result.exit_codes), status="cancelled")
-                return
-            if result.exit_reason == "requeue" and requeues < MAX_REQUEUES:
-                requeues += 1
-                ledger.end_attempt(exit_reason="requeue", exit_code=EXIT_REQUEUE, status="requeued")
-                continue
-            crashes += 1
-            if result.exit_reason != "fatal" and crashes <= max_restarts:
-                log.warning("%s: attempt %d crashed (exit codes %s); restart %d of %d from the last checkpoint",
-                            record["run_id"], attempt, result.exit_codes, crashes, max_restarts)
-                ledger.end_attempt(exit_reason="crashed", exit_code=_worst(result.exit_codes), status="requeued")
-                continue
-            ledger.end_attempt(exit_reason="crashed", exit_code=_worst(result.exit_codes), status="failed")
-            ledger.update(lambda r: r.__setitem__("error", r.get("error") or
-                                                  f"crashed {crashes} times; see {ledger.paths.logs}/rank-*.log"))
-            return
-
-    def _attempt(self, ledger: RunLedger, attempt: int, profile: dict) -> AttemptResult:
+    def _attempts(self, ledger: RunLedger) -> RunAttempts:
+        profile = ledger.read()["profile"]
         world = local_world_size(profile)
-        port = free_port()
-        threads = max(1, (os.cpu_count() or 1) // world)
-        env_base = dict(os.environ)
-        env_base.update({str(k): str(v) for k, v in (profile.get("env") or {}).items()})
-        env_base.update({"WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                         "UNIGEN_ATTEMPT": str(attempt), "UNIGEN_JOB_ID": f"local:{os.getpid()}",
-                         "OMP_NUM_THREADS": env_base.get("OMP_NUM_THREADS", str(threads)),
-                         "PYTHONUNBUFFERED": "1"})
-        ledger.paths.logs.mkdir(parents=True, exist_ok=True)
-        workdir = _workdir(ledger)
-        self._procs = []
-        for rank in range(world):
-            env = dict(env_base, RANK=str(rank), LOCAL_RANK=str(rank))
-            with open(ledger.paths.rank_log(rank), "ab") as out:
-                out.write(f"\n===== attempt {attempt} rank {rank} =====\n".encode())
-                out.flush()
-                self._procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "unigen.orchestrator.runtime", str(ledger.paths.root)],
-                    env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, preexec_fn=_term_when_parent_dies))
-        pids = [p.pid for p in self._procs]  # operators (and tests) signal ranks by these
-        ledger.update(lambda r: r["attempts"][-1].__setitem__("pids", pids))
-        if self._cancel:  # a signal arrived while we were starting them
-            self._signal_ranks(signal.SIGTERM)
-        codes = self._wait_all(ledger)
-        if all(c == 0 for c in codes):
-            return AttemptResult("completed", codes)
-        if all(c in (0, EXIT_REQUEUE) for c in codes):
-            return AttemptResult("requeue", codes)
-        if EXIT_FATAL in codes:
-            return AttemptResult("fatal", codes)
-        return AttemptResult("crashed", codes)
+        env = {str(k): str(v) for k, v in (profile.get("env") or {}).items()}
+        threads = {**os.environ, **env}.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // world))
+        settings = Settings(job_id=f"local:{os.getpid()}", gpus=False,
+                            max_failures=int((profile.get("local") or {}).get("max_restarts", 3)),
+                            cancel_grace_s=CANCEL_GRACE_S, cwd=_workdir(ledger),
+                            env={**env, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}, poll_s=0.2,
+                            budget="local.max_restarts", waiting_for="ranks", job_label="supervisor",
+                            on_tick=self.on_tick)
+        visible = {**os.environ, **env}.get("CUDA_VISIBLE_DEVICES")
+        return RunAttempts(ledger, lambda: LocalGroup(ledger, local_world_size(profile), visible, self.rank_command),
+                           settings, stopping=lambda: self._cancel)
 
-    def _wait_all(self, ledger: RunLedger) -> list[int]:
-        first_failure: float | None = None
-        cancel_seen: float | None = None
-        while True:
-            codes = [p.poll() for p in self._procs]
-            if all(c is not None for c in codes):
-                return [int(c) for c in codes]
-            now = time.monotonic()
-            failed = [c for c in codes if c not in (None, 0, EXIT_REQUEUE)]
-            if failed and first_failure is None:
-                first_failure = now
-            if self._cancel and cancel_seen is None:
-                cancel_seen = now
-            if (first_failure and now - first_failure > PEER_GRACE_S) or \
-               (cancel_seen and now - cancel_seen > CANCEL_GRACE_S):
-                self._signal_ranks(signal.SIGKILL)
-            if self.on_tick:
-                self.on_tick(ledger)
-            time.sleep(0.2)
+
+class LocalGroup:
+    """The ranks of one attempt as child processes of the supervisor (a ``ray_attempts.RankGroup``).
+    Each rank leads its own process group (with its loader workers) and sees the GPUs the supervisor sees
+    (``visible``: CUDA_VISIBLE_DEVICES of the supervisor or the profile's env; LOCAL_RANK picks one)."""
+
+    def __init__(self, ledger: RunLedger, world: int, visible: str | None = None, command: list[str] | None = None):
+        self.ledger, self.world, self.visible = ledger, world, visible
+        self.command = command or [sys.executable, "-m", "unigen.orchestrator.runtime"]
+        self.procs: list[subprocess.Popen] = []
+
+    def place(self, should_stop: Callable[[], bool]) -> list[WorkerInfo] | None:
+        return [WorkerInfo(rank, "local", "127.0.0.1", socket.gethostname()) for rank in range(self.world)]
+
+    def free_port(self) -> int:
+        return free_port()
+
+    def missing_paths(self, paths: list[str]) -> list[str]:
+        return []
+
+    def start(self, slots: Sequence[RankSlot], *, run_dir: str, cwd: str | None, header: str) -> list[dict]:
+        self.ledger.paths.logs.mkdir(parents=True, exist_ok=True)
+        for slot in slots:
+            env = {**os.environ, **slot.env}
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # rank_layout's (it hides GPUs from CPU ranks)
+            if self.visible is not None:
+                env["CUDA_VISIBLE_DEVICES"] = self.visible
+            with open(self.ledger.paths.rank_log(slot.rank), "ab") as out:
+                out.write(f"\n===== {header} rank {slot.rank} =====\n".encode())
+                out.flush()
+                self.procs.append(subprocess.Popen(
+                    [*self.command, run_dir],
+                    env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, preexec_fn=_term_when_parent_dies))
+        return [{"pid": p.pid, "host": socket.gethostname()} for p in self.procs]
+
+    def poll(self) -> list[int | None]:
+        return [p.poll() for p in self.procs]
+
+    def signal(self, signum: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signum)  # each rank leads its own process group (its loader workers)
+                except ProcessLookupError:
+                    pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def release(self) -> None:
+        self.kill()
+        for p in self.procs:
+            p.wait()
 
 
 def _term_when_parent_dies() -> None:
@@ -214,11 +184,6 @@ def _term_when_parent_dies() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def _worst(codes: list[int]) -> int:
-    bad = [c for c in codes if c != 0]
-    return bad[0] if bad else 0
 
 
 class LocalLauncher:

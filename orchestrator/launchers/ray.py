@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
 from unigen.orchestrator.launchers.ray_job import (
     ACTIVE_JOB_STATES,
     TERMINAL_JOB_STATES,
@@ -106,7 +107,7 @@ class RayLauncher:
                             _request_cancel(ledger)
                     elif len(interrupts) > 1:
                         view.write(f"detached; Ray job {submission_id} goes on: `unigen status`, `unigen cancel`")
-                        return 130
+                        return EXIT_INTERRUPTED
                     if time.monotonic() - last_poll >= STATUS_POLL_S:
                         last_poll = time.monotonic()
                         try:

@@ -1,13 +1,15 @@
-"""The attempt loop of the Ray job driver, free of Ray: it drives any ``RankGroup``.
+"""The attempt loop, free of Ray: it drives any ``RankGroup`` (the Ray driver's actors in ``ray_group``,
+the local supervisor's child processes in ``local``), so both launchers run the same loop.
 
 Per run (stage), until it ends:
 - place the workers (waiting for resources; a cancel while waiting ends the run as cancelled);
 - start an attempt: run.json gets job id, nodes, and each rank's host and pid;
 - watch the ranks: when one ends badly the others get ``peer_grace_s`` to notice (a rank blocked in
   a collective often exits by itself), then the group is killed;
-- all ranks 0: completed. All 0 or 75 (saved on a stop signal): next attempt at once. Any 2: failed,
-  never restarted. Otherwise (a crash, a kill, a lost worker): restart from the last committed
-  checkpoint while ``max_failures`` allows; the runtime resumes by itself.
+- what the exit codes mean and what follows is ``attempt_policy``: all ranks 0: completed. All 0 or
+  75 (saved on a stop signal): next attempt at once, outside the failure budget. Any 2: failed, never
+  restarted. Otherwise (a crash, a kill, a lost worker): restart from the last committed checkpoint
+  while ``max_failures`` allows; the runtime resumes by itself.
 - a cancel (``cancel_requested`` in run.json, written by ``unigen cancel``, or SIGTERM to the driver
   from ``ray job stop``): SIGTERM to every rank, they save and exit 75, the run is cancelled;
   after ``cancel_grace_s`` what is left is killed.
@@ -23,23 +25,14 @@ from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence
 
 from unigen.orchestrator.exitcodes import EXIT_FATAL
-from unigen.orchestrator.launchers.ray_plan import (
-    LOST,
-    Outcome,
-    RankSlot,
-    WorkerInfo,
-    classify,
-    describe_code,
-    first_failure,
-    rank_layout,
-)
+from unigen.orchestrator.launchers import attempt_policy as policy
+from unigen.orchestrator.launchers.attempt_policy import LOST, PEER_GRACE_S, Outcome, classify, describe_code, first_failure
+from unigen.orchestrator.launchers.ray_plan import RankSlot, WorkerInfo, rank_layout
 from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
 from unigen.orchestrator.secrets import ScrubFilter, scrub
 
 log = logging.getLogger("unigen.launcher.ray")
 
-PEER_GRACE_S = 10.0
-MAX_REQUEUES = 1000  # a loop guard, not a budget: every requeue follows a committed checkpoint
 LEDGER_READ_S = 1.0  # how often the driver looks for a cancel request in run.json
 
 
@@ -81,6 +74,10 @@ class Settings:
     env: dict[str, str] | None = None
     peer_grace_s: float = PEER_GRACE_S
     poll_s: float = 0.5
+    budget: str = "ray.max_failures"  # the profile setting max_failures comes from (in messages)
+    waiting_for: str = "Ray workers"  # what place() waits for (in messages)
+    job_label: str = "ray job"  # what job_id is (in the rank logs' attempt header)
+    on_tick: Callable[[RunLedger], None] | None = None  # called at every poll while ranks run
 
 
 class RunAttempts:
@@ -112,7 +109,7 @@ class RunAttempts:
     def run(self) -> str:
         """Run attempts until the run ends; returns its final status."""
         run_id = self.ledger.run_id
-        crashes = requeues = 0
+        restarts = requeues = 0
         while True:
             if self.cancelled():
                 self.ledger.set_status("cancelled", error="cancelled")
@@ -123,35 +120,32 @@ class RunAttempts:
             finally:
                 group.release()
             if outcome is None:  # cancelled while waiting for workers: no attempt was started
-                self.ledger.set_status("cancelled", error="cancelled while waiting for Ray workers")
+                self.ledger.set_status("cancelled", error=f"cancelled while waiting for {self.s.waiting_for}")
                 return "cancelled"
-            if outcome.reason == "completed":
-                self._end("completed", outcome, "completed")
-                return "completed"
-            if self._cancel_seen:
+            d = policy.decide(outcome, restarts_used=restarts, requeues_used=requeues,
+                              max_restarts=self.s.max_failures, cancelled=self._cancel_seen)
+            restarts, requeues = d.restarts, d.requeues
+            if d.action == "cancel":
                 saved = "every rank saved a checkpoint first" if outcome.reason == "requeue" else outcome.detail
-                self._end("cancelled", replace(outcome, detail=f"cancelled: {saved}"), "cancelled")
-                return "cancelled"
-            if outcome.reason == "requeue" and requeues < MAX_REQUEUES:
-                requeues += 1
+                outcome = replace(outcome, detail=f"cancelled: {saved}")
+            elif d.action == "requeue":
                 log.info("%s: every rank saved and asked to be restarted: next attempt now", run_id)
-                self._end("requeue", outcome, "requeued")
-                continue
-            if outcome.reason == "fatal":
-                log.error("%s: %s: a user error, not restarted (see run.json error)", run_id, outcome.detail)
-                self._end("crashed", outcome, "failed")
-                self._set_error(f"failed: {outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
-                return "failed"
-            crashes += 1
-            if crashes <= self.s.max_failures:
+            elif d.action == "restart":
                 log.warning("%s: attempt crashed (%s); restart %d of %d from the last committed checkpoint",
-                            run_id, outcome.detail, crashes, self.s.max_failures)
-                self._end("crashed", outcome, "requeued")
+                            run_id, outcome.detail, restarts, self.s.max_failures)
+            elif d.over == "fatal":
+                log.error("%s: %s: a user error, not restarted (see run.json error)", run_id, outcome.detail)
+            self._end(d.exit_reason, outcome, d.status)
+            if d.again:
                 continue
-            self._end("crashed", outcome, "failed")
-            self._set_error(f"crashed {crashes} times (ray.max_failures={self.s.max_failures}), last: "
-                            f"{outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
-            return "failed"
+            if d.over == "fatal":
+                self._set_error(f"failed: {outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
+            elif d.over == "requeues":
+                self._set_error(f"requeued {requeues} times, more than the loop guard of {policy.MAX_REQUEUES}")
+            elif d.over:
+                self._set_error(f"crashed {restarts} times ({self.s.budget}={self.s.max_failures}), last: "
+                                f"{outcome.detail}; see {self.ledger.paths.logs}/rank-*.log")
+            return d.status
 
     # -- one attempt ------------------------------------------------------------------------------
     def _attempt(self, group: RankGroup, run_id: str) -> Outcome | None:
@@ -176,7 +170,7 @@ class RunAttempts:
         extra = {**(self.s.env or {}), "UNIGEN_ATTEMPT": str(attempt), "UNIGEN_JOB_ID": self.s.job_id}
         slots = [RankSlot(s.rank, s.worker, {**extra, **s.env}) for s in slots]
         log.info("%s: attempt %d on %s (MASTER_ADDR=%s)", run_id, attempt, nodes, slots[0].env["MASTER_ADDR"])
-        header = f"attempt {attempt} (ray job {self.s.job_id})"
+        header = f"attempt {attempt} ({self.s.job_label} {self.s.job_id})"
         try:
             started = group.start(slots, run_dir=run_dir, cwd=self.s.cwd, header=header)
         except Exception as e:  # noqa: BLE001 - e.g. an actor died between placement and start
@@ -210,6 +204,8 @@ class RunAttempts:
                                or (cancel_at is not None and now - cancel_at > self.s.cancel_grace_s)):
                 killed = True
                 group.kill()
+            if self.s.on_tick:
+                self.s.on_tick(self.ledger)
             time.sleep(self.s.poll_s)
 
     # -- ledger ---------------------------------------------------------------------------------

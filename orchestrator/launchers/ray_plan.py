@@ -2,17 +2,15 @@
 
 - ``rank_layout``: which placed worker becomes which rank, its LOCAL_RANK, the rendezvous address,
   and what each rank may see of the GPUs;
-- ``classify``: what the exit codes of one attempt mean (completed, requeue, fatal, crashed).
+- ``bundles``: the placement group's resources.
+What the exit codes of an attempt mean is ``attempt_policy`` (shared with the local and SLURM launchers).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from unigen.orchestrator.exitcodes import EXIT_FATAL, EXIT_REQUEUE
-
-# poll() of a worker that vanished (its actor or node died): not an exit code a process can return.
-LOST = -1000
+from unigen.orchestrator.launchers.attempt_policy import LOST  # noqa: F401 - ray_group's poll() sentinel
 
 
 @dataclass(frozen=True)
@@ -69,56 +67,6 @@ def rank_layout(workers: Sequence[WorkerInfo], *, master_port: int, gpus: bool) 
             env["CUDA_VISIBLE_DEVICES"] = ""
         slots.append(RankSlot(rank, w, env))
     return slots
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended. ``reason``: completed | requeue | fatal | crashed."""
-
-    reason: str
-    codes: tuple[int, ...]
-    detail: str
-    exit_code: int = 0  # the code that says why: the first failing rank's (75 for a requeue)
-
-    def __post_init__(self) -> None:
-        if self.reason == "requeue" and not self.exit_code:
-            object.__setattr__(self, "exit_code", EXIT_REQUEUE)
-
-
-def describe_code(code: int) -> str:
-    if code == LOST:
-        return "lost (its Ray worker or node died)"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exited {code}"
-
-
-def classify(codes: Sequence[int], first_bad: int | None = None) -> Outcome:
-    """All 0: completed. Only 0 and 75: every rank saved on a stop signal, restart at once. Any 2: a
-    user error a restart cannot fix. Anything else (a crash, a signal, a lost worker): crashed.
-
-    ``first_bad`` is the rank seen failing first: the cause, while its peers usually fail after it
-    (a collective whose partner vanished); it comes first in ``detail`` and gives ``exit_code``."""
-    codes = tuple(int(c) for c in codes)
-    bad = [(r, c) for r, c in enumerate(codes) if c not in (0, EXIT_REQUEUE)]
-    bad.sort(key=lambda rc: rc[0] != first_bad)
-    detail = "; ".join(f"rank {r} {describe_code(c)}" for r, c in bad[:4])
-    if all(c == 0 for c in codes):
-        return Outcome("completed", codes, "all ranks exited 0")
-    if not bad:
-        return Outcome("requeue", codes, f"ranks saved a checkpoint and asked to be restarted (exit {EXIT_REQUEUE})")
-    if any(c == EXIT_FATAL for c in codes):
-        fatal = [(r, c) for r, c in bad if c == EXIT_FATAL]
-        return Outcome("fatal", codes, detail, fatal[0][1])
-    return Outcome("crashed", codes, detail, bad[0][1])
-
-
-def first_failure(codes: Sequence[int | None]) -> int | None:
-    """The first rank that ended badly while others may still run (None: none has)."""
-    for rank, code in enumerate(codes):
-        if code is not None and code not in (0, EXIT_REQUEUE):
-            return rank
-    return None
 
 
 def bundles(workers: int, cpus: float, gpus: float) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
 from unigen.orchestrator.launchers import slurm_tools as tools
 from unigen.orchestrator.launchers.progress import print_outcome
 from unigen.orchestrator.launchers.slurm_script import ScriptInputs, render_script
@@ -106,7 +107,7 @@ class SlurmLauncher:
         except KeyboardInterrupt:
             print("\nstopped waiting; the jobs keep running on the cluster: `unigen status`, "
                   f"`unigen cancel {ledgers[0].run_id}`", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         return print_outcome(ledgers)
 
     # -- preview, cancel, state -----------------------------------------------------------------

@@ -32,9 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-from unigen.orchestrator.exitcodes import EXIT_REQUEUE
+from unigen.orchestrator.atomic import atomic_write_text
+from unigen.orchestrator.exitcodes import from_returncode
+from unigen.orchestrator.launchers.attempt_policy import PEER_GRACE_S, is_failure
 
-PEER_GRACE_S = 10.0
 POLL_S = 0.2
 CANCEL_POLL_S = 2.0
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
@@ -66,9 +67,7 @@ def handler_installed(pid: int, sig: int) -> bool:
 
 
 def write_exit(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, path)  # the driver and the peers never see half a file
+    atomic_write_text(path, json.dumps(payload) + "\n")  # the driver and the peers never see half a file
 
 
 def read_exit(path: Path) -> dict | None:
@@ -123,7 +122,7 @@ class Task:
         while True:
             rc = self.child.poll()
             if rc is not None:
-                return rc if rc >= 0 else 128 - rc
+                return from_returncode(rc)
             if not self.signalled and time.monotonic() >= next_cancel_check:
                 next_cancel_check = time.monotonic() + CANCEL_POLL_S
                 if self._cancel_requested():  # `unigen cancel` whose USR2 found no task yet
@@ -158,7 +157,7 @@ class Task:
     def _failed_peer(self) -> int | None:
         for path in self.attempt_dir.glob("rank-*.exit"):
             data = read_exit(path)
-            if data and data.get("rank") != self.rank and data.get("code") not in (0, EXIT_REQUEUE):
+            if data and data.get("rank") != self.rank and is_failure(data.get("code")):
                 return int(data["rank"])
         return None
 

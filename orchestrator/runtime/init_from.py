@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
 from unigen.orchestrator.comm import Comm
 from unigen.orchestrator.errors import UserError
@@ -81,6 +82,5 @@ def _consolidate(step_dir: Path, out: Path) -> None:
     from unigen.orchestrator.runtime.consolidate import fp32_state_dict
 
     state = fp32_state_dict(step_dir)
-    tmp = out.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
+    with atomic_open(out, "wb") as fh:
+        torch.save(state, fh)

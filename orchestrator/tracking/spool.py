@@ -15,9 +15,10 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from unigen.orchestrator.atomic import atomic_open
 
 log = logging.getLogger("unigen.tracking")
 
@@ -80,16 +81,9 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        fd, tmp = tempfile.mkstemp(prefix=".spool.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                for op in ops:
-                    fh.write(json.dumps(op, separators=(",", ":"), allow_nan=True) + "\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.path, "w") as fh:
+            for op in ops:
+                fh.write(json.dumps(op, separators=(",", ":"), allow_nan=True) + "\n")
 
     def pending(self) -> int:
         """How many ops wait in the file (0 when it does not exist)."""

@@ -1,4 +1,5 @@
 """The distribution ships every subpackage, and the light entry points stay light."""
+import json
 import pathlib
 import subprocess
 import sys
@@ -54,3 +55,35 @@ def test_a_regular_wheel_install_imports_both_packages_and_ships_the_assets(tmp_
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "unigen submit" in out.stdout
+
+
+def test_package_data_ships_every_asset_file_and_the_build_config_is_quiet():
+    """Ask setuptools itself (no pip, no network, well under a second) which data files a build of this
+    pyproject.toml ships, and what it warns about while working that out: every file under model/assets/
+    must be shipped, and nothing may be warned (the asset folders look like undeclared packages when
+    include-package-data is on: screens of warnings on every `scripts/install.sh`)."""
+    code = (
+        "import json, warnings\n"
+        "from setuptools.dist import Distribution\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    dist = Distribution({'script_name': 'setup.py', 'script_args': []})\n"
+        "    dist.parse_config_files()\n"
+        "    build_py = dist.get_command_obj('build_py')\n"
+        "    build_py.ensure_finalized()\n"
+        "    shipped = [f\"{pkg.replace('.', '/')}/{name}\" for pkg, _src, _dst, names in build_py.data_files"
+        " for name in names]\n"
+        "print(json.dumps({'shipped': shipped, 'warnings': [str(w.message) for w in caught]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not result["warnings"], "setuptools warns while reading pyproject.toml:\n" + "\n".join(result["warnings"])
+    assets = {
+        "unigen/model/" + path.relative_to(ROOT / "model").as_posix()
+        for path in (ROOT / "model" / "assets").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert assets, "model/assets/ is empty?"
+    missing = sorted(assets - set(result["shipped"]))
+    assert not missing, f"not shipped; widen [tool.setuptools.package-data] in pyproject.toml: {missing}"

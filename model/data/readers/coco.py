@@ -50,6 +50,13 @@ def grounding_records(coco: dict, refs: list, split: str | None) -> list:
     return out
 
 
+PICKLE_SUFFIXES = (".p", ".pkl", ".pickle")
+
+
+def is_pickle_name(url: str | None) -> bool:
+    return bool(url) and url.lower().endswith(PICKLE_SUFFIXES)
+
+
 class CocoReader(Reader):
     extensions = (".json",)
 
@@ -66,7 +73,11 @@ class CocoReader(Reader):
         if task == "grounding" and not refs_url:
             raise DataError(f"source {self.name}: grounding from COCO needs options.refs (the RefCOCO "
                             "refs file, JSON or refs(unc).p)")
-        extra = f"{task}|{refs_url}|{opts.get('split')}"
+        if task == "grounding" and is_pickle_name(refs_url):
+            self._refuse_pickle(refs_url)  # on every open: a cached index must not bypass the opt-in
+        # allow_pickle is part of the key too: an index built from a pickle (even one sniffed by content)
+        # is never served to a source that did not opt in; that source rebuilds and meets the check.
+        extra = f"{task}|{refs_url}|{opts.get('split')}|pickle={opts.get('allow_pickle') is True}"
         self._records = self.index("coco", url, lambda: self._parse(url, refs_url), extra=extra)
         if not self._records:
             raise DataError(f"source {self.name}: {url} yields no {task} records")
@@ -79,15 +90,24 @@ class CocoReader(Reader):
         if self.source.task == "pose":
             return pose_records(coco)
         raw = fs.read_bytes(refs_url, storage_options=self.storage_options)
-        if refs_url.endswith(".p") or refs_url.endswith(".pkl"):
-            if not self.source.options.get("allow_pickle"):
-                raise DataError(f"source {self.name}: {refs_url} is a pickle; unpickling runs code from "
-                                "the file. Set options.allow_pickle: true if you trust it, or use a JSON "
-                                "re-export of the refs")
-            refs = pickle.loads(raw)  # noqa: S301 - explicit opt-in above
+        if is_pickle_name(refs_url) or raw[:1] == b"\x80":  # by name, or by content (pickle protocol >= 2)
+            self._refuse_pickle(refs_url)
+            refs = pickle.loads(raw)  # noqa: S301 - explicit opt-in checked above
         else:
-            refs = json.loads(raw)
+            try:
+                refs = json.loads(raw)
+            except ValueError as exc:
+                raise DataError(f"source {self.name}: {refs_url} is not valid JSON ({exc}); a refs pickle "
+                                "needs the .p/.pkl/.pickle name and options.allow_pickle: true") from exc
         return grounding_records(coco, refs, self.source.options.get("split"))
+
+    def _refuse_pickle(self, refs_url: str) -> None:
+        """Unless options.allow_pickle is true: the one error for a pickled refs file, whether or not the
+        index is already cached (checked when the source opens and again when the index is built)."""
+        if self.source.options.get("allow_pickle") is not True:
+            raise DataError(f"source {self.name}: {refs_url} is a pickle; unpickling runs code from "
+                            "the file. Set options.allow_pickle: true if you trust it, or use a JSON "
+                            "re-export of the refs")
 
     def __len__(self) -> int:
         return len(self._records)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from unigen.model.data import fs
+from unigen.orchestrator.atomic import atomic_open
 
 VERSION = 1
 
@@ -47,10 +47,8 @@ def cached(kind: str, url: str, build: Callable[[], Any], *, cache_dir: str | No
     value = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_open(path, "w") as fh:
             json.dump(value, fh, separators=(",", ":"))
-        os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache folder only costs a rebuild next time
     return value

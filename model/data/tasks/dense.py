@@ -7,8 +7,6 @@ so the target is pixel-aligned with the input at ``image_size``.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from unigen.model.data import fields as F
@@ -21,13 +19,23 @@ from unigen.model.data.render.geometry import SquareFit
 from unigen.model.data.tasks.base import TaskAdapter, assistant, image, image_gen, text, user
 
 
+def file_label(value, field: str) -> str:
+    """How a target file is named in a bad-record message: its path when the record gives one."""
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
+        return value["path"]
+    if isinstance(value, str) and value:
+        return value
+    return f"{field} (inline bytes)"
+
+
 class _Dense(TaskAdapter):
     target_field = ""
 
     def convert(self, record, ctx):
         rgb = self.image(record, "image", ctx)
-        raw = F.raw_bytes(F.lookup(record, self.fields[self.target_field]), self.target_field, ctx.resolve)
-        values = self.values(raw)
+        value = F.lookup(record, self.fields[self.target_field])
+        raw = F.raw_bytes(value, self.target_field, ctx.resolve)
+        values = self.values(raw, file_label(value, self.target_field))
         if abs(values.shape[1] / values.shape[0] - rgb.width / rgb.height) > 0.02:
             raise BadRecord(f"{self.target_field} map {values.shape[1]}x{values.shape[0]} does not match "
                             f"the image's aspect {rgb.width}x{rgb.height}")
@@ -37,7 +45,8 @@ class _Dense(TaskAdapter):
         inp, _ = self.fit(rgb)
         return [user(image(inp), text(self.instruction(ctx))), assistant(image_gen(target))]
 
-    def values(self, raw: bytes) -> np.ndarray:
+    def values(self, raw: bytes, name: str) -> np.ndarray:
+        """The value map of one target file; ``name`` (its path, or the field) heads BadRecord messages."""
         raise NotImplementedError
 
     def render(self, values: np.ndarray) -> np.ndarray:
@@ -65,37 +74,52 @@ class Depth(_Dense):
         if o["encoding"] not in ("log", "linear"):
             raise DataError(f"{where}.options.encoding: {o['encoding']!r}; valid: log, linear")
 
-    def values(self, raw):
-        return depth_r.read_depth(raw, self.options["depth_format"], float(self.options["png_scale"]))
+    def values(self, raw, name):
+        return depth_r.read_depth(raw, self.options["depth_format"], float(self.options["png_scale"]), name=name)
 
     def render(self, values):
         return depth_r.encode(values, tuple(map(float, self.options["depth_range"])), self.options["encoding"])
 
 
 class Normal(_Dense):
-    """Surface normals from RGB PNGs (n = rgb/255*2-1) or float .npy (HxWx3); ``convention`` names the
-    source frame (opengl: x right, y up, z toward the viewer; opencv: x right, y down, z forward)."""
+    """Surface normals from RGB PNGs (n = rgb/255*2-1) or float .npy (HxWx3). ``convention`` names the
+    source frame (see ``unigen.model.data.render.normal``): ``opengl`` (x right, y up, z toward the
+    viewer, normals toward the camera; our rendering), ``opencv`` (x right, y down, z forward, normals
+    toward the camera), ``opencv_away`` / ``dsine`` (OpenCV axes, normals pointing away from the camera:
+    DSINE's packaging of the GeoNet NYUv2 and FrameNet ScanNet ground truth). ``flip``: axes to negate
+    on top of it (a list of x, y, z), for any other packaging."""
     task = "normal"
     target_field = "normal"
     default_fields = {"image": "image;rgb;jpg;png", "normal": "normal;normal_map;normals;npy"}
-    default_options = {"convention": "opengl"}
+    default_options = {"convention": "opengl", "flip": []}
     templates = ("Estimate the surface normals of this image.", "Generate the surface normal map of this scene.",
                  "Predict the orientation of every surface in this picture as a normal map.")
 
     def validate_options(self, where):
-        if self.options["convention"] not in normal_r.CONVENTIONS:
-            raise DataError(f"{where}.options.convention: {self.options['convention']!r}; valid: "
-                            f"{sorted(normal_r.CONVENTIONS)}")
+        conv = self.options["convention"]
+        if not isinstance(conv, str) or conv not in normal_r.convention_names():
+            raise DataError(f"{where}.options.convention: {conv!r}; valid: {normal_r.convention_names()}")
+        flip = self.options["flip"]
+        if flip is None:
+            flip = []
+        if (not isinstance(flip, list) or not all(isinstance(a, str) and a in normal_r.AXES for a in flip)
+                or len(set(flip)) != len(flip)):
+            raise DataError(f"{where}.options.flip: {flip!r}; expected a list of the axes to negate, each of "
+                            f"x, y, z at most once (e.g. [x] or [y, z]); valid axes: {list(normal_r.AXES)}")
+        self.options["flip"] = flip
 
-    def values(self, raw):
+    def values(self, raw, name):
         if raw[:6] == b"\x93NUMPY":
-            arr = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32)
+            arr = depth_r.read_npy(raw, name, "an HxWx3 float array of normals")
+            if arr.ndim != 3 or arr.shape[-1] != 3:
+                raise BadRecord(f"{name}: normal .npy expects an HxWx3 array, found shape {arr.shape}")
         else:
-            img = open_image(raw, "normal image")
+            img = open_image(raw, f"{name}: normal image")
+            if img.mode not in ("RGB", "RGBA", "P"):
+                raise BadRecord(f"{name}: a normal PNG expects 8-bit RGB (n = rgb/255*2-1), found mode "
+                                f"{img.mode}; write the normals as RGB or as an HxWx3 float .npy")
             arr = normal_r.from_png(np.asarray(img.convert("RGB")))
-        if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise BadRecord(f"normal map: expected HxWx3, got shape {arr.shape}")
-        return normal_r.to_frame(arr, self.options["convention"])
+        return normal_r.to_frame(arr, self.options["convention"], self.options["flip"])
 
     def render(self, values):
         return normal_r.encode(values)
@@ -119,15 +143,15 @@ class Segmentation(_Dense):
                                 "set options.num_classes for a custom label set")
             self.options["num_classes"] = seg_r.LABEL_SETS[ls]
 
-    def values(self, raw):
-        img = open_image(raw, "label image")
+    def values(self, raw, name):
+        img = open_image(raw, f"{name}: label image")
         ids = np.asarray(img)
         if ids.ndim != 2:
-            raise BadRecord(f"label image: expected one channel of class ids, got mode {img.mode}")
+            raise BadRecord(f"{name}: label image: expected one channel of class ids, got mode {img.mode}")
         n, ignore = int(self.options["num_classes"]), self.options["ignore_index"]
         bad = (ids >= n) & (ids != ignore) if ignore is not None else ids >= n
         if bad.any():
-            raise BadRecord(f"label image: class id {int(ids[bad].max())} outside 0..{n - 1} "
+            raise BadRecord(f"{name}: label image: class id {int(ids[bad].max())} outside 0..{n - 1} "
                             f"(label_set {self.options['label_set']})")
         return ids.astype(np.int64)
 

@@ -13,7 +13,8 @@ from unigen.orchestrator.checkpoint import CheckpointManager
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from unigen.orchestrator.checkpoint import CheckpointManager, layout, protocol
+    from unigen.orchestrator import atomic
+    from unigen.orchestrator.checkpoint import CheckpointManager, protocol
     from unigen.orchestrator.checkpoint.local import LocalStore
 
     point, root = sys.argv[1], Path(sys.argv[2])
@@ -31,12 +32,12 @@ SCRIPT = textwrap.dedent("""
     if point == "after_manifests":
         protocol._commit = die
     if point == "commit_temp_written":
-        real = layout.os.replace
+        real = atomic.os.replace
         def replace(src, dst):
             if str(dst).endswith("COMMIT.json"):
                 die()
             return real(src, dst)
-        layout.os.replace = replace
+        atomic.os.replace = replace
     if point == "before_latest":
         LocalStore.write_latest = die
     if point == "during_retention":

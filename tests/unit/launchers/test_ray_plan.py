@@ -1,19 +1,12 @@
-"""Ray launcher decisions without Ray: rank layout over nodes and GPUs, what exit codes mean, and the
-profile fields that drive them."""
+"""Ray launcher decisions without Ray: rank layout over nodes and GPUs, and the profile fields that
+drive them (what exit codes mean: test_attempt_policy.py, shared with the other launchers)."""
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
 from unigen.orchestrator.config.profile import Profile
-from unigen.orchestrator.launchers.ray_plan import (
-    LOST,
-    WorkerInfo,
-    bundles,
-    classify,
-    first_failure,
-    rank_layout,
-)
+from unigen.orchestrator.launchers.ray_plan import WorkerInfo, bundles, rank_layout
 
 
 def worker(bundle, node, gpus=()):
@@ -47,28 +40,6 @@ def test_gpu_ranks_see_their_nodes_gpus_and_local_rank_indexes_their_own():
 def test_gpu_layout_refuses_workers_without_a_gpu():
     with pytest.raises(ValueError, match=r"bundles \[1\] were given no GPU"):
         rank_layout([worker(0, "a", ["0"]), worker(1, "a")], master_port=1, gpus=True)
-
-
-@pytest.mark.parametrize("codes, reason, exit_code", [
-    ([0, 0], "completed", 0),
-    ([75, 75], "requeue", 75),
-    ([0, 75], "requeue", 75),          # one rank had finished its last step: still a clean save
-    ([1, -9], "crashed", 1),
-    ([0, LOST], "crashed", LOST),
-    ([2, 1], "fatal", 2),              # a user error wins over the peer that crashed with it
-    ([75, -15], "crashed", -15),
-])
-def test_classify(codes, reason, exit_code):
-    outcome = classify(codes)
-    assert (outcome.reason, outcome.exit_code) == (reason, exit_code)
-
-
-def test_the_rank_that_failed_first_is_named_first():
-    outcome = classify([1, -9], first_bad=1)
-    assert outcome.exit_code == -9
-    assert outcome.detail == "rank 1 killed by signal 9; rank 0 exited 1"
-    assert "lost" in classify([0, LOST]).detail
-    assert first_failure([None, 75, None, 1]) == 3 and first_failure([None, 0, 75]) is None
 
 
 def test_bundles_leave_out_zero_resources():

@@ -8,20 +8,13 @@ import socket
 import pytest
 
 from unigen.orchestrator.launchers.slurm_job import PORT_BASE, PORT_SPAN, master_port, pick_port
-from unigen.orchestrator.launchers.slurm_policy import (budget_exhausted, decide, requeue_cause, used_budgets,
-                                                        worst_code)
+from unigen.orchestrator.launchers.slurm_policy import budget_exhausted, decide, requeue_cause, used_budgets
 
 SLURM = {"max_requeues": 2, "max_failures": 1}
 
 
 def ended(*reasons: str) -> list[dict]:
     return [{"attempt": i + 1, "exit_reason": r} for i, r in enumerate(reasons)]
-
-
-@pytest.mark.parametrize("codes, worst", [([0, 0], 0), ([75, 75], 75), ([0, 75], 75), ([75, 1], 1),
-                                          ([None, 75], 1), ([2, 1], 2), ([137, 0], 137)])
-def test_worst_code(codes, worst):
-    assert worst_code(codes) == worst
 
 
 def test_all_ranks_done_is_completed():
