@@ -12,7 +12,7 @@ import json
 import sys
 
 TASKS = ("t2i", "edit", "interleaved", "multi_image", "depth", "normal", "pose", "segmentation", "grounding")
-FORMATS = ("webdataset", "parquet", "jsonl", "coco", "synthetic")
+FORMATS = ("webdataset", "parquet", "jsonl", "coco", "synthetic", "nyu_mat", "nyu_h5")
 
 
 def add_subcommands(subparsers) -> None:
@@ -91,6 +91,10 @@ def infer_format(uri: str) -> str:
         return "jsonl"
     if low.endswith(".json"):
         return "coco"
+    if low.endswith(".mat"):
+        return "nyu_mat"
+    if low.endswith(".h5"):
+        return "nyu_h5"
     from unigen.model.data import fs
     try:
         found = {f.rsplit(".", 1)[-1].lower() for f in fs.expand_uri(uri)}

@@ -13,7 +13,7 @@ Task = Literal[
     "t2i", "edit", "interleaved", "multi_image",
     "depth", "normal", "pose", "segmentation", "grounding",
 ]
-Format = Literal["webdataset", "parquet", "jsonl", "coco", "synthetic"]
+Format = Literal["webdataset", "parquet", "jsonl", "coco", "synthetic", "nyu_mat", "nyu_h5"]
 
 
 class _Strict(BaseModel):

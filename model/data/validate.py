@@ -19,4 +19,6 @@ def validate_spec(spec) -> list[str]:
             problems.append(f"{where}.format: coco serves tasks pose and grounding, not {src.task}")
         if src.format == "coco" and src.task == "grounding" and not src.options.get("refs"):
             problems.append(f"{where}.options.refs: grounding from COCO needs the RefCOCO refs file")
+        if src.format in ("nyu_mat", "nyu_h5") and src.task != "depth":
+            problems.append(f"{where}.format: {src.format} serves task depth, not {src.task}")
     return problems

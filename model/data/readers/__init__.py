@@ -23,6 +23,10 @@ def open_reader(source, *, grouping=None, cache_dir: str | None = None, retries:
         from unigen.model.data.readers.coco import CocoReader as cls
     elif fmt == "synthetic":
         from unigen.model.data.readers.synthetic import SyntheticReader as cls
+    elif fmt == "nyu_mat":
+        from unigen.model.data.readers.hdf5 import NyuMatReader as cls
+    elif fmt == "nyu_h5":
+        from unigen.model.data.readers.hdf5 import NyuH5Reader as cls
     else:  # pragma: no cover - the spec's Literal rejects anything else
         raise AssertionError(fmt)
     return cls(source, grouping=grouping, cache_dir=cache_dir, retries=retries)
