@@ -7,7 +7,10 @@ tensors are stored once.
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import struct
 
 import torch
 from torch import nn
@@ -46,12 +49,44 @@ def checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, directory: str | os.PathLike) -> str:
-    """Write model.safetensors into ``directory``; returns its path."""
+    """Write model.safetensors into ``directory``; returns its path. Equal tensors give equal bytes (the
+    export's sha256, which lineage records, then says something about its content), and the file has the
+    mode a plain ``open()`` gives (0o666 less the umask), not safetensors' 0600, so colleagues can read it."""
     from safetensors.torch import save_file
 
     path = os.path.join(directory, WEIGHTS_FILE)
     save_file(checkpoint_state(model), path, metadata={"format": "pt", "unigen": "1"})
+    _canonical_header(path)
+    os.chmod(path, _umask_mode(directory))
     return path
+
+
+def _canonical_header(path: str) -> None:
+    """Rewrite the safetensors header with its keys sorted, in place and at the same length. The library
+    writes the header's maps (tensors, ``__metadata__``) in an order that changes from process to process,
+    so two saves of the same tensors differed as files. Offsets are relative to the end of the header,
+    and sorted compact JSON is never longer than the library's compact JSON of the same content: padding
+    with spaces (as the library pads to 8 bytes) keeps every byte after the header where it was."""
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > length:
+            raise RuntimeError(f"{path}: canonical safetensors header longer than the written one")
+        f.seek(8)
+        f.write(text.ljust(length, b" "))
+
+
+def _umask_mode(directory: str | os.PathLike) -> int:
+    """0o666 less the process umask, read from a file created the way open() creates one (reading the
+    umask with os.umask would change it for every thread for a moment)."""
+    probe = os.path.join(directory, f".mode-probe-{secrets.token_hex(6)}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
