@@ -209,8 +209,7 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
 
     from unigen.orchestrator.deepspeed_config import build_deepspeed_config
     from unigen.orchestrator.runtime.build import build_optimizer
-    from unigen.orchestrator.runtime.context import RankContext
-    from unigen.orchestrator.runtime.distributed import init_distributed
+    from unigen.orchestrator.runtime.distributed import RankContext, init_distributed
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -222,7 +221,7 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
                         "precision": "bf16" if DEVICE == "cuda" else "fp32"}, "deepspeed": {"zero_stage": 3}}
     set_ckpt(model, [])
     optimizer = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}, device=DEVICE)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=build_deepspeed_config(recipe, 1))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=build_deepspeed_config(recipe, 1, gpus=DEVICE == "cuda"))
 
     def step(batch):
         loss = engine(**batch).loss

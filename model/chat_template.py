@@ -136,3 +136,32 @@ def render(conversation: list[dict], system_prompt: str, add_generation_prompt: 
         else:
             out.append(IMAGE_GEN_START + IMAGE_GEN_PAD + IMAGE_GEN_END)
     return "".join(out)
+
+
+def jinja_template(system_prompt: str) -> str:
+    """``render`` as a Jinja chat template, for the tokenizer and processor files of an export, so that
+    transformers' own ``apply_chat_template(messages, tokenize=False)`` gives exactly unigen's text.
+
+    transformers compiles templates with trim_blocks and lstrip_blocks, which eat newlines written after
+    a block tag: every newline here is therefore an expression (``{{ '\\n' }}``), never template text. The
+    system prompt is a string literal (JSON escaping is valid Jinja escaping; non-ASCII kept as is)."""
+    import json
+
+    newline = "{{ '\\n' }}"
+    system = "{{ " + json.dumps(system_prompt, ensure_ascii=False) + " }}"
+    return "".join([
+        "{%- for message in messages -%}",
+        "{%- if loop.first and message['role'] != 'system' -%}",
+        f"{IM_START}system{newline}{system}{IM_END}{newline}",
+        "{%- endif -%}",
+        f"{IM_START}{{{{ message['role'] }}}}{newline}",
+        "{%- if message['content'] is string -%}{{ message['content'] }}",
+        "{%- else -%}{%- for item in message['content'] -%}",
+        "{%- if item['type'] == 'text' -%}{{ item['text'] }}",
+        f"{{%- elif item['type'] == 'image' -%}}{VISION_START}{IMAGE_PAD}{VISION_END}",
+        f"{{%- elif item['type'] == 'image_gen' -%}}{IMAGE_GEN_START}{IMAGE_GEN_PAD}{IMAGE_GEN_END}",
+        "{%- endif -%}{%- endfor -%}{%- endif -%}",
+        f"{IM_END}{newline}",
+        "{%- endfor -%}",
+        f"{{%- if add_generation_prompt -%}}{IM_START}assistant{newline}{{%- endif -%}}",
+    ])

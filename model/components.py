@@ -36,7 +36,8 @@ def build_backbone(config: UniGenConfig):
     # Only a wholly frozen backbone takes frozen_dtype: LoRA and full training update it (or adapters on it).
     dtype = frozen_torch_dtype(config) if config.backbone_training == "frozen" else torch_dtype(config)
     source = resolve_source(config.backbone_source)
-    qwen_config = Qwen2_5_VLConfig.from_pretrained(source) if source else Qwen2_5_VLConfig(**config.backbone_config)
+    qwen_config = Qwen2_5_VLConfig.from_pretrained(source, revision=config.backbone_revision) if source \
+        else Qwen2_5_VLConfig(**config.backbone_config)
     # Checked before any weight is read: a mismatch fails in seconds, not after loading gigabytes.
     text = qwen_config.text_config
     _check("backbone_source", source, "text hidden_size", text.hidden_size, config.backbone_width)
@@ -44,7 +45,7 @@ def build_backbone(config: UniGenConfig):
            config.backbone_config["text_config"]["vocab_size"])
     if source:
         return Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            source, dtype=dtype, attn_implementation=config.attn_implementation)
+            source, revision=config.backbone_revision, dtype=dtype, attn_implementation=config.attn_implementation)
     return Qwen2_5_VLForConditionalGeneration._from_config(
         qwen_config, dtype=dtype, attn_implementation=config.attn_implementation)
 
@@ -54,17 +55,40 @@ def build_dit(config: UniGenConfig):
     from diffusers import SanaTransformer2DModel
 
     source = resolve_source(config.decoder_source)
-    settings = SanaTransformer2DModel.load_config(source, subfolder="transformer") if source else config.dit_config
+    settings = SanaTransformer2DModel.load_config(source, subfolder="transformer", revision=config.decoder_revision) \
+        if source else config.dit_config
     _check("decoder_source", source, "transformer caption_channels",
            settings.get("caption_channels", 2304), config.caption_width)
-    _check("decoder_source", source, "transformer in_channels", settings.get("in_channels", 32),
-           config.latent_channels)
+    channels = config.latent_channels
+    in_channels = settings.get("in_channels", 32)
+    if not (config.image_latent_conditioning and in_channels == 2 * channels):  # else already widened
+        _check("decoder_source", source, "transformer in_channels", in_channels, channels)
     if source:
-        model = SanaTransformer2DModel.from_pretrained(source, subfolder="transformer",
+        model = SanaTransformer2DModel.from_pretrained(source, subfolder="transformer", revision=config.decoder_revision,
                                                        torch_dtype=torch_dtype(config))
     else:
         model = SanaTransformer2DModel.from_config(config.dit_config)
+    if config.image_latent_conditioning and model.config.in_channels == channels:
+        widen_dit_input(model, channels)
     return _cast(model, torch_dtype(config))
+
+
+def widen_dit_input(dit: Any, extra: int) -> None:
+    """Give the DiT ``extra`` more input channels (the source image latent) with zero weights, so its output
+    is unchanged until training uses them (InstructPix2Pix's initialisation). The output keeps its
+    channels: out_channels is pinned before in_channels changes, since Sana defaults it to in_channels."""
+    proj = dit.patch_embed.proj
+    wider = torch.nn.Conv2d(proj.in_channels + extra, proj.out_channels, proj.kernel_size, proj.stride,
+                            proj.padding, bias=proj.bias is not None, device=proj.weight.device,
+                            dtype=proj.weight.dtype)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, :proj.in_channels].copy_(proj.weight)
+        if proj.bias is not None:
+            wider.bias.copy_(proj.bias)
+    dit.patch_embed.proj = wider
+    out_channels = dit.config.out_channels or dit.config.in_channels
+    dit.register_to_config(in_channels=proj.in_channels + extra, out_channels=out_channels)
 
 
 def build_vae(config: UniGenConfig):
@@ -72,17 +96,33 @@ def build_vae(config: UniGenConfig):
     from diffusers import AutoencoderDC
 
     source = resolve_source(config.decoder_source)
-    settings = AutoencoderDC.load_config(source, subfolder="vae") if source else config.vae_config
+    settings = AutoencoderDC.load_config(source, subfolder="vae", revision=config.decoder_revision) if source \
+        else config.vae_config
     _check("decoder_source", source, "vae latent_channels", settings.get("latent_channels", 32),
            config.latent_channels)
     stages = len(settings.get("encoder_block_out_channels", (128, 256, 512, 512, 1024, 1024)))
     _check("decoder_source", source, "vae compression", 2 ** (stages - 1), config.vae_compression)
     dtype = frozen_torch_dtype(config)
     if source:
-        model = AutoencoderDC.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+        model = AutoencoderDC.from_pretrained(source, subfolder="vae", revision=config.decoder_revision,
+                                             torch_dtype=dtype)
     else:
         model = AutoencoderDC.from_config(config.vae_config)
     return _cast(model, dtype).eval().requires_grad_(False)
+
+
+def widen_dit_input_state(state: dict, model: Any, prefix: str = "dit.") -> dict:
+    """A state dict of a model without image_latent_conditioning made loadable into ``model`` with it: the DiT's
+    input weights get zero columns for the source channels, as widen_dit_input gives a pretrained DiT (so a
+    stage 2 may switch the setting on over a stage-1 model trained without it)."""
+    key = prefix + "patch_embed.proj.weight"
+    mine = dict(model.named_parameters()).get(key)
+    theirs = state.get(key)
+    if mine is None or theirs is None or theirs.shape[1] >= mine.shape[1] or theirs.shape[0] != mine.shape[0]:
+        return state
+    wider = torch.zeros(mine.shape, dtype=theirs.dtype)
+    wider[:, :theirs.shape[1]] = theirs
+    return {**state, key: wider}
 
 
 def inject_lora(backbone: Any, config: UniGenConfig) -> None:

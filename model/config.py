@@ -54,6 +54,14 @@ class UniGenConfig:
     """AutoencoderDC arguments (scaling_factor included)."""
     tokenizer_source: str | None = None
     """Tokenizer + image processor folder; None = backbone_source, or the bundled tiny tokenizer."""
+    backbone_revision: str | None = None
+    """Hub revision of backbone_source (a commit sha pins the exact files `unigen prefetch` caches and an
+    offline job loads); None = the hub's main. Ignored for a local folder."""
+    decoder_revision: str | None = None
+    """Hub revision of decoder_source (as backbone_revision)."""
+    tokenizer_revision: str | None = None
+    """Hub revision of tokenizer_source; with tokenizer_source None the tokenizer is backbone_source's at
+    backbone_revision."""
 
     # ---- slot tokens (added to the tokenizer; ids must match it) -----------------------------
     image_gen_start_token_id: int = 151665
@@ -119,6 +127,12 @@ class UniGenConfig:
     """Probability that a conversation's input images are hidden from its slots."""
     cfg_drop_both: float = 0.05
     """Probability that both text and input images are hidden (the unconditional branch)."""
+    image_latent_conditioning: bool = False
+    """Also give the DiT the DC-AE latent of each slot's source image, the last input image the conversation
+    shows before the slot, concatenated to its noisy latent along channels (InstructPix2Pix, Marigold):
+    edits and dense maps then keep the input's layout, which the backbone's few vision tokens cannot
+    carry. Zeros where a slot has no source or CFG hides the images. A pretrained DiT gets zero-initialised
+    input weights for the new channels, so it starts as the text-to-image model it was."""
     timestep_sampling: str = "logit_normal"
     """Training flow time s: 'logit_normal' (sigmoid of N(0,1), Sana/SD3) or 'uniform'."""
     flow_shift: float = 3.0
@@ -161,10 +175,15 @@ class UniGenConfig:
         parts = self.gradient_checkpointing_parts
         if not isinstance(parts, (list, tuple)) or any(p not in CHECKPOINT_PARTS for p in parts):
             errors.append(f"gradient_checkpointing_parts={parts!r}: choose a list of {list(CHECKPOINT_PARTS)}")
-        for name in ("frozen_prefix_cache", "compile_blocks", "gradient_checkpointing", "autocast"):
+        for name in ("frozen_prefix_cache", "compile_blocks", "gradient_checkpointing", "autocast",
+                     "image_latent_conditioning"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"{name}={getattr(self, name)!r}: must be true or false")
         choice("timestep_sampling", TIMESTEP_SAMPLING)
+        for name in ("backbone_revision", "decoder_revision", "tokenizer_revision"):
+            value = getattr(self, name)  # goes into hub URLs and cache folder names: one word
+            if value is not None and (not isinstance(value, str) or not value or value != value.split()[0]):
+                errors.append(f"{name}={value!r}: must be a hub revision (a commit sha, branch or tag) or null")
         for name in ("num_queries", "connector_layers", "connector_head_dim", "image_size",
                      "input_min_pixels", "input_max_pixels", "max_length", "lora_rank", "lora_alpha"):
             positive(name)
@@ -282,6 +301,35 @@ class UniGenConfig:
             return cls.from_dict(data)
         except ValueError as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
+
+
+def pretrained_config_path(folder: str | os.PathLike) -> str | None:
+    """The file holding the UniGenConfig of a UniGenPipeline.save_pretrained folder: ``unigen/config.json``
+    of an export (unigen.model.export_layout), ``config.json`` of the older one-file layout; None when
+    neither exists. Torch-free, for recipe validation."""
+    for name in (os.path.join("unigen", "config.json"), "config.json"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_pretrained_config(folder: str | os.PathLike) -> UniGenConfig:
+    """The UniGenConfig of a UniGenPipeline.save_pretrained folder, either layout (errors name the file)."""
+    path = pretrained_config_path(folder)
+    if path is None:
+        raise ValueError(f"{os.fspath(folder)}: no unigen/config.json (an export) or config.json (the older "
+                         "layout); give a folder written by UniGenPipeline.save_pretrained or `unigen export`")
+    if os.path.basename(os.path.dirname(path)) != "unigen":
+        return UniGenConfig.load_json(path)
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data.get("unigen_config"), dict):
+        raise ValueError(f"{path}: no 'unigen_config'; not the unigen/ folder of a unigen export")
+    try:
+        return UniGenConfig.from_dict(data["unigen_config"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def get_preset(name: str, **overrides: Any) -> UniGenConfig:

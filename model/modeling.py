@@ -7,7 +7,8 @@ forward(**batch) runs four readable steps:
      (a frozen backbone in training runs the prompt before the first slot without autograd:
      unigen.model.frozen_prefix);
   3. ``connector``: those hidden states -> Sana caption embeddings;
-  4. ``flow_loss``: rectified-flow loss of the DiT on every target slot.
+  4. ``flow_loss``: rectified-flow loss of the DiT on every target slot (with image_latent_conditioning, the
+     DiT also reads each slot's source image latent beside its noisy latent: ``source_latents``).
 Randomness (CFG drop modes, flow times, noise; in that order) comes from torch's global RNG on the
 model's device, so a runtime that checkpoints that RNG resumes bit-exactly. Every parameter is used
 inside the forward of the module that owns it (the queries inside this forward), and every module runs
@@ -24,7 +25,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from unigen.model import components, frozen_prefix
-from unigen.model.cfg_dropout import KEEP, condition_mask, sample_drop_modes
+from unigen.model.cfg_dropout import DROP_BOTH, DROP_IMAGE, KEEP, condition_mask, sample_drop_modes
 from unigen.model.config import UniGenConfig
 from unigen.model.connector import Connector
 from unigen.model.flow import TIMESTEP_SCALE, noisy_latents, per_sample_mse, sample_flow_times, velocity_target
@@ -144,7 +145,8 @@ class UniGenModel(nn.Module):
                 mm_token_type_ids: torch.Tensor | None = None, content_type_ids: torch.Tensor | None = None,
                 gen_pixel_values: torch.Tensor | None = None, gen_latents: torch.Tensor | None = None,
                 gen_slot_batch_index: torch.Tensor | None = None,
-                gen_slot_has_target: torch.Tensor | None = None) -> UniGenOutput:
+                gen_slot_has_target: torch.Tensor | None = None, source_pixel_values: torch.Tensor | None = None,
+                gen_slot_source_index: torch.Tensor | None = None) -> UniGenOutput:
         """Rectified-flow loss over every target slot of the batch (keys as UniGenProcessor returns)."""
         n_slots = int((input_ids == self.config.image_gen_start_token_id).sum())
         has_target = (gen_slot_has_target.to(self.device).bool() if gen_slot_has_target is not None
@@ -159,13 +161,16 @@ class UniGenModel(nn.Module):
                                       self.config.cfg_drop_both, self.device)
         else:
             modes = torch.full((batch,), KEEP, dtype=torch.long, device=self.device)
+        sources = self.source_latents(source_pixel_values, gen_slot_source_index, gen_slot_batch_index, modes)
         with self._autocast():
             hidden = self.slot_hidden_states(input_ids, condition_mask(attention_mask, content_type_ids, modes),
                                              pixel_values, image_grid_thw, mm_token_type_ids)
             if latents is None:  # nothing to learn here; keep every module in the step (ZeRO-3)
                 return self._empty_output(hidden, modes)
             conditions = self.connector(hidden[has_target])
-            slot_losses, times = self.flow_loss(latents, conditions)
+            if sources is not None:
+                sources = sources[has_target]
+            slot_losses, times = self.flow_loss(latents, conditions, sources)
         return UniGenOutput(loss=slot_losses.mean(), slot_losses=slot_losses, flow_times=times, drop_modes=modes)
 
     def target_latents(self, gen_pixel_values: torch.Tensor | None, gen_latents: torch.Tensor | None,
@@ -263,11 +268,38 @@ class UniGenModel(nn.Module):
                              "features; pass the processor's batch unchanged")
         return embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
 
-    def flow_loss(self, latents: torch.Tensor, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slot rectified-flow loss of the DiT, and the sampled flow times."""
+    def source_latents(self, source_pixel_values: torch.Tensor | None, gen_slot_source_index: torch.Tensor | None,
+                       gen_slot_batch_index: torch.Tensor | None, modes: torch.Tensor) -> torch.Tensor | None:
+        """(n_slots, channels, side, side): each slot's source image latent (model-scaled), zeros where the
+        slot has no source or its conversation's CFG mode hides the images; None without
+        image_latent_conditioning."""
+        if not self.config.image_latent_conditioning:
+            return None
+        if gen_slot_source_index is None or gen_slot_batch_index is None:
+            raise ValueError("this model reads source image latents (image_latent_conditioning) but the batch has "
+                             "no gen_slot_source_index; build the processor with UniGenProcessor.from_config("
+                             "model.config) so it returns them")
+        index = gen_slot_source_index.to(self.device)
+        side = self.config.image_size // self.config.vae_compression
+        out = torch.zeros(index.numel(), self.config.latent_channels, side, side, device=self.device,
+                          dtype=self.dit.dtype)
+        has_source = index >= 0
+        if source_pixel_values is not None and bool(has_source.any()):
+            out[has_source] = self.encode_latents(source_pixel_values)[index[has_source]].to(out.dtype)
+        elif self._run_every_module():  # the VAE encoder runs the same number of times on every rank
+            step = self.config.vae_compression
+            self.encode_latents(torch.zeros(1, 3, step, step, device=self.device))
+        hidden = (modes == DROP_IMAGE) | (modes == DROP_BOTH)
+        out[hidden[gen_slot_batch_index.to(self.device)]] = 0
+        return out
+
+    def flow_loss(self, latents: torch.Tensor, conditions: torch.Tensor,
+                  sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slot rectified-flow loss of the DiT, and the sampled flow times. ``sources``: the slots' source
+        latents (image_latent_conditioning), read beside the noisy latents."""
         times = sample_flow_times(latents.shape[0], self.config.timestep_sampling, self.device)
         noise = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
-        prediction = self.dit(hidden_states=noisy_latents(latents, noise, times),
+        prediction = self.dit(hidden_states=dit_input(noisy_latents(latents, noise, times), sources),
                               encoder_hidden_states=conditions.to(self.dit.dtype),
                               timestep=times * TIMESTEP_SCALE, return_dict=False)[0]
         return per_sample_mse(prediction, velocity_target(latents, noise)), times
@@ -277,7 +309,8 @@ class UniGenModel(nn.Module):
         dummy = torch.zeros(1, self.config.num_queries, width, device=self.device, dtype=hidden.dtype)
         dummy = dummy + 0.0 * (self.queries.sum() + self.slot_boundaries.sum() + hidden.sum())
         latents = torch.zeros(1, self.config.latent_channels, side, side, device=self.device, dtype=self.dit.dtype)
-        losses, times = self.flow_loss(latents, self.connector(dummy))
+        sources = torch.zeros_like(latents) if self.config.image_latent_conditioning else None
+        losses, times = self.flow_loss(latents, self.connector(dummy), sources)
         zero = 0.0 * losses.sum()
         return UniGenOutput(loss=zero, slot_losses=losses[:0], flow_times=times[:0], drop_modes=modes)
 
@@ -291,6 +324,13 @@ class UniGenModel(nn.Module):
             hidden = self.slot_hidden_states(batch["input_ids"], mask, batch.get("pixel_values"),
                                              batch.get("image_grid_thw"), batch.get("mm_token_type_ids"))
             return self.connector(hidden)
+
+    @torch.no_grad()
+    def slot_sources(self, batch: dict, mode: int = KEEP) -> torch.Tensor | None:
+        """Source latents of every slot under a CFG drop mode (None without image_latent_conditioning)."""
+        modes = torch.full((batch["input_ids"].shape[0],), mode, dtype=torch.long, device=self.device)
+        return self.source_latents(batch.get("source_pixel_values"), batch.get("gen_slot_source_index"),
+                                   batch.get("gen_slot_batch_index"), modes)
 
     @torch.no_grad()
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -314,13 +354,25 @@ class UniGenModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides) -> UniGenModel:
-        """Rebuild from config.json (overrides applied, e.g. dtype) and load model.safetensors."""
+        """Rebuild from config.json (overrides applied, e.g. dtype) and load model.safetensors; the model of
+        an export (UniGenPipeline.save_pretrained: unigen.model.export_layout) too."""
+        from unigen.model import export_layout
+
+        if export_layout.layout(directory) == "export":
+            return export_layout.load_export(directory, **overrides)[0]
         config = UniGenConfig.load_json(os.path.join(directory, CONFIG_FILE))
         if overrides:
             config = UniGenConfig.from_dict({**config.to_dict(), **overrides})
         model = cls(config)
         load_weights(model, directory)
         return model
+
+
+def dit_input(latents: torch.Tensor, sources: torch.Tensor | None) -> torch.Tensor:
+    """What the DiT reads: the noisy latents, and the source latents beside them along channels if any."""
+    if sources is None:
+        return latents
+    return torch.cat([latents, sources.to(latents.dtype)], dim=1)
 
 
 def _image_tensor(value) -> torch.Tensor:

@@ -194,6 +194,15 @@ def _dc_decoder(c: dict, head: int) -> int:
 
 
 # ---- all together ------------------------------------------------------------------------------------
+def _dit_as_built(config: UniGenConfig) -> dict:
+    """dit_config with the source-latent channels components.build_dit adds (image_latent_conditioning)."""
+    dit = {**SANA_DEFAULTS, **config.dit_config}
+    if config.image_latent_conditioning and dit["in_channels"] == config.latent_channels:
+        dit = {**dit, "out_channels": dit["out_channels"] or dit["in_channels"],
+               "in_channels": 2 * dit["in_channels"]}
+    return dit
+
+
 def count_parameters(config: UniGenConfig) -> dict[str, int]:
     """Counts per part plus total and trainable (given backbone_training)."""
     backbone = config.backbone_config
@@ -207,7 +216,7 @@ def count_parameters(config: UniGenConfig) -> dict[str, int]:
         "queries": (config.num_queries + 2) * width,
         "connector": connector_params(width, config.caption_width, config.connector_layers,
                                       config.connector_head_dim, config.connector_mlp_ratio),
-        "dit": sana_params(config.dit_config),
+        "dit": sana_params(_dit_as_built(config)),
         "vae": dcae_params(config.vae_config),
     }
     counts["total"] = sum(counts.values())

@@ -15,10 +15,11 @@ from PIL import Image
 
 from unigen.model import chat_template as tpl
 from unigen.model.cfg_dropout import DROP_BOTH, DROP_TEXT, KEEP
+from unigen.model.export_layout import load_export, save_export
 from unigen.model.config import get_preset
 from unigen.model.flow import make_scheduler
 from unigen.model.images import to_pil
-from unigen.model.modeling import UniGenModel
+from unigen.model.modeling import UniGenModel, dit_input
 from unigen.model.processor import UniGenProcessor
 
 
@@ -48,13 +49,15 @@ class UniGenPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> UniGenPipeline:
-        """Load what save_pretrained wrote (model config overrides allowed, e.g. dtype)."""
-        return cls(UniGenModel.from_pretrained(directory, **overrides), UniGenProcessor.from_pretrained(directory))
+        """Load what save_pretrained wrote (model config overrides allowed, e.g. dtype); also the one-file
+        layout of older unigen versions. See unigen.model.export_layout."""
+        return cls(*load_export(directory, **overrides))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Model (config.json, model.safetensors) and processor files into one folder."""
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+        """An export: the diffusers-style folder (model_index.json, backbone/, transformer/, vae/,
+        scheduler/, tokenizer/, image_processor/, processor/, unigen/) whose parts diffusers and
+        transformers load with their own from_pretrained (unigen.model.export_layout)."""
+        save_export(self.model, self.processor, directory)
 
     def to(self, device: Any) -> UniGenPipeline:
         """Move the model."""
@@ -130,7 +133,10 @@ class UniGenPipeline:
         self.model.eval()
         modes = self._guidance_modes(batch, sampling.guidance_scale, sampling.image_guidance_scale)
         conditions = torch.cat([self.model.slot_conditions(batch, m)[pick] for m in modes])
-        latents = self._sample(conditions, len(modes), len(pick), sampling, seed)
+        sources = None
+        if self.model.config.image_latent_conditioning:
+            sources = torch.cat([self.model.slot_sources(batch, m)[pick] for m in modes])
+        latents = self._sample(conditions, sources, len(modes), len(pick), sampling, seed)
         return [to_pil(img) for img in self.model.decode_latents(latents)]
 
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
@@ -151,17 +157,20 @@ class UniGenPipeline:
             return [KEEP, DROP_BOTH]
         return [KEEP]
 
-    def _sample(self, conditions: torch.Tensor, branches: int, count: int, sampling: _Sampling,
-                seed: int | None) -> torch.Tensor:
+    def _sample(self, conditions: torch.Tensor, sources: torch.Tensor | None, branches: int, count: int,
+                sampling: _Sampling, seed: int | None) -> torch.Tensor:
         model, config = self.model, self.model.config
         step = config.vae_compression
         shape = (count, config.latent_channels, sampling.height // step, sampling.width // step)
         generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
         latents = torch.randn(shape, generator=generator).to(model.device, torch.float32)
+        if sources is not None and sources.shape[-2:] != latents.shape[-2:]:
+            # Sources are encoded at the model's image_size; another output size reads them resampled.
+            sources = torch.nn.functional.interpolate(sources.float(), size=latents.shape[-2:], mode="bilinear")
         scheduler = make_scheduler(config.flow_shift)
         scheduler.set_timesteps(sampling.steps, device=model.device)
         for t in scheduler.timesteps:  # already s * 1000, the timestep scale the DiT trains with
-            x = torch.cat([latents] * branches).to(model.dit.dtype)
+            x = dit_input(torch.cat([latents] * branches), sources).to(model.dit.dtype)
             with model._autocast():
                 v = model.dit(hidden_states=x, encoder_hidden_states=conditions.to(model.dit.dtype),
                               timestep=t.expand(x.shape[0]).to(model.dit.dtype), return_dict=False)[0].float()

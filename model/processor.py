@@ -19,8 +19,12 @@ from unigen.model.chat_template import IMAGE, STRUCTURE, TEXT, where
 from unigen.model.images import load_image, to_pixels
 
 PROCESSOR_FILE = "unigen_processor.json"
+# transformers' own processor files: AutoProcessor reads processor_config.json; the class it names by
+# auto_map ships beside it (unigen.model.processing_unigen, copied), the plain class is Qwen's.
+HF_PROCESSOR_CONFIG = "processor_config.json"
+HF_PROCESSOR_MODULE = "processing_unigen.py"
 _SETTINGS = ("num_queries", "image_size", "max_length", "system_prompt", "image_gen_start_token_id",
-             "image_gen_pad_token_id", "image_gen_end_token_id")
+             "image_gen_pad_token_id", "image_gen_end_token_id", "image_latent_conditioning")
 
 
 class UniGenBatch(dict):
@@ -62,13 +66,16 @@ class UniGenProcessor:
 
     def __init__(self, tokenizer: Any, image_processor: Any, *, num_queries: int, image_size: int,
                  max_length: int, system_prompt: str, image_gen_start_token_id: int,
-                 image_gen_pad_token_id: int, image_gen_end_token_id: int) -> None:
+                 image_gen_pad_token_id: int, image_gen_end_token_id: int,
+                 image_latent_conditioning: bool = False) -> None:
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.num_queries, self.image_size, self.max_length = num_queries, image_size, max_length
         self.system_prompt = system_prompt
         self.image_gen_start_token_id = image_gen_start_token_id
         self.image_gen_pad_token_id = image_gen_pad_token_id
         self.image_gen_end_token_id = image_gen_end_token_id
+        # Also return every input image at image_size for the DiT's source latents (UniGenConfig).
+        self.image_latent_conditioning = image_latent_conditioning
         _ensure_slot_tokens(tokenizer, (image_gen_start_token_id, image_gen_pad_token_id, image_gen_end_token_id))
         names = (tpl.IM_START, tpl.IM_END, tpl.VISION_START, tpl.IMAGE_PAD, tpl.VISION_END) + tpl.SLOT_TOKENS
         self.token_ids = {name: _token_id(tokenizer, name) for name in names}
@@ -84,30 +91,50 @@ class UniGenProcessor:
         from unigen.model.tiny_tokenizer import ASSET_DIR
 
         source = resolve_source(config.tokenizer_source or config.backbone_source)
-        tokenizer = AutoTokenizer.from_pretrained(source or ASSET_DIR)
+        # The pinned revision of the same source: an offline job finds only that snapshot in its cache.
+        revision = config.tokenizer_revision if config.tokenizer_source else config.backbone_revision
+        pinned = {"revision": revision} if source and revision else {}
+        tokenizer = AutoTokenizer.from_pretrained(source or ASSET_DIR, **pinned)
         vision = config.backbone_config.get("vision_config", {})
         sizes = {"min_pixels": config.input_min_pixels, "max_pixels": config.input_max_pixels}
         if source:
-            image_processor = image_processor_class().from_pretrained(source, **sizes)
+            image_processor = image_processor_class().from_pretrained(source, **pinned, **sizes)
         else:
             image_processor = image_processor_class()(
                 patch_size=vision.get("patch_size", 14), temporal_patch_size=vision.get("temporal_patch_size", 2),
                 merge_size=vision.get("spatial_merge_size", 2), **sizes)
         return cls(tokenizer, image_processor, **{k: getattr(config, k) for k in _SETTINGS})
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Tokenizer files, preprocessor_config.json and unigen_processor.json into ``directory``."""
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer_only: bool = False) -> None:
+        """Tokenizer files (with unigen's chat template), preprocessor_config.json, unigen_processor.json
+        and transformers' processor files (processor_config.json + processing_unigen.py) into
+        ``directory``: ``UniGenProcessor.from_pretrained`` and ``AutoProcessor.from_pretrained`` both read
+        it, and the tokenizer's or processor's ``apply_chat_template`` gives ``self.apply_chat_template``'s
+        text. ``tokenizer_only``: just the tokenizer files (an export's ``tokenizer/``)."""
+        import shutil
+
         os.makedirs(directory, exist_ok=True)
+        self.tokenizer.chat_template = tpl.jinja_template(self.system_prompt)
         self.tokenizer.save_pretrained(directory)
+        if tokenizer_only:
+            return
         self.image_processor.save_pretrained(directory)
         with open(os.path.join(directory, PROCESSOR_FILE), "w", encoding="utf-8") as fh:
-            json.dump({k: getattr(self, k) for k in _SETTINGS}, fh, indent=2)
+            json.dump({k: getattr(self, k) for k in _SETTINGS}, fh, indent=2, sort_keys=True)
+        with open(os.path.join(directory, HF_PROCESSOR_CONFIG), "w", encoding="utf-8") as fh:
+            json.dump({"processor_class": "Qwen2_5_VLProcessor",
+                       "auto_map": {"AutoProcessor": "processing_unigen.UniGenQwenProcessor"}}, fh, indent=2)
+        module = os.path.join(os.path.dirname(os.path.abspath(__file__)), HF_PROCESSOR_MODULE)
+        shutil.copyfile(module, os.path.join(directory, HF_PROCESSOR_MODULE))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> UniGenProcessor:
-        """Load what save_pretrained wrote."""
+        """Load what save_pretrained wrote (an export's root reads its ``processor/``)."""
         from transformers import AutoTokenizer
 
+        if not os.path.exists(os.path.join(directory, PROCESSOR_FILE)) and os.path.exists(
+                os.path.join(directory, "processor", PROCESSOR_FILE)):
+            directory = os.path.join(directory, "processor")
         path = os.path.join(directory, PROCESSOR_FILE)
         if not os.path.exists(path):
             raise ValueError(f"{os.fspath(directory)}: no {PROCESSOR_FILE}; not a folder written by "
@@ -131,26 +158,35 @@ class UniGenProcessor:
         1 text items, 2 input images: what CFG dropout hides), gen_pixel_values (targets in [-1, 1] of
         the slots that carry an image, or None), gen_latents (precomputed latents when every target
         slot carries them, else None), gen_slot_batch_index and gen_slot_has_target (one entry per
-        slot, in order of appearance).
+        slot, in order of appearance). With image_latent_conditioning also source_pixel_values (every input
+        image at image_size in [-1, 1], or None) and gen_slot_source_index (per slot, the index into them of
+        the last input image before the slot in its conversation, -1 when there is none).
         """
         if conversations and isinstance(conversations[0], dict):
             conversations = [conversations]
         if not conversations:
             raise ValueError("no conversations: pass a list of conversations (each a list of messages)")
-        per_conversation, grids, pixel_values = self._input_images(conversations)
+        per_conversation, grids, pixel_values, sources = self._input_images(conversations)
         tokens = [int(n) for n in grids.prod(-1) // self.merge_size ** 2] if grids is not None else []
         encoded, first = [], 0
         for c, conversation in enumerate(conversations):
             count = per_conversation[c]
             encoded.append(self._encode(c, conversation, tokens[first:first + count], add_generation_prompt))
+            for slot in encoded[-1].slots:  # the conversation's image number -> the batch's
+                slot["source"] += first if slot["source"] >= 0 else 0
             first += count
         batch = self._pad(encoded)
         batch["pixel_values"] = pixel_values
         batch["image_grid_thw"] = grids
         batch.update(self._targets(encoded))
+        if self.image_latent_conditioning:
+            batch["source_pixel_values"] = sources
+            batch["gen_slot_source_index"] = torch.tensor([s["source"] for e in encoded for s in e.slots],
+                                                          dtype=torch.long)
         return batch
 
-    def _input_images(self, conversations: list) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None]:
+    def _input_images(self, conversations: list) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None,
+                                                           torch.Tensor | None]:
         images, per_conversation = [], []
         for c, conversation in enumerate(conversations):
             per_conversation.append(len(images))
@@ -163,14 +199,17 @@ class UniGenProcessor:
                         images.append(load_image(item["image"], where(c, m, i)))
             per_conversation[-1] = len(images) - per_conversation[-1]
         if not images:
-            return per_conversation, None, None
+            return per_conversation, None, None, None
         out = self.image_processor(images=images, return_tensors="pt")
-        return per_conversation, out["image_grid_thw"].long(), out["pixel_values"]
+        sources = (torch.stack([to_pixels(image, self.image_size) for image in images])
+                   if self.image_latent_conditioning else None)
+        return per_conversation, out["image_grid_thw"].long(), out["pixel_values"], sources
 
     def _encode(self, c: int, conversation: list, image_tokens: list[int], gen_prompt: bool) -> _Encoded:
         ids, content, sources, slots = [], [], [], []
         run: list[tuple[str, int, tuple]] = []
         images = iter(image_tokens)
+        last_image = -1  # the conversation's latest input image: the source of the slots that follow it
         for seg in tpl.iter_segments(conversation, self.system_prompt, gen_prompt, c):
             source = (seg.message, seg.item)
             if seg.kind == "text":
@@ -181,11 +220,12 @@ class UniGenProcessor:
                 new_ids, new_content = [self.token_ids[seg.value]], [STRUCTURE]
             elif seg.kind == "image":
                 n = next(images)
+                last_image += 1
                 new_ids = ([self.token_ids[tpl.VISION_START]] + [self.token_ids[tpl.IMAGE_PAD]] * n
                            + [self.token_ids[tpl.VISION_END]])
                 new_content = [IMAGE] * (n + 2)
             else:
-                slots.append(self._slot(seg.value, where(c, *source)))
+                slots.append({**self._slot(seg.value, where(c, *source)), "source": last_image})
                 new_ids = ([self.image_gen_start_token_id] + [self.image_gen_pad_token_id] * self.num_queries
                            + [self.image_gen_end_token_id])
                 new_content = [STRUCTURE] * (self.num_queries + 2)

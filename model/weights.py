@@ -3,7 +3,9 @@
 ``model.safetensors`` keeps every trainable parameter, plus everything of the components built at random
 (no source). Frozen weights of a component that came from a source (e.g. the frozen Qwen backbone, the
 DC-AE) are not copied: ``config.json`` names the source and from_pretrained loads them from it again. Tied
-tensors are stored once.
+tensors are stored once. This is UniGenModel's own folder; an export (UniGenPipeline.save_pretrained) stores
+every part whole in the ecosystem's layouts (unigen.model.export_layout), its files finished by
+``finish_safetensors`` as this one is.
 """
 from __future__ import annotations
 
@@ -56,9 +58,15 @@ def save_weights(model: nn.Module, directory: str | os.PathLike) -> str:
 
     path = os.path.join(directory, WEIGHTS_FILE)
     save_file(checkpoint_state(model), path, metadata={"format": "pt", "unigen": "1"})
-    _canonical_header(path)
-    os.chmod(path, _umask_mode(directory))
+    finish_safetensors(path)
     return path
+
+
+def finish_safetensors(path: str | os.PathLike) -> None:
+    """What every safetensors file unigen writes gets, whichever library wrote it: the canonical header
+    (equal tensors, equal bytes) and the umask's mode instead of safetensors' 0600."""
+    _canonical_header(os.fspath(path))
+    os.chmod(path, _umask_mode(os.path.dirname(os.path.abspath(path))))
 
 
 def _canonical_header(path: str) -> None:
@@ -95,7 +103,10 @@ def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
 
     path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"{os.fspath(directory)}: no {WEIGHTS_FILE}; not a folder written by save_pretrained")
+        hint = ("an export (model_index.json): load it with UniGenPipeline.from_pretrained" if
+                os.path.exists(os.path.join(directory, "model_index.json")) else
+                "not a folder written by save_pretrained")
+        raise ValueError(f"{os.fspath(directory)}: no {WEIGHTS_FILE}; {hint}")
     state = load_file(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 from unigen.orchestrator import __version__
 from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
 
-EXIT_USAGE = 2
 # Kept equal to unigen.orchestrator.runs.STATUSES by a test (importing runs here would slow --help).
 RUN_STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
 STAGES = ("pretrain", "instruct")
@@ -70,6 +70,16 @@ def _add_validate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the summary lines, not the resolved configs")
     p.add_argument("--fields", action="store_true", help="print every recipe and profile field with its type, "
                    "default and description, then exit")
+
+
+def _add_prefetch(sub) -> None:
+    p = sub.add_parser("prefetch", help="download the pretrained weights the recipes name into the profile's cache",
+                       description="Fetch every hub repository the recipes' models load from (backbone, tokenizer, "
+                       "Sana transformer and DC-AE, at the presets' pinned revisions) into the hub cache the "
+                       "profile's ranks read (its env HF_HOME), so offline jobs find them. Resumable: a rerun "
+                       "fetches only what is missing. See runbooks/new-cluster-profile.md.")
+    p.add_argument("inputs", nargs="+", metavar="RECIPE|KEY=VALUE", help=_INPUTS_HELP)
+    p.add_argument("--profile", required=True, metavar="P", help="cluster profile, as for submit")
 
 
 def _add_run_commands(sub) -> None:
@@ -205,6 +215,7 @@ def build_parser(load_data: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_submit(sub)
     _add_validate(sub)
+    _add_prefetch(sub)
     _add_run_commands(sub)
     _add_data(sub, load_data)
     return parser
@@ -256,7 +267,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
     # unparsed after a positional list: take those back as inputs of submit / validate.
     args, extras = parser.parse_known_args(argv)
     if extras:
-        if args.command in ("submit", "validate") and not any(e.startswith("-") for e in extras):
+        if args.command in ("submit", "validate", "prefetch") and not any(e.startswith("-") for e in extras):
             args.inputs = list(args.inputs) + extras
         else:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -277,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `unigen runs | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -4,6 +4,14 @@ Torch-free on purpose: ``unigen validate`` and ``unigen submit --dry-run`` print
 it as an artifact. The optimizer and LR schedule are NOT in this config: the runtime passes a torch
 AdamW and a LambdaLR to ``deepspeed.initialize`` (DeepSpeed's own "AdamW" JIT-compiles fused_adam on
 machines without prebuilt ops, +97 s on CPU; see STACK.md).
+
+CPU and GPU runs differ in one respect, on purpose (``gpu_zero_settings``): on GPUs ZeRO overlaps its
+gradient reductions and parameter gathers with the backward pass (``overlap_comm``) in buckets sized for
+NCCL; on CPU ranks (gloo: the tests, the smoke recipes, a laptop) every collective runs in program order,
+which is where resume is measured bit for bit (tests/e2e/test_fault_tolerance.py). Overlapped reductions
+can sum a gradient's pieces in another order from one run to the next, so a GPU resume continues the
+same samples with the same weights and optimizer state but its losses may differ in the last bits
+(runbooks/preemption-and-resume.md).
 """
 from __future__ import annotations
 
@@ -14,14 +22,13 @@ from unigen.orchestrator.errors import UserError
 
 
 def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> int:
-    """global = micro x accumulation x world; anything else is a recipe/profile mismatch."""
-    per_step = micro_batch * world_size
-    if global_batch % per_step:
-        raise UserError(
-            f"train.global_batch_size={global_batch} is not a multiple of train.micro_batch_size={micro_batch}"
-            f" x world size {world_size} = {per_step}: change one of them (e.g. global_batch_size="
-            f"{max(per_step, global_batch // per_step * per_step)})")
-    return global_batch // per_step
+    """global = micro x accumulation x world (unigen.model.data.batching); a mismatch is the user's to fix."""
+    from unigen.model.data.batching import BatchSplitError, accumulation_steps as split
+
+    try:
+        return split(global_batch, micro_batch, world_size)
+    except BatchSplitError as err:
+        raise UserError(str(err)) from None
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -34,8 +41,37 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_deepspeed_config(recipe: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """DeepSpeed config for ``recipe`` (a resolved recipe as a plain dict) on ``world_size`` ranks."""
+# Communication buckets, in elements. DeepSpeed's defaults are 5e8; with overlap_comm ZeRO 1-2 keep about
+# 4.5 x a bucket in flight (at 2 B/element under bf16: ~4.5 GB at 5e8), so 2e8 (~1.8 GB) leaves that memory
+# to activations while each NCCL call still moves hundreds of MB.
+GPU_BUCKET = int(2e8)
+# ZeRO-3 gathers the next modules' weights while the current one runs, up to this many elements
+# (DeepSpeed's default 5e7: most of one unigen-3b DiT block, ~8e7 parameters), and keeps parameters smaller
+# than the threshold (DeepSpeed's default 1e5: norms, biases) whole on every rank instead of gathering each.
+GPU_PREFETCH_BUCKET = int(5e7)
+GPU_PERSISTENCE_THRESHOLD = int(1e5)
+
+
+def gpu_zero_settings(stage: int) -> dict[str, Any]:
+    """The ``zero_optimization`` keys a GPU run adds for speed (none without ZeRO)."""
+    if stage == 0:
+        return {}
+    settings: dict[str, Any] = {
+        "overlap_comm": True,  # reduce (and under ZeRO-3 gather) while backward still computes
+        "contiguous_gradients": True,  # gradients copied into one buffer as they are reduced: no fragmentation
+        "reduce_bucket_size": GPU_BUCKET,
+    }
+    if stage in (1, 2):
+        settings.update({"reduce_scatter": True, "allgather_bucket_size": GPU_BUCKET})
+    else:
+        settings.update({"stage3_prefetch_bucket_size": GPU_PREFETCH_BUCKET,
+                         "stage3_param_persistence_threshold": GPU_PERSISTENCE_THRESHOLD})
+    return settings
+
+
+def build_deepspeed_config(recipe: dict[str, Any], world_size: int, *, gpus: bool = False) -> dict[str, Any]:
+    """DeepSpeed config for ``recipe`` (a resolved recipe as a plain dict) on ``world_size`` ranks, each a
+    GPU when ``gpus`` (else a CPU rank: reductions in program order, see the module docstring)."""
     train = recipe["train"]
     ds = recipe.get("deepspeed") or {}
     gbs, mbs = int(train["global_batch_size"]), int(train["micro_batch_size"])
@@ -49,6 +85,8 @@ def build_deepspeed_config(recipe: dict[str, Any], world_size: int) -> dict[str,
             "overlap_comm": False,  # keeps reductions in program order: bit-exact resume on CPU
             "stage3_gather_16bit_weights_on_model_save": False,  # export goes through zero_to_fp32
         })
+    if gpus:
+        zero.update(gpu_zero_settings(stage))
     config: dict[str, Any] = {
         "train_batch_size": gbs,
         "train_micro_batch_size_per_gpu": mbs,

@@ -23,6 +23,13 @@ slot attends to in backward). Frozen weights take model.frozen_dtype's size when
 train.precision fp32 (under bf16 every weight is bf16 already). Not counted: the frozen vision tower
 and VAE encoder (no gradient passes through them; their working memory is transient), CUDA context,
 allocator fragmentation and communication buffers: keep 10-20% of the GPU free.
+
+Checkpoint bytes per step (``checkpoint_bytes``) count what the files of one save hold. Frozen parameters
+are in no checkpoint (unigen.orchestrator.runtime.state), so only trainable ones count: the fp32 master
+weights with Adam's m and v (12 B per trainable parameter, partitioned over the ranks under ZeRO 1-3),
+plus, under ZeRO 0-2, the module's copy of the trainable weights in the training dtype, which rank 0
+writes whole (ZeRO-3's module file holds placeholders only). Without ZeRO rank 0 writes everything, and
+in fp32 the module copy IS the master (4 + 8 B).
 """
 from __future__ import annotations
 
@@ -79,6 +86,34 @@ class Estimate:
     @property
     def total(self) -> float:
         return self.weights + self.gradients + self.optimizer + self.gather + self.activations
+
+
+ADAM_MOMENTS_BYTES = 8  # Adam m and v in fp32
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class CheckpointBytes:
+    """What one checkpoint save writes (see the module docstring): in total and by the rank that writes most
+    (rank 0), and what leaving the frozen parameters out saves."""
+
+    total: float
+    per_rank: float
+    frozen_left_out: float
+
+
+def checkpoint_bytes(dims: ModelDims, *, zero_stage: int, data_parallel: int, precision: str) -> CheckpointBytes:
+    """Bytes of one checkpoint of the model's trainable state under ZeRO ``zero_stage`` over ``data_parallel`` ranks."""
+    if zero_stage not in (0, 1, 2, 3) or data_parallel < 1:
+        raise ValueError(f"zero_stage {zero_stage} / data_parallel {data_parallel} out of range")
+    trainable, frozen = dims.trainable, dims.total - dims.trainable
+    left_out = float(frozen * frozen_weight_bytes(precision, dims.frozen_dtype))
+    module = trainable * WEIGHT_BYTES[precision] if zero_stage < 3 else 0
+    master = 0 if zero_stage == 0 and precision == "fp32" else trainable * FP32_BYTES
+    moments = trainable * ADAM_MOMENTS_BYTES
+    optimizer = master + moments
+    per_rank = module + (optimizer if zero_stage == 0 else optimizer / data_parallel)
+    return CheckpointBytes(float(module + optimizer), float(per_rank), left_out)
 
 
 def frozen_weight_bytes(precision: str, frozen_dtype: str | None) -> int:
@@ -212,6 +247,22 @@ def _stack_text(stacks: tuple[Stack, ...], checkpointing: Checkpointing) -> str:
     return "; ".join(out)
 
 
+def _checkpoint_line(dims: ModelDims, *, zero_stage: int, data_parallel: int, precision: str) -> str:
+    """What one save of the recipe's ZeRO stage writes, and what is in it."""
+    ckpt = checkpoint_bytes(dims, zero_stage=zero_stage, data_parallel=data_parallel, precision=precision)
+    w = WEIGHT_BYTES[precision]
+    if zero_stage == 0 and precision == "fp32":
+        held = "the fp32 weights + Adam m, v: 12 B, all from rank 0"
+    elif zero_stage == 0:
+        held = f"fp32 master + Adam m, v: 12 B + the module's {w} B copy, all from rank 0"
+    else:
+        held = "fp32 master + Adam m, v: 12 B, partitioned" + (f", + the module's {w} B copy from rank 0"
+                                                                if zero_stage < 3 else "")
+    return (f"  checkpoint per step (ZeRO {zero_stage}): {_size(ckpt.total)} in total, {_size(ckpt.per_rank)} from "
+            f"the rank writing most = {dims.trainable:,} trainable params x ({held}); frozen parameters are not "
+            f"saved ({_size(ckpt.frozen_left_out)} left out of each save).")
+
+
 def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch: int, precision: str,
            checkpointing: Checkpointing, gpus: bool, gpu_memory_gb: float | None = None) -> list[str]:
     """The lines `unigen validate` prints: a table over ZeRO stages 0-3 (the recipe's marked *) and why."""
@@ -238,6 +289,7 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
         f"param ({states}); ZeRO 1 shards the optimizer, 2 + gradients, 3 + weights.",
         f"  zero3 gather: 2 x the largest module ({dims.largest_module_name}, {dims.largest_module:,} params) gathered "
         "while it runs.",
+        _checkpoint_line(dims, zero_stage=zero_stage, data_parallel=data_parallel, precision=precision),
         f"  activations (x {w} B, per sample x micro batch): {_stack_text(dims.stacks, checkpointing)}. Not counted: "
         "frozen vision tower / VAE, CUDA context, fragmentation.",
     ]

@@ -8,6 +8,7 @@
 - 75  EXIT_REQUEUE: preempted, a committed checkpoint was written: start again (EX_TEMPFAIL from
       sysexits.h, "temporary failure, the user is invited to retry"). Not a failure: it never
       counts against the failure budget.
+- 2   EXIT_USAGE (same value): a command refused its command line, recipe or profile; nothing started.
 - 128+N: killed by signal N, as a shell or srun reports it (``SIGNAL_BASE``); Popen reports -N.
 - 130 EXIT_INTERRUPTED: a command (``unigen submit --wait``) stopped by Ctrl-C (128 + SIGINT).
 
@@ -16,6 +17,7 @@ What a launcher does with each code is ``unigen.orchestrator.launchers.attempt_p
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_FATAL = 2
+EXIT_USAGE = 2  # a CLI refusing its input: the same "fix it, do not retry" meaning as EXIT_FATAL
 EXIT_REQUEUE = 75
 SIGNAL_BASE = 128
 EXIT_INTERRUPTED = SIGNAL_BASE + 2  # SIGINT
@@ -26,5 +28,5 @@ def from_returncode(returncode: int) -> int:
     return returncode if returncode >= 0 else SIGNAL_BASE - returncode
 
 
-__all__ = ["EXIT_OK", "EXIT_CRASH", "EXIT_FATAL", "EXIT_REQUEUE", "SIGNAL_BASE", "EXIT_INTERRUPTED",
+__all__ = ["EXIT_OK", "EXIT_CRASH", "EXIT_FATAL", "EXIT_USAGE", "EXIT_REQUEUE", "SIGNAL_BASE", "EXIT_INTERRUPTED",
            "from_returncode"]

@@ -12,6 +12,12 @@ Layout of a run folder::
     checkpoints/      step-<N>/ ... + LATEST (see unigen.orchestrator.checkpoint)
     metrics.jsonl     every step's metrics; eval.jsonl + eval/step-<N>/: evaluations (runtime.evaluation)
     export/           the final model as a UniGenPipeline folder
+
+A run folder is movable: every path run.json (and the tracker's spool) holds that points inside the folder is
+stored relative to it (``RunPaths.record_path``) and resolved on read (``RunPaths.resolve``); a reference to
+another run is its run id, found under the runs root at read time; the default MLflow store is recorded as
+``sqlite:///../mlflow.db``, relative to the run folder (``tracking.store``). So a runs root copied or moved
+elsewhere works on its own, and never reads or writes the original's files.
 """
 from __future__ import annotations
 
@@ -82,6 +88,41 @@ class RunPaths:
     def rank_log(self, rank: int) -> Path:
         return self.logs / f"rank-{rank}.log"
 
+    def record_path(self, path: str | os.PathLike[str]) -> str:
+        """How run files store ``path``: relative to the run folder (POSIX form) when it is inside it, so
+        the folder can move; absolute otherwise (an export written elsewhere with ``--out``)."""
+        full = Path(path).expanduser()
+        full = full if full.is_absolute() else Path.cwd() / full
+        root = self.root.resolve()
+        for candidate in (full, full.resolve()):
+            if candidate.is_relative_to(root):
+                return candidate.relative_to(root).as_posix() or "."
+        return str(full.resolve())
+
+    def resolve(self, stored: str | os.PathLike[str] | None) -> Path | None:
+        """A path read from run files (see ``record_path``), as a path on this machine; None for none.
+
+        Relative: inside this run folder, wherever it is now. Absolute (run.json written before run folders
+        were movable, or a path outside the run): kept, except that a path into a folder named like this
+        one (``.../<run id>/export``) that is not this folder is read as the same path inside this folder
+        when that exists here: a moved or copied run uses its own files, never the original's."""
+        if stored is None or str(stored) == "":
+            return None
+        path = Path(stored)
+        if not path.is_absolute():
+            return self.root / path
+        root = self.root.resolve()
+        if path.is_relative_to(root) or path.resolve().is_relative_to(root):
+            return path
+        parts = path.parts
+        for i in range(len(parts) - 2, 0, -1):  # a folder named like this run, then something inside it
+            if parts[i] == root.name:
+                inside = root.joinpath(*parts[i + 1:])
+                if inside.exists():
+                    return inside
+                break
+        return path
+
 
 class RunLedger:
     """Read and update one run's ``run.json`` safely."""
@@ -107,6 +148,8 @@ class RunLedger:
         tracking_uri: str | None = None,
         workdir: str | None = None,
     ) -> "RunLedger":
+        from unigen.orchestrator.tracking.store import recorded_uri  # a store in the runs root: relative
+
         run_dir = Path(run_root) / run_id
         if run_dir.exists():
             raise UserError(f"run folder {run_dir} already exists: pick another --name")
@@ -131,7 +174,7 @@ class RunLedger:
             "init_from": init_from,
             "parent": parent,
             "attempts": [],
-            "mlflow": {"tracking_uri": tracking_uri, "experiment_id": None, "run_id": None,
+            "mlflow": {"tracking_uri": recorded_uri(tracking_uri, run_dir), "experiment_id": None, "run_id": None,
                        "parent_run_id": None},
             "checkpoints": {"latest_local": None, "latest_durable": None, "last_save_s": None},
             "progress": {"step": 0, "max_steps": recipe.get("train", {}).get("max_steps"), "loss": None,
@@ -246,6 +289,45 @@ class RunLedger:
             r["progress"].update(fields, updated_at=now_iso())
 
         self.update(change)
+
+    def set_error(self, message: str | None, *, keep_first: bool = False) -> None:
+        """The run's error line (None clears it); ``keep_first``: an error already there is the cause, keep it."""
+        def change(r: dict[str, Any]) -> None:
+            if not (keep_first and r.get("error")):
+                r["error"] = message
+
+        self.update(change)
+
+    def request_cancel(self) -> None:
+        """Mark the run for cancellation (``cancel_requested``: when it was first asked)."""
+        self.update(lambda r: r.update(cancel_requested=r.get("cancel_requested") or now_iso()))
+
+    def set_launcher_info(self, launcher: str, info: dict[str, Any]) -> None:
+        """What a launcher needs to find its job again: ``slurm`` (job ids, script), ``ray`` (job, address) or
+        ``supervisor`` (the local supervisor's pid and host)."""
+        if launcher not in ("slurm", "ray", "supervisor"):
+            raise ValueError(f"unknown launcher section {launcher!r}")
+        self.update(lambda r: r.update({launcher: info}))
+
+    def update_last_attempt(self, **fields: Any) -> None:
+        """Add fields to the newest attempt (e.g. the ranks a launcher started)."""
+        self.update(lambda r: r["attempts"][-1].update(fields) if r["attempts"] else None)
+
+    def set_init_from(self, lineage: dict[str, Any]) -> None:
+        """Where this stage's initial weights came from (the previous stage's run, step and checkpoint)."""
+        self.update(lambda r: r.update(init_from=lineage))
+
+    def set_export(self, path: str | os.PathLike[str], step: int) -> None:
+        """The final model's folder (stored relative to the run folder) and the step it holds."""
+        self.update(lambda r: r.update(export={"path": self.paths.record_path(path), "step": step}))
+
+    def set_eval(self, merge: Callable[[dict[str, Any] | None], dict[str, Any]]) -> None:
+        """The latest evaluation summary: ``merge`` gets the recorded one (or None) and returns the new one."""
+        self.update(lambda r: r.update(eval=merge(r.get("eval"))))
+
+    def set_mlflow(self, **fields: Any) -> None:
+        """MLflow ids of this run (experiment, parent and own run ids, the store URI as recorded)."""
+        self.update(lambda r: r.setdefault("mlflow", {}).update(fields))
 
 
 DEFAULT_RUN_ROOT = "unigen-runs"

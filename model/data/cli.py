@@ -1,4 +1,4 @@
-"""``unigen data ...`` subcommands: synth, check, preview, encode.
+"""``unigen data ...`` subcommands: synth, check, preview, encode, label-segmentation.
 
 Registered on the ``unigen data`` parser's subparsers by ``add_subcommands``. Imports only argparse and the
 standard library at module level (``unigen --help`` builds these parsers); each command imports what
@@ -16,8 +16,8 @@ FORMATS = ("webdataset", "parquet", "jsonl", "coco", "synthetic", "nyu_mat", "ny
 
 
 def add_subcommands(subparsers) -> None:
-    """Register ``synth``, ``check``, ``preview`` and ``encode`` on ``subparsers``: the subparsers
-    object of the ``unigen data`` parser (``data_parser.add_subparsers(...)``)."""
+    """Register ``synth``, ``check``, ``preview``, ``encode`` and ``label-segmentation`` on ``subparsers``:
+    the subparsers object of the ``unigen data`` parser (``data_parser.add_subparsers(...)``)."""
     sub = subparsers
     p = sub.add_parser("synth", help="write the synthetic shapes corpus in the published formats")
     p.add_argument("--out", required=True, help="folder to write (one subfolder per task)")
@@ -50,6 +50,27 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--limit", type=int, default=0, help="encode only the first N records (default 0 = all)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu), e.g. cuda")
     p.set_defaults(func=_run("encode"), image_size=None)
+
+    p = sub.add_parser("label-segmentation", help="label the images of WebDataset shards with OneFormer: class-id "
+                       "PNGs plus JSONL files a task: segmentation source reads (resumable, split over ranks)")
+    p.add_argument("shards", help="WebDataset shards: pattern (laion/{00000..00099}.tar), glob or folder; "
+                   "local, s3:// or any fsspec URL")
+    p.add_argument("--out", required=True, help="folder to write (local or shared filesystem): <name>.jsonl per "
+                   "shard plus <name>/images and <name>/labels; read it as uri <out>/*.jsonl")
+    p.add_argument("--model", default="shi-labs/oneformer_ade20k_swin_large",
+                   help="OneFormer hub id or local folder, loaded with from_pretrained "
+                        "(default shi-labs/oneformer_ade20k_swin_large)")
+    p.add_argument("--label-set", default="ade20k-150", help="label set the model predicts; the source's "
+                   "options.label_set (default ade20k-150)")
+    p.add_argument("--device", default="auto", help="torch device (default auto: cuda when available, else cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="model weights and activations (default float32)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--rank", type=int, help="this worker's rank (default: $SLURM_ARRAY_TASK_ID, $SLURM_PROCID "
+                   "or $RANK; 0)")
+    p.add_argument("--world-size", type=int, help="number of workers (default: $SLURM_ARRAY_TASK_COUNT, "
+                   "$SLURM_NTASKS or $WORLD_SIZE; 1)")
+    p.set_defaults(func=_run("label_segmentation"))
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable
 
+from unigen.model.data.batching import accumulation_steps
 from unigen.model.data.errors import DataError
 from unigen.model.data.mixture import Mixture, MixtureState
 from unigen.model.data.sources import open_sources
@@ -40,17 +41,6 @@ def build_loader(spec, collate: Callable[[list], Any], *, seed: int, global_batc
     """A loader for this rank; ``state`` (from ``Loader.state_dict()``) continues a previous run."""
     return Loader(spec, collate, seed=seed, global_batch_size=global_batch_size,
                   micro_batch_size=micro_batch_size, rank=rank, world_size=world_size, state=state)
-
-
-def accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    per_step = micro_batch_size * world_size
-    if global_batch_size <= 0 or micro_batch_size <= 0 or world_size <= 0:
-        raise ValueError("global_batch_size, micro_batch_size and world_size must be positive")
-    if global_batch_size % per_step:
-        raise ValueError(f"train.global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
-                         f"{micro_batch_size} x world size {world_size} = {per_step}; pick a global batch "
-                         f"of {per_step * max(1, round(global_batch_size / per_step))}")
-    return global_batch_size // per_step
 
 
 class _StepSampler:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from unigen.orchestrator.checkpoint.errors import CheckpointError
+from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.checkpoint.layout import parse_step_dir
 from unigen.orchestrator.checkpoint.manager import CheckpointManager
 from unigen.orchestrator.checkpoint.verify import LocalStepView, verify_step
@@ -46,7 +47,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"OK {folder}: {len(verdict.files)} files, {verdict.bytes / 1e6:.1f} MB, sha256 verified")
         return 0
     print(f"BAD {folder}: {verdict.reason}")
-    return 2
+    return EXIT_FATAL
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_FATAL
 
 
 if __name__ == "__main__":

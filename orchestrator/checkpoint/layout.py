@@ -6,6 +6,8 @@
         manifest-rank<r>.json          what rank r wrote: relative path, size, sha256 of each file
         COMMIT.json                    written last, by rank 0: the checkpoint exists only with it
     <checkpoints>/LATEST               "step-<N>": a pointer for people and tools, never trusted alone
+    <checkpoints>/latest, zero_to_fp32.py  DeepSpeed's pointer and script (deepspeed_tools.py), so its
+                                       documented ``python zero_to_fp32.py . out`` works here
     <checkpoints>/quarantine/          torn or corrupt checkpoints moved aside by a resume
     <checkpoints>/.incoming-*, .trash-*  downloads in progress and deletions in progress (ignored)
 

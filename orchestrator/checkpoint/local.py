@@ -1,4 +1,5 @@
-"""Housekeeping of the local checkpoints folder: LATEST, quarantine, deletion in the background."""
+"""Housekeeping of the local checkpoints folder: LATEST (and DeepSpeed's ``latest``), quarantine,
+deletion in the background."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,6 +10,7 @@ import threading
 from pathlib import Path
 
 from unigen.orchestrator.atomic import fsync_dir
+from unigen.orchestrator.checkpoint.deepspeed_tools import publish_local, withdraw_local
 from unigen.orchestrator.checkpoint.layout import (
     COMMIT_NAME,
     INCOMING_PREFIX,
@@ -38,10 +40,13 @@ class LocalStore:
         return sorted(s for s, p in scan_local(self.root).items() if (p / COMMIT_NAME).is_file())
 
     def write_latest(self, step: int) -> None:
+        """Point LATEST, then DeepSpeed's ``latest``, at ``step``; only ever called for a committed step."""
         atomic_write_bytes(self.root / LATEST_NAME, step_dir_name(step).encode())
+        publish_local(self.root, step)
 
     def quarantine(self, path: Path, reason: str) -> Path:
         """Move a torn or corrupt folder to ``quarantine/<name>.<UTC time>`` with a reason file."""
+        withdraw_local(self.root, path.name)  # DeepSpeed's `latest` must never name a missing step
         qdir = self.root / QUARANTINE_DIR
         qdir.mkdir(exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -59,6 +64,7 @@ class LocalStore:
     def discard(self, path: Path) -> None:
         """Delete a folder without making the caller wait: an instant rename out of sight, then
         ``rmtree`` in a background thread (a multi-GB checkpoint takes seconds to delete)."""
+        withdraw_local(self.root, path.name)
         trash = self.root / f"{TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}"
         os.replace(path, trash)
         self._purge([trash])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.atomic import fsync_dir
+from unigen.orchestrator.checkpoint.deepspeed_tools import DS_LATEST
 from unigen.orchestrator.checkpoint.errors import CheckpointError
 from unigen.orchestrator.checkpoint.layout import (
     COMMIT_NAME,
@@ -143,8 +144,21 @@ class Remote:
     def write_latest(self, step: int) -> None:
         self.fs.pipe_file(self.path(LATEST_NAME), step_dir_name(step).encode())
 
+    def write_deepspeed_files(self, step: int, scripts: dict[str, bytes]) -> None:
+        """After LATEST: DeepSpeed's scripts, then its ``latest`` (see deepspeed_tools), so a copy of the
+        prefix runs ``python zero_to_fp32.py . out`` as DeepSpeed documents it."""
+        for name, data in scripts.items():
+            self.fs.pipe_file(self.path(name), data)
+        self.fs.pipe_file(self.path(DS_LATEST), step_dir_name(step).encode())
+
     def uncommit(self, step: int) -> None:
-        """Remove a step's COMMIT first, so a step being replaced or deleted is never 'valid'."""
+        """Remove a step's COMMIT first, so a step being replaced or deleted is never 'valid'; and
+        DeepSpeed's ``latest`` before it when it names that step."""
+        try:
+            if self.fs.cat_file(self.path(DS_LATEST)).decode().strip() == step_dir_name(step):
+                self.fs.rm_file(self.path(DS_LATEST))
+        except FileNotFoundError:
+            pass
         try:
             self.fs.rm_file(self.path(step_dir_name(step), COMMIT_NAME))
         except FileNotFoundError:
@@ -202,3 +216,28 @@ class Remote:
 
     def list_with_retry(self, stop: Any = None, on_event: Any = None) -> Listing:
         return call_with_retry(self.list, "list", self.policy, stop=stop, on_event=on_event)
+
+
+def storage_options_from_profile(profile: dict[str, Any]) -> dict[str, Any] | None:
+    """fsspec storage options for checkpoint URIs from the profile's ``storage.s3`` section. Profiles name
+    the environment variables that hold credentials (``access_key_id_env``, ``secret_access_key_env``,
+    ``session_token_env``), never the credentials: the values are read here, registered with the secret
+    scrubber and passed to fsspec only. Without the section, s3fs falls back to the usual AWS_* variables."""
+    s3 = ((profile.get("storage") or {}).get("s3")) or {}
+    if not s3:
+        return None
+    options: dict[str, Any] = {}
+    client_kwargs: dict[str, Any] = {}
+    if s3.get("endpoint_url"):
+        client_kwargs["endpoint_url"] = s3["endpoint_url"]
+    if s3.get("region"):
+        client_kwargs["region_name"] = s3["region"]
+    for field, option in (("access_key_id_env", "key"), ("secret_access_key_env", "secret"),
+                          ("session_token_env", "token")):
+        name = s3.get(field)
+        if name and os.environ.get(name):
+            register_secret(os.environ[name])
+            options[option] = os.environ[name]
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options or None

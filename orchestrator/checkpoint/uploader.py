@@ -1,8 +1,9 @@
 """The background uploader: committed checkpoints to the remote, in protocol order, without ever
 blocking the training step.
 
-For each checkpoint: data files, then the manifests, then COMMIT.json, then LATEST, so a reader of
-the remote sees a COMMIT only once everything it names is there. A step that already has a different
+For each checkpoint: data files, then the manifests, then COMMIT.json, then LATEST (then DeepSpeed's
+scripts and ``latest``, see deepspeed_tools.py), so a reader of the remote sees a COMMIT only once
+everything it names is there. A step that already has a different
 COMMIT remotely (a re-save of the same step) loses that COMMIT first. Then remote retention mirrors
 keep_last/keep_every and never deletes the newest durable checkpoint; half-uploaded folders older
 than it are cleaned up.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from unigen.orchestrator.checkpoint.deepspeed_tools import scripts_for
 from unigen.orchestrator.checkpoint.layout import COMMIT_NAME, step_dir_name
 from unigen.orchestrator.checkpoint.remote import Remote
 from unigen.orchestrator.checkpoint.retention import select_for_deletion
@@ -166,6 +168,8 @@ class Uploader:
             newest = self.durable_step is None or job.step >= self.durable_step
         if newest:
             self._retry(lambda: self.remote.write_latest(job.step), "write LATEST")
+            scripts = scripts_for(job.path)
+            self._retry(lambda: self.remote.write_deepspeed_files(job.step, scripts), "write DeepSpeed's latest")
         seconds = time.monotonic() - started
         with self._cv:
             self.durable_step = max(job.step, self.durable_step if self.durable_step is not None else job.step)

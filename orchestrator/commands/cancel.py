@@ -20,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     if record["status"] in TERMINAL:
         print(f"{record['run_id']} is {record['status']}: nothing to cancel")
         return 0
-    ledger.update(lambda r: r.__setitem__("cancel_requested", True))
+    ledger.request_cancel()
     print(get_launcher(record.get("launcher") or "local").cancel(ledger))
     return 0

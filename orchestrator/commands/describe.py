@@ -66,7 +66,7 @@ def deepspeed_text(stage: ResolvedStage, sub: Submission) -> str:
     """The generated DeepSpeed config of a stage, as JSON."""
     from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 
-    return json.dumps(build_deepspeed_config(stage.resolved(), sub.world_size), indent=2)
+    return json.dumps(build_deepspeed_config(stage.resolved(), sub.world_size, gpus=sub.world.gpus), indent=2)
 
 
 def memory_lines(stage: ResolvedStage, sub: Submission) -> list[str]:

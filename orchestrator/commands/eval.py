@@ -95,12 +95,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return render_table(HEADERS, cells) + "\n* the suite's primary metric (shown by unigen runs and unigen status)"
 
 
-def _inside(path: Path, root: Path) -> str:
-    """``path`` relative to the run folder when it is inside it (a run folder is movable), else absolute."""
-    path, root = Path(path).resolve(), Path(root).resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 def _sampling(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: settings[k] for k in ("num_inference_steps", "guidance_scale", "image_guidance_scale")}
 
@@ -117,8 +111,8 @@ def _record(ledger, where, out: Path, rows: list[dict[str, Any]], extra: dict[st
     from unigen.orchestrator.runs import now_iso
 
     root = ledger.paths.root
-    line = {"step": where.step, "source": SOURCE, "at": now_iso(), "model": _inside(where.path, root),
-            "folder": _inside(out, root), **extra, "suites": rows}
+    line = {"step": where.step, "source": SOURCE, "at": now_iso(), "model": ledger.paths.record_path(where.path),
+            "folder": ledger.paths.record_path(out), **extra, "suites": rows}
     with open(root / "eval.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line) + "\n")
     shown = _record_latest(ledger, where.step, rows, line["at"])

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     export_checkpoint(record["recipe"], step_dir, out, run_id=record["run_id"])
 
     def change(r):
-        r["export"] = {"path": str(out), "step": int(step_dir.name.split("-")[-1])}
+        r["export"] = {"path": ledger.paths.record_path(out), "step": int(step_dir.name.split("-")[-1])}
 
     ledger.update(change)
     left = record_export(ledger, out)

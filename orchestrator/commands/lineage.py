@@ -68,7 +68,8 @@ def render_chain(chain) -> list[str]:
     durable = latest_durable(last.record, last.run_dir)
     if durable:
         lines.append(_line("checkpoint", _checkpoint_text(durable) + "  (latest durable)"))
-    lines.append(_line("exported model", export_path(last.record) or "- (not exported yet: `unigen export`)"))
+    exported = export_path(last.record, last.run_dir)
+    lines.append(_line("exported model", exported or "- (not exported yet: `unigen export`)"))
     return lines
 
 

@@ -25,7 +25,7 @@ def _plan(ledger) -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen resume``."""
     from unigen.orchestrator.launchers import get_launcher
-    from unigen.orchestrator.submit import submission_from_record
+    from unigen.orchestrator.submission import submission_from_record
 
     ledger = ledger_arg(args)
     if args.plan:

@@ -20,7 +20,7 @@ def ledger_arg(args: argparse.Namespace, attr: str = "run") -> RunLedger:
 def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
     """A CheckpointManager over the run's local checkpoints (and remote mirror), for planning."""
     from unigen.orchestrator.checkpoint import CheckpointManager
-    from unigen.orchestrator.runtime.storage import storage_options_from_profile
+    from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
 
     record = ledger.read()
     remote = checkpoint_mirror(record) if with_remote else None
@@ -68,7 +68,7 @@ def run_model(ledger: RunLedger, step: int | None = None) -> RunModel:
     """The run's model of ``step`` (None: the newest): its export when the export holds that step, else the
     committed checkpoint. Finds and checks files only; ``load_run_model`` loads it."""
     record = ledger.read()
-    export = Path((record.get("export") or {}).get("path") or ledger.paths.export)
+    export = ledger.paths.resolve((record.get("export") or {}).get("path")) or ledger.paths.export
     if is_model_folder(export):
         info = read_json(export / "unigen_export.json") or {}
         export_step = info.get("step", (record.get("export") or {}).get("step"))
@@ -92,7 +92,10 @@ def load_run_model(ledger: RunLedger, where: RunModel):
 
 
 def is_model_folder(path: Path) -> bool:
-    """A ``UniGenPipeline.save_pretrained`` folder (an export)."""
+    """A ``UniGenPipeline.save_pretrained`` folder (an export): the diffusers-style layout, or the one-file
+    layout of older versions (unigen.model.export_layout.layout, without importing torch here)."""
+    if (path / "model_index.json").is_file() and (path / "unigen" / "config.json").is_file():
+        return True
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
@@ -111,7 +114,7 @@ def load_pipeline(args: argparse.Namespace):
                 raise UserError(f"{path} is a checkpoint outside a run folder: its recipe is unknown; "
                                 f"export it with `unigen export` from its run, or pass the run with --run")
             return _pipeline_from_checkpoint(RunLedger(run_dir), path)
-        raise UserError(f"--checkpoint {path}: neither a model folder (config.json + *.safetensors) nor a "
+        raise UserError(f"--checkpoint {path}: neither an export (model_index.json + unigen/, or an older config.json + model.safetensors) nor a "
                         "committed checkpoint (step-<N>/ with COMMIT.json)")
     ledger = ledger_arg(args)
     return load_run_model(ledger, run_model(ledger))

@@ -6,12 +6,14 @@ job's state, a local supervisor that is gone). Exit 0 also for failed runs: the 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.commands.runref import ledger_arg
 from unigen.orchestrator.commands.runs import render_table, run_root_arg
-from unigen.orchestrator.runs import list_runs
+from unigen.orchestrator.runs import RunPaths, list_runs
 from unigen.orchestrator.runtime.suite_results import suite_lines
+from unigen.orchestrator.tracking.store import display_uri, run_store_uri
 
 HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "ATTEMPTS", "DURABLE", "LAUNCHER")
 
@@ -40,12 +42,13 @@ def _durable(record: dict[str, Any]) -> str:
     return f"step-{durable['step']}" if durable else "-"
 
 
-def _eval_text(latest: dict[str, Any]) -> str:
+def _eval_text(latest: dict[str, Any], paths: RunPaths) -> str:
     """The latest evaluation (run.json's ``eval``): its step, val_loss and where its images are (its suites
     follow, one line each)."""
     loss = latest.get("val_loss")
     text = f"step {latest.get('step')}" + (f", val_loss {loss:.4f}" if loss is not None else "")
-    return text + (f", images in {latest['images']}" if latest.get("images") else "") + " (all: eval.jsonl)"
+    images = paths.resolve(latest.get("images"))
+    return text + (f", images in {images}" if images else "") + " (all: eval.jsonl)"
 
 
 def _status_text(record: dict[str, Any]) -> str:
@@ -70,6 +73,7 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
     ckpts = record.get("checkpoints") or {}
     local, durable = ckpts.get("latest_local"), ckpts.get("latest_durable")
     mlflow = record.get("mlflow") or {}
+    paths = RunPaths(Path(run_dir))
     lines = [f"run:        {record['run_id']}  ({run_dir})",
              f"stage:      {record.get('stage')}   recipe {record.get('recipe_path')}   profile {record.get('profile_name')}",
              f"status:     {_status_text(record)}",
@@ -80,12 +84,12 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
                  f"{('step-%s at %s' % (durable['step'], durable.get('uri'))) if durable else '-'}"
                  + (f", last save took {ckpts['last_save_s']} s" if ckpts.get("last_save_s") is not None else ""))
     if record.get("eval"):
-        lines.append(f"eval:       {_eval_text(record['eval'])}")
+        lines.append(f"eval:       {_eval_text(record['eval'], paths)}")
         lines += [f"{'':12}{line}" for line in suite_lines(record["eval"].get("suites"))]
     if record.get("export"):
-        lines.append(f"export:     {record['export'].get('path')}")
+        lines.append(f"export:     {paths.resolve(record['export'].get('path'))}")
     lines.append(f"mlflow:     run {mlflow.get('run_id') or '-'} in experiment {mlflow.get('experiment_name') or '-'} "
-                 f"at {mlflow.get('tracking_uri') or '-'}")
+                 f"at {display_uri(run_store_uri(record, run_dir)) or '-'}")
     attempts = record.get("attempts") or []
     lines.append(f"attempts:   {len(attempts)}")
     for a in attempts:

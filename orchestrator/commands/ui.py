@@ -1,11 +1,15 @@
 """``unigen ui [--port P] [--run-root DIR]``: the MLflow UI for the configured store.
 
 - ``MLFLOW_TRACKING_URI`` names a tracking server (http/https): that server already serves the UI;
-  its URL is printed and nothing is started.
+  its runs page URL is printed and nothing is started.
 - Otherwise (the default ``sqlite:///<run_root>/mlflow.db``, or a database URI): an ``mlflow server``
   is started on 127.0.0.1 only (port P, default 5000 or a free one when 5000 is taken) with
-  ``--workers 1``, its URL printed once it answers, and it runs until Ctrl-C, which stops it by pid.
+  ``--workers 1``, its runs page URL printed once it answers, and it runs until Ctrl-C, which stops it by pid.
   Its output goes to ``<run_root>/mlflow-ui.log``.
+
+The URL printed is the runs page of the newest run's experiment (``<server>/#/experiments/<id>/runs``,
+opened on training runs: ``tracking.ui_view.runs_page_url``); the server root when no run has reached
+that store yet.
 """
 from __future__ import annotations
 
@@ -114,20 +118,42 @@ def _remote_stores(root: Path) -> list[str]:
     return sorted(u for u in uris if u and is_remote(u))
 
 
+def newest_experiment(root: Path, *, remote: str | None) -> str | None:
+    """The MLflow experiment id of the newest run under ``root`` that tracks to ``remote`` (a server URL),
+    or, with ``remote`` None, to a local store; None when no such run reached MLflow yet."""
+    from unigen.orchestrator.runs import list_runs
+    from unigen.orchestrator.tracking.store import display_uri, is_remote
+
+    for record in reversed(list_runs(root)):
+        mlflow_rec = record.get("mlflow") or {}
+        uri = mlflow_rec.get("tracking_uri") or ""
+        same = (is_remote(uri) and display_uri(uri).rstrip("/") == remote.rstrip("/")) if remote else not is_remote(uri)
+        if same and mlflow_rec.get("experiment_id"):
+            return str(mlflow_rec["experiment_id"])
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen ui``."""
     from unigen.orchestrator.tracking.store import default_artifact_root, display_uri, is_remote, resolve_tracking_uri
+    from unigen.orchestrator.tracking.ui_view import runs_page_url
 
     root = run_root_arg(args)
     uri = resolve_tracking_uri(None, run_root=root)
     if is_remote(uri):
-        print(f"MLflow UI: {display_uri(uri)} (the tracking server named by MLFLOW_TRACKING_URI serves it)")
+        server_url = display_uri(uri)
+        page = runs_page_url(server_url, newest_experiment(root, remote=server_url))
+        print(f"MLflow UI: {page} (the tracking server named by MLFLOW_TRACKING_URI serves it)")
         return 0
     root.mkdir(parents=True, exist_ok=True)
+    from unigen.orchestrator.tracking.relocate import rebase_artifacts
+
+    rebase_artifacts(uri)  # a copied runs root: the UI shows its own artifacts, not the original's
     port = pick_port(getattr(args, "port", None))
     server = UiServer.start(uri, port=port, artifact_root=default_artifact_root(root),
                             log_path=root / "mlflow-ui.log")
-    print(f"MLflow UI: {server.url}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
+    page = runs_page_url(server.url, newest_experiment(root, remote=None))
+    print(f"MLflow UI: {page}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
     elsewhere = _remote_stores(root)
     if elsewhere:
         print(f"note: some runs here track to {', '.join(elsewhere)}: their UI is there", flush=True)

@@ -2,12 +2,12 @@
 values that are each fine but do not fit together, or that another part of unigen would refuse later."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from typing import Callable
 
 from unigen.orchestrator.config.eval_checks import eval_problems
 from unigen.orchestrator.config.profile import ENV_NAME, SLURM_TIME, Profile
 from unigen.orchestrator.config.recipe import Recipe
+from unigen.orchestrator.config.salvage import Salvaged, whole
 from unigen.orchestrator.config.yamlload import Locations
 from unigen.orchestrator.errors import Problem, UserError
 
@@ -22,7 +22,6 @@ RESERVED_DEEPSPEED = {
     "bf16": "train.precision",
     "fp16": "train.precision (fp16 is not supported: use bf16)",
 }
-_RUN_REF = re.compile(r"^run:[A-Za-z0-9._-]+$")
 
 
 def _tracking_uri_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
@@ -40,7 +39,7 @@ def _tracking_uri_problem(uri: str | None, path: tuple, locs: Locations) -> list
     return []
 
 
-def _uri_scheme_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
+def uri_scheme_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
     if not uri or "://" not in uri:
         return []
     from fsspec.registry import known_implementations
@@ -52,60 +51,73 @@ def _uri_scheme_problem(uri: str | None, path: tuple, locs: Locations) -> list[P
     return []
 
 
-def recipe_problems(recipe: Recipe, model_config: dict | None, locs: Locations) -> list[Problem]:
-    """Cross-field problems of a recipe whose fields each validated."""
+def recipe_problems(recipe: Recipe | Salvaged[Recipe], model_config: dict | None, locs: Locations) -> list[Problem]:
+    """Cross-field problems of a recipe. A ``Salvaged`` recipe (one whose schema problems are reported
+    beside these) is checked where the fields a check reads are not in doubt (salvage.py), so one pass
+    lists every problem. ``init_from`` is checked by init_check.py, which needs the run root."""
+    part = recipe if isinstance(recipe, Salvaged) else whole(recipe)
+    recipe, ok = part.value, part.readable
     out: list[Problem] = []
-    train = recipe.train
-    if train.warmup_steps >= train.max_steps:
-        out.append(locs.problem(("train", "warmup_steps"), f"{train.warmup_steps} warmup steps leave no training "
-                                f"after them (max_steps={train.max_steps}): make warmup_steps < max_steps"))
-    if train.micro_batch_size > train.global_batch_size:
-        out.append(locs.problem(("train", "micro_batch_size"), f"{train.micro_batch_size} is larger than "
-                                f"train.global_batch_size={train.global_batch_size}: lower it"))
-    for key, owner in RESERVED_DEEPSPEED.items():
-        if key in recipe.deepspeed.config:
-            out.append(locs.problem(("deepspeed", "config", key), f"set by unigen from the recipe: use {owner}"))
-    zero = recipe.deepspeed.config.get("zero_optimization")
-    if isinstance(zero, dict) and "stage" in zero:
-        out.append(locs.problem(("deepspeed", "config", "zero_optimization", "stage"), "use deepspeed.zero_stage"))
-    if model_config is not None and model_config.get("image_size") != recipe.data.image_size:
+    out += _train_problems(recipe, ok, locs)
+    if ok(("deepspeed", "config")):
+        for key, owner in RESERVED_DEEPSPEED.items():
+            if key in recipe.deepspeed.config:
+                out.append(locs.problem(("deepspeed", "config", key), f"set by unigen from the recipe: use {owner}"))
+        zero = recipe.deepspeed.config.get("zero_optimization")
+        if isinstance(zero, dict) and "stage" in zero:
+            out.append(locs.problem(("deepspeed", "config", "zero_optimization", "stage"), "use deepspeed.zero_stage"))
+    if model_config is not None and ok(("data", "image_size")) and model_config.get("image_size") != \
+            recipe.data.image_size:
         out.append(locs.problem(("data", "image_size"), f"{recipe.data.image_size} differs from the model's image_size "
                                 f"{model_config.get('image_size')}: set model.image_size={recipe.data.image_size} "
                                 "too (or change data.image_size)"))
-    if model_config is not None and model_config.get("compile_blocks") and recipe.deepspeed.zero_stage == 3:
+    if model_config is not None and model_config.get("compile_blocks") and ok(("deepspeed", "zero_stage")) and \
+            recipe.deepspeed.zero_stage == 3:
         out.append(locs.problem(("model", "compile_blocks"), "ZeRO-3 gathers each layer's parameters in hooks that "
                                 "torch.compile cannot trace, so every block breaks into per-layer graphs and "
                                 "buys nothing: set deepspeed.zero_stage to 2 (or 0/1), or leave compile_blocks off"))
-    init = recipe.init_from
-    if init is not None:
-        if init.startswith("run:"):
-            if not _RUN_REF.match(init):
-                out.append(locs.problem(("init_from",), "write run:<run id> (letters, digits, . _ -), e.g. "
-                                        "run:smoke-pretrain-20260101-120000-ab12"))
-        elif "://" not in init and not Path(init).exists():
-            out.append(locs.problem(("init_from",), f"checkpoint {init!r} not found: give run:<run id>, an "
-                                    "existing checkpoint folder, or a URI such as s3://bucket/run/checkpoints"))
-        else:
-            out += _uri_scheme_problem(init, ("init_from",), locs)
-    out += _uri_scheme_problem(recipe.checkpoint.uri, ("checkpoint", "uri"), locs)
-    out += source_problems(recipe.data.sources, ("data", "sources"), recipe.data.image_size, locs)
-    out += _tracking_uri_problem(recipe.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
-    out += source_problems(recipe.eval.sources, ("eval", "sources"), recipe.data.image_size, locs)
-    out += eval_problems(recipe, locs)
+    if ok(("checkpoint", "uri")):
+        out += uri_scheme_problem(recipe.checkpoint.uri, ("checkpoint", "uri"), locs)
+    if ok(("data", "image_size")) and part.intact(("data", "sources")):
+        out += source_problems(recipe.data.sources, ("data", "sources"), recipe.data.image_size, locs, ok)
+    if ok(("tracking", "tracking_uri")):
+        out += _tracking_uri_problem(recipe.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
+    if part.intact(("eval", "sources")) and ok(("data", "image_size")):
+        out += source_problems(recipe.eval.sources, ("eval", "sources"), recipe.data.image_size, locs, ok)
+    if ok(("eval",)):
+        out += eval_problems(recipe, locs, with_data=ok(("data",)))
     return out
 
 
-def source_problems(sources: list, prefix: tuple, image_size: int, locs: Locations) -> list[Problem]:
-    """Each source's URI scheme, and its field mapping and options as the data package's own adapters
-    check them; problems are placed under ``prefix`` (data.sources or eval.sources)."""
+def _train_problems(recipe: Recipe, ok: Callable[..., bool], locs: Locations) -> list[Problem]:
     out: list[Problem] = []
-    for i, src in enumerate(sources):
-        out += _uri_scheme_problem(src.uri, prefix + (i, "uri"), locs)
+    train = recipe.__dict__.get("train")  # absent when the section could not be salvaged
+    if train is None:
+        return out
+    if ok(("train", "warmup_steps"), ("train", "max_steps")) and train.warmup_steps >= train.max_steps:
+        out.append(locs.problem(("train", "warmup_steps"), f"{train.warmup_steps} warmup steps leave no training "
+                                f"after them (max_steps={train.max_steps}): make warmup_steps < max_steps"))
+    if ok(("train", "micro_batch_size"), ("train", "global_batch_size")) and \
+            train.micro_batch_size > train.global_batch_size:
+        out.append(locs.problem(("train", "micro_batch_size"), f"{train.micro_batch_size} is larger than "
+                                f"train.global_batch_size={train.global_batch_size}: lower it"))
+    return out
+
+
+def source_problems(sources: list, prefix: tuple, image_size: int, locs: Locations,
+                    ok: Callable[..., bool] = lambda *paths: True) -> list[Problem]:
+    """Each source's URI scheme, and its field mapping and options as the data package's own adapters
+    check them; problems are placed under ``prefix`` (data.sources or eval.sources). Sources with keys in
+    doubt (``ok`` says no, see salvage.py) are left to their schema problems."""
+    out: list[Problem] = []
+    sources = [(i, src) for i, src in enumerate(sources) if ok(prefix + (i,))]
+    for i, src in sources:
+        out += uri_scheme_problem(src.uri, prefix + (i, "uri"), locs)
     try:
         from unigen.model.data.tasks import make_adapter
     except ImportError:  # the data package without adapters: the runtime checks them at start
         return out
-    for i, src in enumerate(sources):
+    for i, src in sources:
         where = ".".join(map(str, prefix + (i,)))
         try:
             make_adapter(src, image_size, where=where)
@@ -134,31 +146,40 @@ def slurm_time_seconds(text: str) -> int:
     return parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
-def profile_problems(profile: Profile, locs: Locations) -> list[Problem]:
-    """Cross-field problems of a profile whose fields each validated."""
+def profile_problems(profile: Profile | Salvaged[Profile], locs: Locations) -> list[Problem]:
+    """Cross-field problems of a profile; a ``Salvaged`` one is checked where its fields are not in doubt."""
+    part = profile if isinstance(profile, Salvaged) else whole(profile)
+    profile, ok = part.value, part.readable
     out: list[Problem] = []
+    if not ok(("launcher",)):
+        return out  # every other check depends on it
     for other in ("local", "slurm", "ray"):
-        if other != profile.launcher and other in profile.model_fields_set and getattr(profile, other) is not None:
+        if other != profile.launcher and other in profile.model_fields_set and ok((other,)) and \
+                getattr(profile, other) is not None:
             out.append(locs.problem((other,), f"this profile's launcher is {profile.launcher}, so this section would "
                                     f"be ignored: remove it, or set launcher: {other}"))
-    res, given = profile.resources, profile.resources.model_fields_set
-    if profile.launcher == "local":
-        for key, fix in (("nodes", "the local launcher runs on this machine only"),
-                         ("gpus_per_node", "it uses every visible GPU (limit them with CUDA_VISIBLE_DEVICES)"),
-                         ("ranks_per_node", "set local.cpu_ranks for CPU ranks; GPUs get one rank each")):
-            if key in given and getattr(res, key) != type(res).model_fields[key].default:
-                out.append(locs.problem(("resources", key), f"not used by launcher: local ({fix}): remove it"))
-    elif profile.launcher == "slurm":
-        out += _slurm_problems(profile, locs)
-    else:
-        for key in ("nodes", "gpus_per_node", "ranks_per_node"):
-            if key in given:
-                out.append(locs.problem(("resources", key), "not used by launcher: ray: size the job with "
-                                        "ray.workers and ray.gpus_per_worker"))
-    for name in profile.env:
-        if not ENV_NAME.match(name):
-            out.append(locs.problem(("env", name), "not a valid environment variable name (letters, digits, _)"))
-    out += _tracking_uri_problem(profile.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
+    if ok(("resources",)):
+        res, given = profile.resources, profile.resources.model_fields_set
+        if profile.launcher == "local":
+            for key, fix in (("nodes", "the local launcher runs on this machine only"),
+                             ("gpus_per_node", "it uses every visible GPU (limit them with CUDA_VISIBLE_DEVICES)"),
+                             ("ranks_per_node", "set local.cpu_ranks for CPU ranks; GPUs get one rank each")):
+                if key in given and getattr(res, key) != type(res).model_fields[key].default:
+                    out.append(locs.problem(("resources", key), f"not used by launcher: local ({fix}): remove it"))
+        elif profile.launcher == "slurm":
+            if ok(("slurm",)):
+                out += _slurm_problems(profile, locs)
+        else:
+            for key in ("nodes", "gpus_per_node", "ranks_per_node"):
+                if key in given:
+                    out.append(locs.problem(("resources", key), "not used by launcher: ray: size the job with "
+                                            "ray.workers and ray.gpus_per_worker"))
+    if ok(("env",)):
+        for name in profile.env:
+            if not ENV_NAME.match(name):
+                out.append(locs.problem(("env", name), "not a valid environment variable name (letters, digits, _)"))
+    if ok(("tracking", "tracking_uri")):
+        out += _tracking_uri_problem(profile.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
     return out
 
 

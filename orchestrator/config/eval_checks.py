@@ -14,8 +14,9 @@ from unigen.orchestrator.config.yamlload import Locations
 from unigen.orchestrator.errors import Problem
 
 
-def eval_problems(recipe: Recipe, locs: Locations) -> list[Problem]:
-    """Problems of ``recipe.eval`` (the sources' own fields are checked with data.sources')."""
+def eval_problems(recipe: Recipe, locs: Locations, *, with_data: bool = True) -> list[Problem]:
+    """Problems of ``recipe.eval`` (the sources' own fields are checked with data.sources'). Without
+    ``with_data`` (the data section has problems of its own) the held-out sources are not mixed with it."""
     ev, out = recipe.eval, []
     if ev.every and not ev.sources and not ev.prompts and not ev.suites:
         out.append(locs.problem(("eval", "every"), "there is nothing to evaluate: add eval.sources (held-out data "
@@ -25,7 +26,7 @@ def eval_problems(recipe: Recipe, locs: Locations) -> list[Problem]:
         message = prompt_problem(prompt)
         if message:
             out.append(locs.problem(("eval", "prompts", i), message))
-    if ev.sources:
+    if ev.sources and with_data:
         from unigen.model.data.spec import DataSpec
 
         try:

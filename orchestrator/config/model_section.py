@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.config.problems import show_value, unknown_key_message
@@ -47,16 +46,16 @@ def _config_problems(message: str, field_names: list[str], locs: Locations) -> l
 
 def _base_fields(section: dict, locs: Locations) -> tuple[dict | None, str, list[Problem]]:
     """The config fields the overrides apply to: the pretrained folder's, else the preset's."""
-    from unigen.model.config import PRESET_NAMES, UniGenConfig, get_preset
+    from unigen.model.config import PRESET_NAMES, get_preset, load_pretrained_config, pretrained_config_path
 
     preset, pretrained = section.get("preset"), section.get("pretrained")
     if pretrained is not None:
-        config_path = Path(str(pretrained)) / "config.json"
-        if not config_path.is_file():
+        config_path = pretrained_config_path(str(pretrained))  # an export's unigen/config.json, or config.json
+        if config_path is None:
             return None, "", [locs.problem(("model", "pretrained"), f"no config.json in {pretrained!r}: give a folder "
                                            "written by UniGenPipeline.save_pretrained or `unigen export`")]
         try:
-            return UniGenConfig.load_json(config_path).to_dict(), f"pretrained {pretrained}", []
+            return load_pretrained_config(str(pretrained)).to_dict(), f"pretrained {pretrained}", []
         except (ValueError, OSError) as err:
             return None, "", [locs.problem(("model", "pretrained"), f"cannot read {config_path}: {err}".splitlines()[0])]
     if preset is None:

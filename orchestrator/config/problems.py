@@ -104,7 +104,8 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: PathT) -> str:
     return (msg[0].lower() + msg[1:] if msg else kind) + got
 
 
-def _clean_loc(loc: tuple) -> PathT:
+def clean_loc(loc: tuple) -> PathT:
+    """The document's key path of a pydantic error location."""
     # pydantic adds validator names to a location inside unions/functions; keep only key path parts.
     return tuple(p for p in loc if isinstance(p, int) or not (isinstance(p, str) and ("[" in p or p in (
         "function-after", "function-before", "function-wrap", "function-plain"))))
@@ -116,7 +117,7 @@ def problems_from_validation(err: ValidationError, root: type[BaseModel], locs: 
     out: list[Problem] = []
     seen: set[str] = set()
     for item in err.errors(include_url=False):
-        path = prefix + _clean_loc(item["loc"])
+        path = prefix + clean_loc(item["loc"])
         message = _message(item, root, path[len(prefix):])
         if item["type"] == "tuple_type" or item["type"].startswith("too_"):
             message = message.replace("expected a list", "expected a list of the right length")

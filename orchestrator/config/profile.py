@@ -45,7 +45,7 @@ class LocalSection(_Strict):
 
 
 class SlurmSection(_Strict):
-    """sbatch settings (the SLURM launcher writes and submits the job script itself; see launchers/slurm.py)."""
+    """sbatch settings (the SLURM launcher submits each run through submitit; see launchers/slurm/)."""
 
     partition: str | None = Field(None, description="Partition (null: the cluster's default).")
     account: str | None = Field(None, description="Account to charge.")

@@ -90,7 +90,7 @@ class TrackingSection(_Strict):
     experiment: str = Field("unigen", min_length=1, description="MLflow experiment name.")
     tracking_uri: str | None = Field(None, description="MLflow store (http://host:5000, sqlite:///path.db); "
                                      "null: MLFLOW_TRACKING_URI, the profile's, else <run_root>/mlflow.db.")
-    run_name: str | None = Field(None, description="MLflow run name; null: the unigen run id.")
+    run_name: str | None = Field(None, description="MLflow run name; null: <stage>-<unigen run id>.")
 
 
 def _prompt_shape(value: Any) -> Any:
@@ -165,8 +165,9 @@ class Recipe(_Strict):
     base: str | None = Field(None, description="A recipe this one extends (path relative to this file). "
                              "Mappings merge key by key; lists and values are replaced. One level deep.")
     init_from: str | None = Field(None, description="Weights to start from: run:<run id> (that run's last "
-                                  "committed checkpoint) or a checkpoint URI/path. Empty in a later stage of a "
-                                  "multi-recipe submit: it is set to the previous stage's run.")
+                                  "committed checkpoint) or a local step-<N> checkpoint folder; checked before "
+                                  "anything is queued. Empty in a later stage of a multi-recipe submit: it is set "
+                                  "to the previous stage's run.")
     model: ModelSection = Field(description="The model: preset or pretrained folder, plus config overrides.")
     data: DataSpec = Field(description="Data mixture (unigen.model.data.spec.DataSpec).")
     train: TrainSection = Field(description="Optimisation settings.")

@@ -21,13 +21,15 @@ from unigen.orchestrator.config.checks import profile_problems, recipe_problems
 from unigen.orchestrator.config.eval_checks import local_image_paths
 from unigen.orchestrator.config.find import find_profile
 from unigen.orchestrator.config.inherit import load_document
+from unigen.orchestrator.config.init_check import init_from_problems
 from unigen.orchestrator.config.model_section import check_model_section
 from unigen.orchestrator.config.overrides import Override, apply_override, parse_overrides
 from unigen.orchestrator.config.problems import problems_from_validation
 from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.config.recipe import Recipe
+from unigen.orchestrator.config.salvage import Salvaged, salvage, whole
 from unigen.orchestrator.config.secrets_check import literal_secret_problems, url_password_problems
-from unigen.orchestrator.config.world import World, world_of
+from unigen.orchestrator.config.world import World, batch_problem, readable_world
 from unigen.orchestrator.config.yamlload import Locations
 from unigen.orchestrator.errors import ConfigError, Problem
 
@@ -95,33 +97,47 @@ def run_root_for(profile: Profile) -> Path:
     return Path(os.environ.get(RUN_ROOT_ENV) or profile.storage.run_root or DEFAULT_RUN_ROOT).expanduser().resolve()
 
 
-def _validate_recipe(doc: dict, locs: Locations) -> tuple[Recipe | None, dict | None, list[Problem]]:
+def _validate_recipe(doc: dict, locs: Locations, run_root: Path | None = None
+                     ) -> tuple[Recipe | None, Salvaged[Recipe], dict | None, list[Problem]]:
+    """The recipe (None when anything is wrong), what of it the later checks can read, the model config,
+    and every problem: schema, model section, cross-field and init_from, in one pass (a schema problem
+    does not hide a cross-field one; salvage.py says which fields the cross-field checks may then read).
+    ``run_root``: where ``init_from: run:<id>`` must be (None: not looked up)."""
     problems: list[Problem] = []
-    recipe = None
     try:
-        recipe = Recipe.model_validate(doc)
+        part = whole(Recipe.model_validate(doc))
     except ValidationError as err:
         problems += problems_from_validation(err, Recipe, locs)
+        part = salvage(Recipe, doc)
     model_config = None
     if isinstance(doc.get("model"), dict):
         model_config, model_problems = check_model_section(doc["model"], locs)
         problems += model_problems
-    if recipe is not None and not problems:
-        problems += recipe_problems(recipe, model_config, locs)
-    return (recipe if not problems else None), model_config, problems
+    problems += recipe_problems(part, model_config, locs)
+    if part.readable(("init_from",)):
+        problems += init_from_problems(part.value.init_from, locs, run_root)
+    return (part.value if not problems else None), _doubting_problems(part, problems), model_config, problems
 
 
-def _validate_profile(doc: dict, locs: Locations) -> tuple[Profile | None, list[Problem]]:
+def _validate_profile(doc: dict, locs: Locations) -> tuple[Profile | None, Salvaged[Profile], list[Problem]]:
+    """Like ``_validate_recipe``, for a profile: literal secrets, schema and cross-field problems at once."""
     problems = literal_secret_problems(doc, locs) + url_password_problems(doc, locs)
     reported = {p.path for p in problems}
-    profile = None
     try:
-        profile = Profile.model_validate(doc)
+        part = whole(Profile.model_validate(doc))
     except ValidationError as err:
         problems += [p for p in problems_from_validation(err, Profile, locs) if p.path not in reported]
-    if profile is not None:
-        problems += profile_problems(profile, locs)
-    return (profile if not problems else None), problems
+        part = salvage(Profile, doc)
+    problems += profile_problems(part, locs)
+    return (part.value if not problems else None), _doubting_problems(part, problems), problems
+
+
+def _doubting_problems(part: Salvaged, problems: list[Problem]) -> Salvaged:
+    """``part`` with every field that has a problem in doubt too: a later check (world size, batch split,
+    missing files) does not read a field already reported (gpus_per_node: 0 without ranks_per_node gives no
+    world size; an image item of an unknown type is not looked for on disk)."""
+    paths = [tuple(int(k) if k.isdigit() else k for k in p.path.split(".")) for p in problems if p.path]
+    return part.doubting(*paths)
 
 
 def _first_local_path(uri: str) -> str | None:
@@ -148,18 +164,25 @@ def _absolute_checkpoint_uri(recipe: Recipe) -> Recipe:
     return recipe.model_copy(update={"checkpoint": recipe.checkpoint.model_copy(update={"uri": absolute})})
 
 
-def _data_notes(recipe: Recipe, locs: Locations) -> list[Problem]:
+def _data_notes(part: Salvaged[Recipe], locs: Locations) -> list[Problem]:
     """Local files the run will read that are not here (an error for a local submit, else a warning: a
-    cluster may mount them elsewhere)."""
-    notes = []
-    for section, sources in (("data", recipe.data.sources), ("eval", recipe.eval.sources)):
-        for i, src in enumerate(sources):
+    cluster may mount them elsewhere). Sources and prompts in doubt are left to their schema problems."""
+    notes, recipe = [], part.value
+    for section in ("data", "eval"):
+        if not part.intact((section, "sources")):
+            continue
+        for i, src in enumerate(getattr(recipe, section).sources):
+            if not part.readable((section, "sources", i)):
+                continue
             first = _first_local_path(src.uri)
             if first is not None and not Path(first).exists():
                 notes.append(locs.problem((section, "sources", i, "uri"), f"{first} does not exist: write the "
                                           "synthetic corpus with `unigen data synth --out unigen-data/shapes`, or fix "
                                           "the path"))
-    for i, prompt in enumerate(recipe.eval.prompts):
+    prompts = recipe.eval.prompts if part.intact(("eval", "prompts")) else []
+    for i, prompt in enumerate(prompts):
+        if not part.readable(("eval", "prompts", i)):
+            continue
         for path in local_image_paths(prompt):
             if not Path(path).is_file():
                 notes.append(locs.problem(("eval", "prompts", i), f"image {path} does not exist (paths are relative "
@@ -167,24 +190,29 @@ def _data_notes(recipe: Recipe, locs: Locations) -> list[Problem]:
     return notes
 
 
-def _stage_order_problems(stages: list[tuple[_Doc, Recipe]], purpose: str) -> tuple[list[Problem], list[str]]:
+def _stage_order_problems(stages: list[tuple[int, _Doc, Salvaged[Recipe]]],
+                          purpose: str) -> tuple[list[Problem], list[str]]:
+    """``stages``: (position on the command line, document, recipe); fields in doubt are not read."""
     problems, warnings = [], []
     seen_instruct = False
-    for i, (d, recipe) in enumerate(stages, 1):
-        if i > 1 and recipe.init_from is not None:
+    for i, d, part in stages:
+        recipe = part.value
+        init_ok, stage = part.readable(("init_from",)), recipe.stage if part.readable(("stage",)) else None
+        if i > 1 and init_ok and recipe.init_from is not None:
             problems.append(d.locs.problem(("init_from",), f"stage {i} of this submission starts from stage {i - 1}'s "
                                            "run: remove init_from here, or submit this recipe on its own"))
-        if i == 1 and recipe.stage == "instruct" and recipe.init_from is None:
+        if i == 1 and stage == "instruct" and init_ok and recipe.init_from is None:
             problem = d.locs.problem(("init_from",), "not set: an instruct stage starts from a stage-1 model; give "
-                                     "init_from=run:<run id> (or a checkpoint URI), or submit it after its pretrain recipe")
+                                     "init_from=run:<run id> (or a step-<N> checkpoint folder), or submit it after its "
+                                     "pretrain recipe")
             if purpose == "submit":
                 problems.append(problem)
             else:
                 warnings.append(str(problem))
-        if recipe.stage == "pretrain" and seen_instruct:
+        if stage == "pretrain" and seen_instruct:
             problems.append(d.locs.problem(("stage",), "a pretrain stage cannot follow an instruct stage: list the "
                                            "recipes in training order"))
-        seen_instruct |= recipe.stage == "instruct"
+        seen_instruct |= stage == "instruct"
     return problems, warnings
 
 
@@ -227,27 +255,36 @@ def resolve_submission(recipe_paths: Sequence[str | os.PathLike], profile_name: 
         problems.append(Problem("--name", None, "", "is empty: give a run name or leave --name out"))
 
     profile_path, missing = find_profile(profile_name, paths)
-    profile = world = None
+    profile = world = run_root = away_from = None
     if missing is not None:
         problems.append(missing)
     else:
         pdoc = _Doc(profile_path, *load_document(profile_path, "profile"))
         if pdoc.doc is not None:
             _apply(pdoc, [ov for ov in parsed if ov.target == "profile"])
-            profile, more = _validate_profile(pdoc.doc, pdoc.locs)
+            profile, ppart, more = _validate_profile(pdoc.doc, pdoc.locs)
             pdoc.problems += more
             profile = profile if not pdoc.problems else None
+            # A profile with problems still gives the world size and run root where their fields are
+            # sound, so the recipes' batch and init_from checks run in this same pass.
+            world = readable_world(ppart, gpu_count)
+            if ppart.readable(("storage", "run_root")) or os.environ.get(RUN_ROOT_ENV):
+                run_root = run_root_for(ppart.value)
+                if purpose == "validate" and not run_root.is_dir() and ppart.readable(("launcher",)) and \
+                        ppart.value.launcher != "local":
+                    # Validating a cluster profile away from the cluster: its run root is not here to look in.
+                    away_from = run_root
+                    run_root = None
+            if world is not None and ppart.value.launcher == "local" and ppart.value.local.backend == "nccl" \
+                    and not world.gpus:
+                pdoc.problems.append(pdoc.locs.problem(("local", "backend"), "nccl needs GPUs and none is "
+                                                       "visible: use auto or gloo"))
+                world = profile = None
         problems += pdoc.problems
-        if profile is not None:
-            world = world_of(profile, gpu_count)
-            if profile.launcher == "local" and profile.local.backend == "nccl" and not world.gpus:
-                problems.append(pdoc.locs.problem(("local", "backend"), "nccl needs GPUs and none is visible: use "
-                                                  "auto or gloo"))
-                world = None
 
     docs = [_Doc(p, *load_document(p, "recipe")) for p in paths]
     problems += _selector_problems([ov for ov in parsed if ov.target == "recipe"], docs)
-    stages: list[tuple[_Doc, Recipe, dict]] = []
+    checked: list[tuple[int, _Doc, Recipe | None, Salvaged[Recipe], dict | None]] = []
     for i, d in enumerate(docs, 1):
         if d.doc is None:
             problems += d.problems
@@ -255,35 +292,33 @@ def resolve_submission(recipe_paths: Sequence[str | os.PathLike], profile_name: 
         stage, rname = d.doc.get("stage"), d.doc.get("name")
         _apply(d, [ov for ov in parsed if ov.target == "recipe" and ov.selects(i, stage, rname)])
         # Validate even when an override could not be applied: the user gets every problem in one round.
-        recipe, model_config, more = _validate_recipe(d.doc, d.locs)
+        # A later stage's init_from is the previous stage's run (set at launch), so only the first is looked up.
+        recipe, part, model_config, more = _validate_recipe(d.doc, d.locs, run_root if i == 1 else None)
+        if i == 1 and away_from is not None and str(d.doc.get("init_from")).startswith("run:"):
+            warnings.append(f"{d.path}: init_from {d.doc['init_from']} is not looked up: the run root {away_from} is "
+                            "not on this machine (unigen submit looks it up)")
         d.problems += more
-        if recipe is not None and not d.problems:
-            stages.append((d, recipe, model_config))
-        problems += d.problems
+        checked.append((i, d, recipe if not d.problems else None, part, model_config))
 
-    order_problems, order_warnings = _stage_order_problems([(d, r) for d, r, _ in stages], purpose)
+    order_problems, order_warnings = _stage_order_problems([(i, d, part) for i, d, _, part, _ in checked], purpose)
     problems += order_problems
     warnings += order_warnings
     resolved: list[ResolvedStage] = []
-    for d, recipe, model_config in stages:
+    for i, d, recipe, part, model_config in checked:
         accumulation = 0
-        if world is not None:
-            per_step = recipe.train.micro_batch_size * world.size
-            if recipe.train.global_batch_size % per_step:
-                near = max(per_step, round(recipe.train.global_batch_size / per_step) * per_step)
-                problems.append(d.locs.problem(("train", "global_batch_size"), (
-                    f"{recipe.train.global_batch_size} is not a multiple of micro_batch_size "
-                    f"{recipe.train.micro_batch_size} x world size {world.size} ({world.why}) = {per_step}: "
-                    f"use e.g. train.global_batch_size={near}, or change micro_batch_size or the profile")))
-            accumulation = recipe.train.global_batch_size // per_step
-        notes = _data_notes(recipe, d.locs)
+        if world is not None and part.readable(("train", "global_batch_size"), ("train", "micro_batch_size")):
+            accumulation, problem = batch_problem(part.value.train, world, d.locs)
+            d.problems += [problem] if problem else []
+        notes = _data_notes(part, d.locs)
         if notes and purpose == "submit" and profile is not None and profile.launcher == "local":
-            problems += notes
+            d.problems += notes
         else:
             warnings += [str(n) for n in notes]
-        recipe = _absolute_checkpoint_uri(recipe)
-        resolved.append(ResolvedStage(len(resolved) + 1, d.path, recipe, recipe_sha256(recipe), accumulation,
-                                      model_config))
+        problems += d.problems
+        if recipe is not None and not d.problems:
+            recipe = _absolute_checkpoint_uri(recipe)
+            resolved.append(ResolvedStage(len(resolved) + 1, d.path, recipe, recipe_sha256(recipe), accumulation,
+                                          model_config))
 
     if problems:
         raise ConfigError(_dedupe(problems))
@@ -312,7 +347,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
     recipe = None
     if d.doc is not None:
         _apply(d, [ov for ov in parsed if ov.selector is None and ov.target == "recipe"])
-        recipe, _config, more = _validate_recipe(d.doc, d.locs)
+        recipe, _part, _config, more = _validate_recipe(d.doc, d.locs)
         d.problems += more
     problems += d.problems
     if problems:
@@ -332,7 +367,7 @@ def load_profile(name_or_path: str | os.PathLike, overrides: Sequence[str] = ())
     profile = None
     if d.doc is not None:
         _apply(d, parsed)
-        profile, more = _validate_profile(d.doc, d.locs)
+        profile, _part, more = _validate_profile(d.doc, d.locs)
         d.problems += more
     problems += d.problems
     if problems:

@@ -4,6 +4,8 @@
   ``local.backend`` is gloo or no GPU is visible; then ``local.cpu_ranks``.
 - slurm: ``resources.nodes x ranks_per_node`` (ranks_per_node defaults to gpus_per_node).
 - ray: ``ray.workers``.
+
+``batch_problem`` is the global-batch rule against that world size (global = micro x accumulation x world).
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ import subprocess
 from dataclasses import dataclass
 
 from unigen.orchestrator.config.profile import Profile
+from unigen.orchestrator.config.recipe import TrainSection
+from unigen.orchestrator.config.salvage import Salvaged
+from unigen.orchestrator.config.yamlload import Locations
+from unigen.orchestrator.errors import Problem
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,30 @@ def world_of(profile: Profile, gpu_count: int | None = None) -> World:
                      f"resources.nodes={res.nodes} x {what}={per_node}")
     ray = profile.ray
     return World(ray.workers, ray.gpus_per_worker > 0, f"ray.workers={ray.workers}")
+
+
+_WORLD_FIELDS = {"local": (("local", "backend"), ("local", "cpu_ranks")),
+                 "slurm": (("resources", "nodes"), ("resources", "gpus_per_node"), ("resources", "ranks_per_node")),
+                 "ray": (("ray", "workers"), ("ray", "gpus_per_worker"))}
+
+
+def readable_world(part: Salvaged[Profile], gpu_count: int | None) -> World | None:
+    """The world size when the fields world.py derives it from are not in doubt."""
+    if not part.readable(("launcher",)):
+        return None
+    launcher = part.value.launcher
+    if not part.readable(*_WORLD_FIELDS[launcher]) or (launcher != "slurm" and getattr(part.value, launcher) is None):
+        return None
+    world = world_of(part.value, gpu_count)
+    return world if world.size > 0 else None
+
+
+def batch_problem(train: TrainSection, world: World, locs: Locations) -> tuple[int, Problem | None]:
+    """(gradient accumulation, the problem when the global batch does not split over the world): the
+    global-batch rule (unigen.model.data.batching) as ``unigen validate`` and ``unigen submit`` report it."""
+    from unigen.model.data.batching import split_problem
+
+    problem = split_problem(train.global_batch_size, train.micro_batch_size, world.size, world.why)
+    if problem is None:
+        return train.global_batch_size // (train.micro_batch_size * world.size), None
+    return 0, locs.problem(("train", "global_batch_size"), problem)

@@ -1,8 +1,10 @@
 """Launchers: how the ranks of a run get started, watched, requeued and cancelled.
 
-One module per ``profile.launcher`` value, each exposing ``LAUNCHER``, an object with the small
-interface of ``base.Launcher``. Modules are imported only when a command needs them: the SLURM one
-imports nothing heavy (it calls sbatch, srun and scontrol), the Ray one imports ray.
+One per ``profile.launcher`` value: ``local``, the ``slurm/`` and ``ray/`` subpackages, each with a
+module exposing ``LAUNCHER``, an object with the small interface of ``base.Launcher``. Shared by all
+three: ``attempt_policy`` (what an exit code means and what follows) and ``progress`` (--wait).
+Launchers are imported only when a command needs them: the SLURM one imports submitit only to submit
+or cancel, the Ray one imports ray only to talk to a cluster.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import importlib
 
 from unigen.orchestrator.launchers.base import Launcher
 
-_MODULES = {"local": "unigen.orchestrator.launchers.local", "slurm": "unigen.orchestrator.launchers.slurm",
-            "ray": "unigen.orchestrator.launchers.ray"}
+_MODULES = {"local": "unigen.orchestrator.launchers.local", "slurm": "unigen.orchestrator.launchers.slurm.launcher",
+            "ray": "unigen.orchestrator.launchers.ray.launcher"}
 
 
 def get_launcher(name: str) -> Launcher:

@@ -1,7 +1,7 @@
 """The local launcher: every rank of a run as a child process of one supervisor on this machine.
 
 The supervisor owns the attempt loop that a scheduler owns on a cluster; it is the Ray driver's loop
-(``ray_attempts.RunAttempts``, Ray-free) over a ``LocalGroup`` of child processes, with the decisions of
+(``ray.attempts.RunAttempts``, Ray-free) over a ``LocalGroup`` of child processes, with the decisions of
 ``attempt_policy``:
 - all ranks exit 0                   -> the run is completed;
 - ranks exit 0 or EXIT_REQUEUE (75)  -> they saved a committed checkpoint on a preemption signal: start
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
-from unigen.orchestrator.launchers.ray_attempts import RunAttempts, Settings, _guarded
-from unigen.orchestrator.launchers.ray_plan import RankSlot, WorkerInfo
+from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, _guarded
+from unigen.orchestrator.launchers.ray.plan import RankSlot, WorkerInfo
 from unigen.orchestrator.runs import RunLedger
 
 log = logging.getLogger("unigen.launcher")
@@ -120,7 +120,7 @@ class LocalSupervisor:
 
 
 class LocalGroup:
-    """The ranks of one attempt as child processes of the supervisor (a ``ray_attempts.RankGroup``).
+    """The ranks of one attempt as child processes of the supervisor (a ``ray.attempts.RankGroup``).
     Each rank leads its own process group (with its loader workers) and sees the GPUs the supervisor sees
     (``visible``: CUDA_VISIBLE_DEVICES of the supervisor or the profile's env; LOCAL_RANK picks one)."""
 
@@ -263,7 +263,7 @@ def _workdir(ledger: RunLedger) -> str | None:
 
 def _record_supervisor(ledgers: list[RunLedger], pid: int) -> None:
     for ledger in ledgers:
-        ledger.update(lambda r: r.__setitem__("supervisor", {"pid": pid, "host": socket.gethostname()}))
+        ledger.set_launcher_info("supervisor", {"pid": pid, "host": socket.gethostname()})
 
 
 def _alive(pid: int) -> bool:

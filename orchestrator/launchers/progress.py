@@ -83,7 +83,7 @@ def print_outcome(ledgers: list[RunLedger]) -> int:
         statuses.append(record["status"])
         line = f"{record['run_id']}: {record['status']}"
         if record.get("export"):
-            line += f", model exported to {record['export']['path']}"
+            line += f", model exported to {ledger.paths.resolve(record['export']['path'])}"
         if record.get("error") and record["status"] != "completed":
             line += f" ({record['error']})"
         print(line)

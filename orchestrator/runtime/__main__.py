@@ -8,9 +8,9 @@ import traceback
 from pathlib import Path
 
 from unigen.orchestrator.errors import UserError
-from unigen.orchestrator.exitcodes import EXIT_CRASH, EXIT_FATAL
+from unigen.orchestrator.exitcodes import EXIT_CRASH, EXIT_FATAL, EXIT_USAGE
 from unigen.orchestrator.runs import RunLedger
-from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.runtime.distributed import RankContext
 from unigen.orchestrator.secrets import ScrubFilter, scrub
 
 # No progress bars from the hub libraries in a rank: a rank's log is a file, where a bar is noise, and a bar
@@ -46,7 +46,7 @@ def run(run_dir: Path) -> int:
             ledger = trainer.ledger
             step_dir = ledger.paths.checkpoints / f"step-{trainer.step}"
             out = export_checkpoint(trainer.recipe, step_dir, ledger.paths.export, run_id=ledger.run_id)
-            ledger.update(lambda r: r.__setitem__("export", {"path": str(out), "step": trainer.step}))
+            ledger.set_export(out, trainer.step)
             if trainer.reporter.tracker is not None:
                 trainer.reporter.tracker.log_export(str(out))
         status = "completed" if code == 0 else "requeued"
@@ -55,7 +55,7 @@ def run(run_dir: Path) -> int:
         msg = scrub(str(e))
         logging.getLogger("unigen.runtime").error("%s", msg)
         if ctx.is_main:
-            RunLedger(run_dir).update(lambda r: r.__setitem__("error", msg))
+            RunLedger(run_dir).set_error(msg)
         return EXIT_FATAL
     except BaseException as e:
         if isinstance(e, SystemExit):
@@ -64,7 +64,7 @@ def run(run_dir: Path) -> int:
         logging.getLogger("unigen.runtime").error("rank %d crashed:\n%s", ctx.rank, text)
         if ctx.is_main:
             last = scrub(f"{type(e).__name__}: {e}")[:500]
-            RunLedger(run_dir).update(lambda r: r.__setitem__("error", last))
+            RunLedger(run_dir).set_error(last)
         return EXIT_CRASH
     finally:
         trainer.close(status=status)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m unigen.orchestrator.runtime RUN_DIR", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return run(Path(argv[0]))
 
 

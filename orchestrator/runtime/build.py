@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def load_init_weights(model, state_path: Path) -> None:
     """
     import torch
 
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    from unigen.model.components import widen_dit_input_state
+
+    state = widen_dit_input_state(torch.load(state_path, map_location="cpu", weights_only=True), model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     trainable_missing = [k for k in missing if _is_trainable(model, k)]
     if unexpected or trainable_missing:
@@ -82,3 +85,19 @@ def build_optimizer(model, train: dict[str, Any], *, device=None):
     fused = True if device is not None and torch.device(device).type == "cuda" else None
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=float(train["lr"]), betas=betas,
                              eps=float(train.get("eps", 1e-8)), fused=fused)
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based, before the update)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, *, warmup_steps: int, max_steps: int, min_lr_ratio: float):
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps=warmup_steps, max_steps=max_steps,
+                                                   min_lr_ratio=min_lr_ratio))

@@ -5,6 +5,10 @@
 - Without ZeRO (``deepspeed.zero_stage: 0``, e.g. one CPU rank) there are no partitions: the module's
   weights are in ``mp_rank_00_model_states.pt`` whole, in the training dtype (fp32 masters too in fp32
   training, which is what the smoke recipes use); ``zero_to_fp32`` refuses such a folder.
+Either way the result holds the trained parameters and the buffers, no frozen parameter (checkpoints
+leave them out; older checkpoints that still have them give them too): the callers load it with
+``strict=False`` into a pipeline built from the recipe, whose frozen parts come from the same source as
+the run's, and refuse a missing trained tensor.
 Used by the export at the end of a run, ``unigen export``, ``unigen eval``/``generate`` on a checkpoint,
 and stage 2's ``init_from``.
 """

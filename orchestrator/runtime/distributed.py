@@ -1,10 +1,44 @@
-"""Bring up torch.distributed through DeepSpeed, on GPUs (NCCL) or CPUs (gloo)."""
+"""Who this process is in the job (``RankContext``), bringing up torch.distributed through DeepSpeed on
+GPUs (NCCL) or CPUs (gloo), and moving batches to the rank's device."""
 from __future__ import annotations
 
 import datetime
 import os
+from dataclasses import dataclass
+from typing import Any
 
-from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.errors import UserError
+
+_REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class RankContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    attempt: int
+    job_id: str | None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "RankContext":
+        env = os.environ if env is None else env
+        missing = [k for k in _REQUIRED if k not in env]
+        if missing:
+            raise UserError(
+                f"the runtime needs {', '.join(missing)} in its environment: start it through `unigen submit` "
+                "(or set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT yourself)")
+        return cls(rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]), local_rank=int(env["LOCAL_RANK"]),
+                   master_addr=env["MASTER_ADDR"], master_port=int(env["MASTER_PORT"]),
+                   attempt=int(env.get("UNIGEN_ATTEMPT", "1")), job_id=env.get("UNIGEN_JOB_ID"))
+
+
 
 
 def _skip_cpu_shm_op() -> None:
@@ -50,3 +84,10 @@ def shutdown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    """A collated batch's tensors to ``device`` (non-blocking from pinned memory); everything else as it is."""
+    import torch
+
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

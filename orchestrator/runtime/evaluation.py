@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unigen.orchestrator.runtime.batches import to_device
+from unigen.orchestrator.runtime.distributed import to_device
 from unigen.orchestrator.runtime.rng import derive_seed
 
 log = logging.getLogger("unigen.runtime")

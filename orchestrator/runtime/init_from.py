@@ -5,6 +5,11 @@ then its durable copy) or a checkpoint URI (a ``step-<N>`` folder, local or fssp
 downloads if needed, and consolidates the ZeRO shards into one fp32 state dict under
 ``<run_dir>/init/``; every rank then loads that file. The returned lineage (stage-1 run, checkpoint
 URI, step, MLflow run id) goes to run.json and MLflow.
+
+That file holds stage 1's trained tensors only (checkpoints leave frozen parameters out): stage 2's frozen
+parts are those its own build made (build.load_init_weights accepts them missing and refuses a missing
+trained one). With pretrained parts that is the same source stage 1 had; with a preset's random parts
+(``tiny``) it is the same tensors when both stages build the same model with the same ``train.seed``.
 """
 from __future__ import annotations
 
@@ -58,9 +63,12 @@ def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path
             raise UserError(f"init_from {init_from}: run {record['run_id']} has no committed checkpoint yet")
         durable = (record.get("checkpoints") or {}).get("latest_durable") or {}
         uri = durable.get("uri") if durable.get("step") == info.step else None
+        # A local step folder of that run is named by run id and step only (`checkpoint_path` inside its
+        # folder): the runs root may move, and the run is found under it again at read time.
+        local = None if uri else other.paths.record_path(info.path)
         return Path(info.path), {
             "run_id": record["run_id"], "stage": record["stage"], "step": info.step,
-            "checkpoint": uri or str(info.path),
+            "checkpoint": uri, **({"checkpoint_path": local} if local else {}),
             "mlflow_run_id": (record.get("mlflow") or {}).get("run_id"),
         }
     path = Path(init_from)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.runs import RunLedger, now_iso
-from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.runtime.distributed import RankContext
 
 log = logging.getLogger("unigen.runtime")
 
@@ -50,7 +50,7 @@ class Reporter:
             return
         self._metrics_file = open(self.ledger.paths.root / "metrics.jsonl", "a", buffering=1)
         if self.lineage:
-            self.ledger.update(lambda r: r.__setitem__("init_from", self.lineage))
+            self.ledger.set_init_from(self.lineage)
         from unigen.orchestrator.tracking import Tracker
 
         # open() logs the recipe, profile, DeepSpeed config, data inputs and the stage-1 link of run.json.
@@ -113,10 +113,10 @@ class Reporter:
                  f"; suites {', '.join(r['suite'] for r in result.suites)} ({headline(result.suites)})"
                  if result.suites else "", result.metrics.get("eval_s", 0.0))
         summary = {"step": result.step, "val_loss": result.metrics.get("val_loss"),
-                   "images": str(result.folder) if result.images else None, "at": now_iso()}
+                   "images": self.ledger.paths.record_path(result.folder) if result.images else None, "at": now_iso()}
         if result.suites:
             summary["suites"] = result.suites
-        self.ledger.update(lambda r: r.__setitem__("eval", merge_latest_eval(r.get("eval"), summary)))
+        self.ledger.set_eval(lambda recorded: merge_latest_eval(recorded, summary))
         if self.tracker is not None:
             self.tracker.log_metrics(result.step, {**result.metrics, **flat_metrics(result.suites)})
             if result.folder is not None:
@@ -133,7 +133,8 @@ class Reporter:
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint_saved(self, info) -> None:
         def change(r: dict[str, Any]) -> None:
-            r["checkpoints"]["latest_local"] = {"step": info.step, "path": info.path, "at": now_iso()}
+            r["checkpoints"]["latest_local"] = {"step": info.step, "path": self.ledger.paths.record_path(info.path),
+                                                "at": now_iso()}
             r["checkpoints"]["last_save_s"] = round(info.blocked_s, 3)
 
         with self._lock:

@@ -7,7 +7,9 @@ checkpoint format stores them per parameter instead; rank 0 converts the committ
 step folder, which stays immutable), and every rank then loads it with the engine's universal
 loader, which re-partitions for the current world size. Weights, Adam moments, the optimizer step
 and the LR scheduler carry over; RNG states do not (they were per rank), which is why a resharded
-run continues the data order exactly but not bit for bit.
+run continues the data order exactly but not bit for bit. The frozen parameters are in neither copy
+(checkpoints leave them out): the universal loader fills the optimizer's partitions only, and the frozen
+tensors keep the values the rank built (unigen.orchestrator.runtime.state).
 """
 from __future__ import annotations
 

@@ -13,18 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.checkpoint import CheckpointManager
+from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
-from unigen.orchestrator.runtime.batches import to_device
-from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
-from unigen.orchestrator.runtime.context import RankContext
+from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline, build_scheduler
+from unigen.orchestrator.runtime.distributed import RankContext, to_device
 from unigen.orchestrator.runtime.evaluation import Evaluator
 from unigen.orchestrator.runtime.init_from import resolve_init
 from unigen.orchestrator.runtime.reporting import Reporter
-from unigen.orchestrator.runtime.schedule import build_scheduler
-from unigen.orchestrator.runtime.state import load_rank_state, make_write_fn
-from unigen.orchestrator.runtime.storage import storage_options_from_profile
+from unigen.orchestrator.runtime.state import build_seed, load_engine_state, load_rank_state, make_write_fn
 from unigen.orchestrator.signals import EXIT_REQUEUE, install_handlers
 
 log = logging.getLogger("unigen.runtime")
@@ -60,10 +58,14 @@ class Trainer:
         storage = storage_options_from_profile(self.profile)
         init_weights, self.lineage = resolve_init(self.recipe.get("init_from"), run_dir=self.ledger.paths.root,
                                                   comm=self.comm, storage_options=storage)
-        rng.seed_everything(seed)  # identical initial parameters on every rank (ZeRO-3 partitions them)
+        # Identical initial parameters on every rank (ZeRO-3 partitions them), and the same frozen parts on a
+        # resume and in the export: checkpoints leave them out (state.build_seed).
+        rng.seed_everything(build_seed(self.recipe))
         self.pipe = build_pipeline(self.recipe, init_weights)
         model = self.pipe.model
-        ds_config = build_deepspeed_config(self.recipe, self.ctx.world_size)
+        # GPU ranks overlap communication with backward; CPU ranks keep program order (bit-exact resume).
+        ds_config = build_deepspeed_config(self.recipe, self.ctx.world_size,
+                                           gpus=str(self.device).startswith("cuda"))
         self.ds_config = ds_config
         self.accumulation = ds_config["gradient_accumulation_steps"]
         optimizer = build_optimizer(model, self.train_cfg, device=self.device)
@@ -109,9 +111,8 @@ class Trainer:
             from unigen.orchestrator.runtime.reshard import load_resharded
 
             load_resharded(self.engine, step_dir, comm=self.comm)
-        else:
-            self.engine.load_checkpoint(str(step_dir.parent), tag=step_dir.name,
-                                        load_optimizer_states=True, load_lr_scheduler_states=True)
+        else:  # the frozen parameters are not in the files: they keep the values setup() built
+            load_engine_state(self.engine, step_dir)
         own = load_rank_state(step_dir, self.ctx.rank)
         rank0 = own if self.ctx.rank == 0 else load_rank_state(step_dir, 0)
         trainer_state = (own or rank0)["trainer"]

@@ -20,7 +20,10 @@ from typing import Any, Callable
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking.parent import ensure_parent_run, get_or_create_experiment, update_parent_on_end
-from unigen.orchestrator.tracking.store import display_uri
+from unigen.orchestrator.tracking.relocate import rebase_artifacts
+from unigen.orchestrator.tracking.store import display_uri, recorded_uri
+from unigen.orchestrator.tracking.ui_view import (NOTE_TAG, checkpoint_model, register_export, stage1_note,
+                                                 stage_run_name)
 
 log = logging.getLogger("unigen.tracking")
 
@@ -65,7 +68,7 @@ class MlflowBackend:
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "start": self._start, "tags": self._tags, "params": self._params, "metrics": self._metrics,
             "text": self._text, "artifacts": self._artifacts, "inputs": self._inputs,
-            "link_stage1": self._link_stage1, "end": self._end,
+            "link_stage1": self._link_stage1, "export": self._export, "end": self._end,
         }
 
     @property
@@ -73,6 +76,7 @@ class MlflowBackend:
         if self._client is None:
             from mlflow import MlflowClient  # heavy (1-3 s): only in the sender thread or a CLI command
 
+            rebase_artifacts(self.tracking_uri)  # a copied runs root: its own artifacts, not the original's
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -138,7 +142,10 @@ class MlflowBackend:
         parent_id = ensure_parent_run(self.client, self.experiment_id, self.ledger, record)
         tags = dict(op.get("tags") or {})
         if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
+            # Tags, not mlflow.parentRunId: a child run is collapsed under its parent in the UI's runs
+            # table, and the stage runs are the rows users look for (ui_view's docstring).
+            tags.update({"unigen.submission": str(record.get("parent") or ""),
+                         "unigen.submission.mlflow_run_id": parent_id})
         run = self.client.create_run(self.experiment_id, start_time=op.get("t"), tags=tags,
                                      run_name=op.get("run_name"))
         self._record(run_id=run.info.run_id, experiment_id=self.experiment_id, experiment_name=experiment,
@@ -148,7 +155,7 @@ class MlflowBackend:
         return run.info.run_id
 
     def _record(self, **fields: Any) -> None:
-        fields["tracking_uri"] = display_uri(self.tracking_uri)
+        fields["tracking_uri"] = recorded_uri(self.tracking_uri, self.run_dir)
 
         def change(r: dict[str, Any]) -> None:
             r.setdefault("mlflow", {}).update({k: v for k, v in fields.items() if v is not None})
@@ -189,8 +196,8 @@ class MlflowBackend:
         self.client.log_text(self._run(), op["text"], op["file"])
 
     def _artifacts(self, op: dict[str, Any]) -> None:
-        folder = Path(op["dir"])
-        if not folder.is_dir():  # removed before a backlog reached it: nothing to send, ever
+        folder = self.ledger.paths.resolve(op["dir"])  # relative to the run folder (older spools: absolute)
+        if folder is None or not folder.is_dir():  # removed before a backlog reached it: nothing to send, ever
             raise ValueError(f"artifact folder {folder} no longer exists")
         self.client.log_artifacts(self._run(), str(folder), op["path"])
 
@@ -219,7 +226,7 @@ class MlflowBackend:
         its run.json at send time, so a stage 1 that tracked while MLflow was down still links."""
         tags = {}
         mlflow_id, uri = op.get("mlflow_run_id"), op.get("checkpoint_uri")
-        stage1_dir = op.get("stage1_dir")
+        stage1_dir = self._sibling(op.get("stage1_dir"))
         if stage1_dir and Path(stage1_dir, "run.json").is_file():
             stage1 = RunLedger(stage1_dir).read()
             mlflow_id = mlflow_id or (stage1.get("mlflow") or {}).get("run_id")
@@ -232,11 +239,70 @@ class MlflowBackend:
             tags["unigen.stage1.checkpoint_uri"] = uri
         if op.get("step") is not None:
             tags["unigen.stage1.checkpoint_step"] = str(op["step"])
+        tags[NOTE_TAG] = self._stage1_note(mlflow_id, stage1_dir, tags.get("unigen.stage1.run_id"), uri,
+                                           op.get("step"))
+        if mlflow_id and op.get("step") is not None:
+            self._checkpoint_input(mlflow_id, op["step"], uri)
         if stage1_dir and not mlflow_id:
             # Never block the queue on it: the unigen ids still link the runs (`unigen lineage`).
             log.warning("stage-1 run %s has no MLflow run recorded: linked by unigen run id only (run "
                         "`unigen runs --sync` for it, then the link can be read from run.json)", stage1_dir)
         self._set_tags(self._run(), tags)
+
+    def _stage1_note(self, mlflow_id: str | None, stage1_dir: Path | None, run_id: str | None, uri: str | None,
+                     step: Any) -> str:
+        """The stage-2 run's description: a link to the stage-1 run's page (its name and experiment read
+        from MLflow; the link is relative, so it works whatever the server's address)."""
+        from mlflow.exceptions import MlflowException
+
+        name, experiment_id = None, None
+        if mlflow_id:
+            try:
+                info = self.client.get_run(mlflow_id).info
+                name, experiment_id = info.run_name, info.experiment_id
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                mlflow_id = None  # a stage-1 run deleted from the store: no link to a missing page
+        if name is None and stage1_dir and Path(stage1_dir, "run.json").is_file():
+            name = stage_run_name(RunLedger(stage1_dir).read())
+        return stage1_note(stage1_name=name or run_id or "", experiment_id=experiment_id, mlflow_run_id=mlflow_id,
+                           run_id=run_id, checkpoint_uri=uri, step=step)
+
+    def _checkpoint_input(self, stage1_mlflow_id: str, step: Any, uri: str | None) -> None:
+        """The stage-1 checkpoint as this run's model input (ui_view.checkpoint_model)."""
+        from mlflow.entities import LoggedModelInput
+
+        run_id = self._run()
+        stage1 = self.client.get_run(stage1_mlflow_id).info
+        model_id = checkpoint_model(self.client, stage1_run_id=stage1_mlflow_id, experiment_id=stage1.experiment_id,
+                                    name=stage1.run_name or stage1_mlflow_id, step=step, uri=uri)
+        have = {m.model_id for m in (self.client.get_run(run_id).inputs.model_inputs or [])}
+        if model_id not in have:
+            self.client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+
+    def _export(self, op: dict[str, Any]) -> None:
+        """Log the exported model folder as an MLflow model of this run and register it (ui_view)."""
+        run_id = self._run()
+        record = self.ledger.read()
+        folder = self.ledger.paths.resolve(op["path"])
+        experiment_id = self.experiment_id or self.client.get_run(run_id).info.experiment_id
+        name = op.get("model_name") or (record.get("recipe") or {}).get("name") or record["run_id"]
+        model_id, version = register_export(self.client, run_id=run_id, experiment_id=experiment_id,
+                                            model_name=name, folder=folder, path_text=str(folder),
+                                            unigen_run_id=record["run_id"],
+                                            step=(record.get("export") or {}).get("step")
+                                            if isinstance(record.get("export"), dict) else None)
+        self._set_tags(run_id, {"unigen.export.model_id": model_id,
+                                "unigen.export.registered": f"{name}/{version}"})
+
+    def _sibling(self, name: str | None) -> Path | None:
+        """A run folder next to this one under the runs root, by name (older spools: an absolute path,
+        read as the same-named folder under this runs root when that exists, so a moved root stays whole)."""
+        if not name:
+            return None
+        here = self.run_dir.parent / Path(name).name
+        return here if (here / "run.json").is_file() or not Path(name).is_absolute() else Path(name)
 
     def _end(self, op: dict[str, Any]) -> None:
         run_id = self._run()

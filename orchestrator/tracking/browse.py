@@ -17,7 +17,8 @@ from unigen.orchestrator.runs import list_runs
 from unigen.orchestrator.runtime.suite_results import headline
 from unigen.orchestrator.tracking.lineage import latest_durable
 from unigen.orchestrator.tracking.spool import Spool, spool_path
-from unigen.orchestrator.tracking.store import DEFAULT_EXPERIMENT, display_uri, sqlite_path
+from unigen.orchestrator.tracking.relocate import rebase_artifacts
+from unigen.orchestrator.tracking.store import DEFAULT_EXPERIMENT, display_uri, run_store_uri, sqlite_path
 
 log = logging.getLogger("unigen.tracking")
 
@@ -107,7 +108,7 @@ def _by_store(rows: Iterable[RunRow]) -> dict[str, list[RunRow]]:
     stores: dict[str, list[RunRow]] = {}
     for row in rows:
         mlflow_rec = row.record.get("mlflow") or {}
-        uri = mlflow_rec.get("tracking_uri")
+        uri = run_store_uri(row.record, row.run_dir) if row.run_dir is not None else mlflow_rec.get("tracking_uri")
         if not mlflow_rec.get("run_id") or not uri or "***" in uri:
             continue
         db = sqlite_path(uri)
@@ -130,6 +131,7 @@ def _complete_from_mlflow(rows: list[RunRow]) -> list[str]:
 
     notes = []
     for uri, store_rows in stores.items():
+        rebase_artifacts(uri)
         client = MlflowClient(tracking_uri=uri)
         for row in store_rows:
             try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.errors import UserError
-from unigen.orchestrator.runs import find_run, list_runs
+from unigen.orchestrator.runs import RunPaths, find_run, list_runs
 from unigen.orchestrator.tracking.payload import data_sources
 from unigen.orchestrator.tracking.state import read_checkpoints
 
@@ -28,6 +28,7 @@ class InitFrom:
     run: str | None = None
     uri: str | None = None
     step: int | None = None
+    path: str | None = None  # a local step folder of ``run``, relative to that run's folder (movable runs)
 
 
 def parse_init_from(value: Any) -> InitFrom:
@@ -42,7 +43,8 @@ def parse_init_from(value: Any) -> InitFrom:
             run = run[4:]
         uri = value.get("uri") or value.get("checkpoint_uri") or value.get("checkpoint")
         step = value.get("step")
-        return InitFrom(run=run, uri=uri, step=int(step) if step is not None else None)
+        return InitFrom(run=run, uri=uri, step=int(step) if step is not None else None,
+                        path=value.get("checkpoint_path"))
     raise UserError(f"init_from {value!r} in run.json is neither 'run:<id>', a checkpoint URI nor a mapping")
 
 
@@ -69,6 +71,10 @@ def checkpoint_used(init: InitFrom, parent_record: dict[str, Any] | None, parent
             return {**entry, "uri": init.uri or entry.get("uri")}
     if init.uri:
         return {"uri": init.uri, "step": init.step}
+    if init.path and parent_dir is not None:  # a local step folder of the parent, wherever it is now
+        return {"uri": str(RunPaths(Path(parent_dir)).resolve(init.path)), "step": init.step}
+    if init.step is not None:  # a local checkpoint of the parent, named by its step (runtime.init_from)
+        return {"step": init.step}
     if parent_record is not None and parent_dir is not None:
         return latest_durable(parent_record, parent_dir) or {}
     return {}
@@ -76,7 +82,8 @@ def checkpoint_used(init: InitFrom, parent_record: dict[str, Any] | None, parent
 
 def stage1_link(record: dict[str, Any], run_root: Path) -> dict[str, Any] | None:
     """What ``Tracker.open`` tags a stage-2 run with: the stage-1 run folder (its MLflow id is read
-    from it when the op is sent), run id, checkpoint URI and step. None without ``init_from``."""
+    from it when the op is sent; its name under the runs root, which may move before the op is sent),
+    run id, checkpoint URI and step. None without ``init_from``."""
     init = parse_init_from(record.get("init_from"))
     if not init.run and not init.uri:
         return None
@@ -84,12 +91,12 @@ def stage1_link(record: dict[str, Any], run_root: Path) -> dict[str, Any] | None
     if init.run:
         try:
             ledger = find_run(run_root, init.run)
-            stage1_dir, stage1_record = ledger.paths.root.resolve(), ledger.read()
+            stage1_dir, stage1_record = ledger.paths.root, ledger.read()
         except UserError as e:
             log.warning("init_from names run %s, not found under %s (%s): linking by id only", init.run,
                         run_root, e)
     ckpt = checkpoint_used(init, stage1_record, stage1_dir)
-    return {"stage1_dir": str(stage1_dir) if stage1_dir else None,
+    return {"stage1_dir": stage1_dir.name if stage1_dir else None,
             "run_id": stage1_record["run_id"] if stage1_record else init.run,
             "mlflow_run_id": None, "checkpoint_uri": ckpt.get("uri"), "step": ckpt.get("step")}
 
@@ -180,9 +187,12 @@ def _match(ref: str | None, records: dict[str, Any]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def export_path(record: dict[str, Any]) -> str | None:
-    """The exported model folder recorded in run.json (a path, or a dict with ``path``/``uri``)."""
+def export_path(record: dict[str, Any], run_dir: Path | None = None) -> str | None:
+    """The exported model folder recorded in run.json (a path, or a dict with ``path``/``uri``); a path
+    inside the run folder made absolute from ``run_dir`` when given (see ``RunPaths.resolve``)."""
     value = record.get("export")
     if isinstance(value, dict):
-        return value.get("path") or value.get("uri")
-    return value or None
+        value = value.get("path") or value.get("uri")
+    if not value or run_dir is None or "://" in str(value):
+        return value or None
+    return str(RunPaths(Path(run_dir)).resolve(value))

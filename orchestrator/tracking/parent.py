@@ -1,4 +1,5 @@
-"""Experiments and parent runs: a multi-stage submission nests its stage runs under one parent run.
+"""Experiments and submission runs: a multi-stage submission has one MLflow run of its own beside its
+stage runs (not above them: see ui_view's docstring for why stage runs are not nested under it).
 
 The submitter calls ``start_parent_run`` once, before the stages run. When MLflow is down at that
 moment it returns None and nothing is lost: each stage's ledger carries the submission id in its
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from unigen.orchestrator.runs import RunLedger, list_runs
+from unigen.orchestrator.tracking.relocate import rebase_artifacts
 from unigen.orchestrator.tracking.store import (
-    artifact_location, display_uri, resolve_experiment, resolve_tracking_uri)
+    artifact_location, display_uri, recorded_uri, resolve_experiment, resolve_tracking_uri, run_store_uri)
 
 log = logging.getLogger("unigen.tracking")
 
@@ -25,10 +27,14 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (artifacts next to a sqlite store) or restored if needed."""
     from mlflow.exceptions import MlflowException
 
+    from unigen.orchestrator.tracking.ui_view import EXPERIMENT_KIND_TAG, TRAINING_KIND
+
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+            # The kind tag makes MLflow's UI open the experiment on its runs, not the GenAI traces page.
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri),
+                                            tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it meanwhile
                 raise
@@ -36,6 +42,8 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     if found.lifecycle_stage == "deleted":
         log.warning("MLflow experiment %r was deleted; restoring it to log into it", name)
         client.restore_experiment(found.experiment_id)
+    if EXPERIMENT_KIND_TAG not in (found.tags or {}):  # made before unigen set it, or by hand
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     return found.experiment_id
 
 
@@ -55,12 +63,17 @@ def _stage_run_ids(run_root: Path, submission: str) -> list[str]:
 
 
 def _create_parent(client, experiment_id: str, submission: str, stages: Sequence[str]) -> str:
-    tags = {"unigen.role": PARENT_ROLE, "unigen.submission": submission, "unigen.stages": ",".join(stages)}
-    return client.create_run(experiment_id, run_name=submission, tags=tags).info.run_id
+    from unigen.orchestrator.tracking.ui_view import NOTE_TAG, submission_run_name
+
+    note = (f"unigen submission `{submission}`: stages {', '.join(f'`{s}`' for s in stages)}, in order. "
+            "Their runs are rows of this experiment tagged `unigen.submission`.")
+    tags = {"unigen.role": PARENT_ROLE, "unigen.submission": submission, "unigen.stages": ",".join(stages),
+            NOTE_TAG: note}
+    return client.create_run(experiment_id, run_name=submission_run_name(submission), tags=tags).info.run_id
 
 
 def ensure_parent_run(client, experiment_id: str, ledger: RunLedger, record: dict[str, Any]) -> str | None:
-    """The parent MLflow run of a stage: recorded in run.json, else found by submission tag, else
+    """The submission's MLflow run of a stage: recorded in run.json, else found by submission tag, else
     created. None for a single-stage run (no ``parent`` in its ledger)."""
     known = (record.get("mlflow") or {}).get("parent_run_id")
     submission = record.get("parent")
@@ -103,13 +116,14 @@ def start_parent_run(submission_id: str, *, ledgers: Sequence[RunLedger], experi
     if not ledgers:
         raise ValueError("start_parent_run needs the ledgers of the submission's stages")
     first = ledgers[0].read()
-    uri = tracking_uri or (first.get("mlflow") or {}).get("tracking_uri") or resolve_tracking_uri(
+    uri = tracking_uri or run_store_uri(first, ledgers[0].paths.root) or resolve_tracking_uri(
         None, recipe=first.get("recipe"), profile=first.get("profile"), run_root=ledgers[0].paths.root.parent)
     name = resolve_experiment(experiment, first.get("recipe"))
     apply_http_timeouts()
     try:
         from mlflow import MlflowClient
 
+        rebase_artifacts(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment_id = get_or_create_experiment(client, name, uri)
         parent_id = _create_parent(client, experiment_id, submission_id, [ledger.run_id for ledger in ledgers])
@@ -120,7 +134,7 @@ def start_parent_run(submission_id: str, *, ledgers: Sequence[RunLedger], experi
                     "when MLflow answers", display_uri(uri), submission_id, short_error(e))
         return None
     for ledger in ledgers:
-        ledger.update(lambda r: r.setdefault("mlflow", {}).update(
-            parent_run_id=parent_id, experiment_id=experiment_id, experiment_name=name,
-            tracking_uri=r.get("mlflow", {}).get("tracking_uri") or display_uri(uri)))
+        recorded = (ledger.read().get("mlflow") or {}).get("tracking_uri")
+        ledger.set_mlflow(parent_run_id=parent_id, experiment_id=experiment_id, experiment_name=name,
+                          tracking_uri=recorded or recorded_uri(uri, ledger.paths.root))
     return parent_id

@@ -10,6 +10,12 @@ Resolution order (first one set wins), the same for the training runtime and the
 
 A run that already has a store recorded in its run.json keeps it for every later attempt (see
 ``Tracker.open``): a requeue on a node with a different environment must not split the run.
+
+Movable runs roots: run.json records a sqlite store that lies inside the runs root relative to the run
+folder (``sqlite:///../mlflow.db``, see ``recorded_uri``) and ``run_store_uri`` makes it absolute again
+from wherever the folder is now, so a copied runs root tracks into its own database. The artifacts of a
+local store live next to its database (``<run_root>/mlartifacts``); MLflow keeps their absolute location
+in the database, which ``relocate.rebase_artifacts`` rewrites when the database has moved.
 """
 from __future__ import annotations
 
@@ -80,17 +86,57 @@ def resolve_tracking_uri(explicit: str | None = None, *, recipe: Mapping[str, An
     return default_store_uri(run_root)
 
 
-def run_tracking_uri(record: Mapping[str, Any], explicit: str | None, run_root: str | os.PathLike[str]) -> str:
+def run_tracking_uri(record: Mapping[str, Any], explicit: str | None, run_root: str | os.PathLike[str],
+                     run_dir: str | os.PathLike[str] | None = None) -> str:
     """The store of an existing run: ``explicit``, else the one its run.json records (so every
-    attempt and every CLI command uses the store the run started in), else ``resolve_tracking_uri``.
+    attempt and every CLI command uses the store the run started in; see ``run_store_uri``), else
+    ``resolve_tracking_uri``. ``run_dir`` (default ``run_root/<run id>``) is the run's folder now.
     A recorded URI whose password was masked is not usable: the environment must supply it then."""
     if explicit:
         return check_uri(explicit, "the tracking_uri argument")
-    recorded = (record.get("mlflow") or {}).get("tracking_uri")
+    folder = Path(run_dir) if run_dir is not None else Path(run_root) / str(record.get("run_id") or "")
+    recorded = run_store_uri(record, folder)
     if recorded and "***" not in recorded:
         return check_uri(recorded, "run.json mlflow.tracking_uri")
     return resolve_tracking_uri(None, recipe=record.get("recipe"), profile=record.get("profile"),
                                 run_root=run_root)
+
+
+def recorded_uri(uri: str | None, run_dir: str | os.PathLike[str]) -> str | None:
+    """How run.json stores the tracking URI ``uri`` of the run in ``run_dir``: a sqlite database inside the
+    runs root relative to the run folder (``sqlite:///../mlflow.db``), so a copied runs root keeps using
+    its own copy; any other URI as it is (passwords masked: ``display_uri``)."""
+    if not uri:
+        return uri
+    db = sqlite_path(uri)
+    if db is None or not db.is_absolute():
+        return display_uri(uri)
+    folder = Path(run_dir).resolve()
+    if db.resolve().is_relative_to(folder.parent):
+        return f"sqlite:///{Path(os.path.relpath(db.resolve(), folder)).as_posix()}"
+    return uri
+
+
+def run_store_uri(record: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> str | None:
+    """run.json's tracking URI as a usable one for the run folder ``run_dir`` where it is now.
+
+    ``sqlite:///<relative path>``: relative to the run folder (``recorded_uri``). An absolute sqlite path
+    (run.json written before runs roots were movable) is kept, unless it is the default store of the
+    runs root this run came from, i.e. its folder holds (or held) this run: then this runs root's own
+    ``mlflow.db`` is used when it exists. Other URIs unchanged; None when none is recorded."""
+    uri = (record.get("mlflow") or {}).get("tracking_uri")
+    db = sqlite_path(uri) if uri else None
+    if db is None:
+        return uri
+    folder = Path(run_dir)
+    if not db.is_absolute():
+        return f"sqlite:///{(folder / db).resolve()}"
+    here = folder.resolve().parent / DB_NAME
+    came_from = db.parent
+    if db.name == DB_NAME and here.is_file() and came_from != here.parent and (
+            not came_from.is_dir() or (came_from / str(record.get("run_id") or folder.name)).is_dir()):
+        return f"sqlite:///{here}"
+    return uri
 
 
 def check_uri(uri: str, source: str = "the tracking URI") -> str:

@@ -42,7 +42,7 @@ def sync_run(run_dir: str | os.PathLike[str], *, tracking_uri: str | None = None
     unless ``tracking_uri`` is given). Stops at the first transient failure and keeps the rest."""
     ledger = RunLedger(run_dir)
     record = ledger.read()
-    uri = run_tracking_uri(record, tracking_uri, Path(run_dir).resolve().parent)
+    uri = run_tracking_uri(record, tracking_uri, Path(run_dir).resolve().parent, run_dir)
     apply_http_timeouts()
     dropped: list[int] = []
 
@@ -58,16 +58,17 @@ def sync_run(run_dir: str | os.PathLike[str], *, tracking_uri: str | None = None
 
 def record_export(ledger: RunLedger, path: str | os.PathLike[str], *, tracking_uri: str | None = None,
                   timeout_s: float = 20.0) -> int:
-    """Record an exported model folder on the run (``unigen.export.path`` tag, run.json ``export``)
-    after training ended. Returns how many calls were left in the spool (0 when MLflow took it)."""
+    """Record an exported model folder on the run (``unigen.export.path`` tag, run.json ``export``, and
+    a logged and registered MLflow model that points at the folder) after training ended. Returns how many calls were left in the spool (0 when MLflow took it)."""
     record = ledger.read()
     where = str(Path(path).resolve())
     record_export_in_ledger(ledger, where)
-    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent)
+    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent, ledger.paths.root)
     apply_http_timeouts()
     sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
     sender.start()
     sender.submit({"op": "tags", "tags": {"unigen.export.path": where}})
+    sender.submit({"op": "export", "path": ledger.paths.record_path(where)})  # a registered MLflow model
     return sender.close(timeout_s)
 
 
@@ -80,7 +81,7 @@ def record_evaluation(ledger: RunLedger, step: int, metrics: Mapping[str, float]
     which must stay in place until sent). Never raises for MLflow: what it cannot send now waits in the run's
     spool (``unigen runs --sync``). Returns how many calls were left there (0 when MLflow took everything)."""
     record = ledger.read()
-    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent)
+    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent, ledger.paths.root)
     apply_http_timeouts()
     sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
     sender.start()
@@ -91,5 +92,5 @@ def record_evaluation(ledger: RunLedger, step: int, metrics: Mapping[str, float]
     for artifact_file, text in (texts or {}).items():
         sender.submit({"op": "text", "file": artifact_file, "text": scrub(text)})
     for artifact_path, folder in (folders or {}).items():
-        sender.submit({"op": "artifacts", "dir": str(Path(folder).resolve()), "path": artifact_path})
+        sender.submit({"op": "artifacts", "dir": ledger.paths.record_path(folder), "path": artifact_path})
     return sender.close(timeout_s)

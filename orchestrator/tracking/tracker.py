@@ -39,6 +39,7 @@ from unigen.orchestrator.tracking.sender import Sender, apply_http_timeouts
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.state import StepState, add_checkpoint
 from unigen.orchestrator.tracking.store import resolve_experiment, run_tracking_uri
+from unigen.orchestrator.tracking.ui_view import stage_run_name
 
 log = logging.getLogger("unigen.tracking")
 
@@ -91,7 +92,7 @@ class Tracker:
             raise ValueError(f"attempt must be >= 1 (1-based), got {attempt}")
         record = ledger.read()
         run_root = ledger.paths.root.resolve().parent
-        uri = run_tracking_uri(record, tracking_uri, run_root)
+        uri = run_tracking_uri(record, tracking_uri, run_root, ledger.paths.root)
         name = resolve_experiment(experiment or (record.get("mlflow") or {}).get("experiment_name"),
                                   record.get("recipe"))
         apply_http_timeouts()
@@ -120,7 +121,7 @@ class Tracker:
         }
         recipe = record.get("recipe") or {}
         ops: list[dict[str, Any]] = [
-            {"op": "start", "attempt": n, "experiment": self.experiment, "run_name": record["run_id"],
+            {"op": "start", "attempt": n, "experiment": self.experiment, "run_name": stage_run_name(record),
              "hint_run_id": hint, "t": _now_ms(), "tags": {k: payload.tag_value(v) for k, v in tags.items()}},
             {"op": "params", "params": payload.flatten_params(recipe)},
             {"op": "text", "file": "unigen/recipe.yaml", "text": payload.dump_yaml(recipe)},
@@ -202,9 +203,11 @@ class Tracker:
         self._steps.save()
 
     def log_export(self, path: str | Path) -> None:
-        """Record the exported model folder of this run."""
+        """Record the exported model folder of this run, and log it as a registered MLflow model (a
+        reference to the folder: the weights are not copied)."""
         where = scrub(str(Path(path).resolve()))
         self._submit({"op": "tags", "tags": {"unigen.export.path": where}})
+        self._submit({"op": "export", "path": self.ledger.paths.record_path(where)})
         record_export_in_ledger(self.ledger, where)
 
     def link_stage1(self, mlflow_run_id: str | None, checkpoint_uri: str | None, *, run_id: str | None = None,
@@ -219,7 +222,7 @@ class Tracker:
     def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
         """Upload the files of a local ``folder`` (which must stay in place until sent, e.g. in the run folder)
         under ``artifact_path`` of the run, e.g. the sample images of an evaluation."""
-        self._submit({"op": "artifacts", "dir": str(Path(folder).resolve()), "path": artifact_path})
+        self._submit({"op": "artifacts", "dir": self.ledger.paths.record_path(folder), "path": artifact_path})
 
     def log_text(self, artifact_file: str, text: str) -> None:
         """A small text artifact (scrubbed), e.g. the DeepSpeed config when built after ``open``."""
@@ -289,7 +292,7 @@ def record_export_in_ledger(ledger: RunLedger, path: str) -> None:
     """Fill run.json's ``export`` when nothing recorded it yet (``unigen export`` may own it)."""
     def change(r: dict[str, Any]) -> None:
         if not r.get("export"):
-            r["export"] = {"path": path, "recorded_at": _now_iso()}
+            r["export"] = {"path": ledger.paths.record_path(path), "recorded_at": _now_iso()}
 
     try:
         ledger.update(change)

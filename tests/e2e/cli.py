@@ -92,9 +92,9 @@ def losses_by_step(run_dir: Path) -> dict[int, float]:
 
 
 def exported_tensors(run_dir: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
+    from unigen.model.export_layout import export_tensors
 
-    return load_file(str(run_dir / "export" / "model.safetensors"))
+    return export_tensors(run_dir / "export")
 
 
 def assert_same_tensors(a: dict[str, Any], b: dict[str, Any]) -> None:

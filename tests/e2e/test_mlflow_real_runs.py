@@ -1,7 +1,9 @@
 """Lineage of REAL smoke runs in a real `mlflow server`: stage 1 interrupted twice (SIGTERM to one
 rank -> requeue, then SIGKILL -> crash restart) is one MLflow run with three attempts and a
-continuous, marked loss history; stage 2 links stage 1's run and checkpoint; both nest under the
-submission's parent run with their data sources as inputs; `unigen runs` and `unigen lineage` agree."""
+continuous, marked loss history; stage 2 links stage 1's run and checkpoint (tags and a link in its
+description); both are top-level rows named by stage, tagged with their submission, with their data
+sources as inputs; stage 2's export is a registered MLflow model of its run; `unigen runs` and
+`unigen lineage` agree."""
 from __future__ import annotations
 
 import json
@@ -99,16 +101,22 @@ def test_stage1_is_one_mlflow_run_with_three_attempts_and_a_continuous_history(t
     assert last == pytest.approx(final, rel=1e-6)
 
 
-def test_stage2_links_stage1_and_both_nest_under_the_parent_with_inputs(tracked):
+def test_stage2_links_stage1_and_both_are_rows_of_the_submission_with_inputs(tracked):
     client, (stage1, stage2) = tracked["client"], tracked["dirs"]
     one, two = record(stage1), record(stage2)
     run1, run2 = _mlflow_run(client, one["run_id"]), _mlflow_run(client, two["run_id"])
     assert run2.data.tags["unigen.stage1.mlflow_run_id"] == run1.info.run_id
     assert run2.data.tags["unigen.stage1.run_id"] == one["run_id"]
     assert run2.data.tags["unigen.stage1.checkpoint_uri"].endswith("step-12")
-    parent = run1.data.tags["mlflow.parentRunId"]
-    assert run2.data.tags["mlflow.parentRunId"] == parent == one["mlflow"]["parent_run_id"]
+    assert f"/runs/{run1.info.run_id}?" in run2.data.tags["mlflow.note.content"]  # the link in its description
+    parent = one["mlflow"]["parent_run_id"]
+    for run, rec in ((run1, one), (run2, two)):  # not nested: the UI would collapse them under the submission
+        assert "mlflow.parentRunId" not in run.data.tags
+        assert run.data.tags["unigen.submission.mlflow_run_id"] == parent
+        assert run.info.run_name == f"{rec['stage']}-{rec['run_id']}"
     assert client.get_run(parent).info.status == "FINISHED"
+    (version,) = client.search_model_versions(f"name = '{two['recipe']['name']}'")
+    assert version.run_id == run2.info.run_id  # the export, registered with its source run
     names = {d.dataset.name for d in run1.inputs.dataset_inputs}
     assert names == {s["name"] for s in one["recipe"]["data"]["sources"]}
     assert {d.dataset.name for d in run2.inputs.dataset_inputs} == {s["name"] for s in two["recipe"]["data"]["sources"]}

@@ -54,7 +54,9 @@ def test_checkpoints_are_mirrored_to_the_local_object_store(pipeline, workspace)
     for run_dir, run in ((pretrain, first), (instruct, second)):
         mirror = store / run["run_id"]
         assert run["checkpoints"]["latest_durable"]["uri"] == str(mirror / "step-8")
-        assert sorted(p.name for p in mirror.iterdir()) == ["LATEST", "step-4", "step-8"]
+        # DeepSpeed's `latest` and its consolidation scripts beside unigen's LATEST (the tests run ZeRO-3)
+        assert sorted(p.name for p in mirror.iterdir()) == ["LATEST", "latest", "step-4", "step-8",
+                                                            "zero_to_fp32.py", "zero_to_torch.py"]
         local, remote = run_dir / "checkpoints" / "step-8", mirror / "step-8"
         assert (remote / "COMMIT.json").read_bytes() == (local / "COMMIT.json").read_bytes()
         assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
@@ -85,11 +87,10 @@ def test_chat_answers_and_export_round_trips(pipeline, tmp_path, workspace):
     assert out.returncode == 0, out.stderr[-2000:]
     dest = tmp_path / "exported"
     cli(root, "export", record(pretrain)["run_id"], "--out", str(dest), env=env, check=True)
-    from safetensors.torch import load_file
-
     from tests.e2e.cli import assert_same_tensors
+    from unigen.model.export_layout import export_tensors
 
-    assert_same_tensors(load_file(str(dest / "model.safetensors")), load_file(str(pretrain / "export" / "model.safetensors")))
+    assert_same_tensors(export_tensors(dest), export_tensors(pretrain / "export"))
     assert record(pretrain)["export"]["path"] == str(dest)
 
 
@@ -114,6 +115,8 @@ def test_the_final_evaluation_is_in_eval_jsonl_the_run_folder_status_and_mlflow(
     split, with the sample prompts and the suites."""
     from mlflow import MlflowClient
 
+    from unigen.orchestrator.tracking.store import run_store_uri
+
     root, env, _ = pipeline
     for run_dir, heldout in zip(run_dirs(root), ("heldout-t2i", "heldout-magicbrush")):
         (row,) = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
@@ -127,7 +130,7 @@ def test_the_final_evaluation_is_in_eval_jsonl_the_run_folder_status_and_mlflow(
         assert run["eval"]["step"] == 8 and run["eval"]["val_loss"] == row["val_loss"]
         shown = cli(root, "status", run["run_id"], env=env, check=True).stdout
         assert f"eval:       step 8, val_loss {row['val_loss']:.4f}, images in {run_dir / 'eval' / 'step-8'}" in shown
-        client = MlflowClient(run["mlflow"]["tracking_uri"])
+        client = MlflowClient(run_store_uri(run, run_dir))  # run.json: relative to the run folder
         mlflow_id = run["mlflow"]["run_id"]
         assert [(m.step, m.value) for m in client.get_metric_history(mlflow_id, "val_loss")] == [(8, row["val_loss"])]
         assert sorted(a.path for a in client.list_artifacts(mlflow_id, "eval/step-8")) == \

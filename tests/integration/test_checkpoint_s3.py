@@ -80,6 +80,10 @@ def test_checkpoints_appear_with_commit_after_their_data_and_no_secret_leaks(tmp
     assert stamps["COMMIT.json"] >= max(stamps.values())
     assert fs.info(f"{s3.bucket}/order/LATEST")["LastModified"] >= stamps["COMMIT.json"]
     assert fs.cat_file(f"{s3.bucket}/order/LATEST") == b"step-5"
+    # DeepSpeed's pointer, after COMMIT too (no zero_to_fp32.py: these files are no ZeRO partitions).
+    assert fs.cat_file(f"{s3.bucket}/order/latest") == b"step-5"
+    assert fs.info(f"{s3.bucket}/order/latest")["LastModified"] >= stamps["COMMIT.json"]
+    assert not fs.exists(f"{s3.bucket}/order/zero_to_fp32.py")
     assert fs.cat_file(f"{prefix}/COMMIT.json") == (run.local / "step-5" / "COMMIT.json").read_bytes()
     assert fs.cat_file(f"{prefix}/rank1/state.pt") == files(5, 2, 12 * MB)["rank1/state.pt"]
     run.mgr.close()

@@ -2,9 +2,11 @@
 
 The training runtime is simulated on rank 0 (tests/unit/tracking/tracking_helpers.run_attempt):
 stage 1 in three attempts (requeued at steps 12 and 25, resumed from the checkpoints of 10 and 20),
-stage 2 initialised from stage 1, both nested under a parent run. Then: the `runs` and `lineage`
-commands, the server stopped mid-run, headless Chromium on the MLflow UI, `unigen ui`, and a search
-for planted secrets in everything that was written.
+stage 2 initialised from stage 1, both top-level runs beside their submission's run, stage 2's export
+registered as an MLflow model. Then: the `runs` and `lineage` commands, the server stopped mid-run,
+headless Chromium on the MLflow UI (what users see: stage rows, the stage-1 link, the model; screenshots
+in the test's tmp folder and /tmp/mlflow-ui-shots/), `unigen ui`, and a search for planted secrets in
+everything that was written.
 """
 from __future__ import annotations
 
@@ -167,7 +169,7 @@ def test_three_attempts_are_one_mlflow_run_with_a_continuous_loss_history(lineag
                                                                 for s in (10, 20, 30)]
 
 
-def test_stage2_links_stage1_checkpoint_inputs_and_parent(lineage_runs, client):
+def test_stage2_links_stage1_checkpoint_inputs_and_submission(lineage_runs, client):
     one, two = lineage_runs["s1"].read(), lineage_runs["s2"].read()
     run1, run2 = _only_run(client, "e2e-pretrain-1"), _only_run(client, "e2e-instruct-1")
     assert run2.data.tags["unigen.stage1.mlflow_run_id"] == run1.info.run_id
@@ -175,9 +177,17 @@ def test_stage2_links_stage1_checkpoint_inputs_and_parent(lineage_runs, client):
     assert run2.data.tags["unigen.stage1.checkpoint_step"] == "30"
     parent_id = lineage_runs["parent"]
     assert one["mlflow"]["parent_run_id"] == two["mlflow"]["parent_run_id"] == parent_id
-    assert run1.data.tags["mlflow.parentRunId"] == run2.data.tags["mlflow.parentRunId"] == parent_id
+    for run in (run1, run2):  # rows of their own, grouped by tag, not collapsed under the submission
+        assert "mlflow.parentRunId" not in run.data.tags
+        assert run.data.tags["unigen.submission"] == "sub-e2e"
+        assert run.data.tags["unigen.submission.mlflow_run_id"] == parent_id
+    assert (run1.info.run_name, run2.info.run_name) == ("pretrain-e2e-pretrain-1", "instruct-e2e-instruct-1")
+    # Stage 1's checkpoint, a model input of stage 2 (search_runs leaves model inputs out: get_run).
+    (model_input,) = client.get_run(run2.info.run_id).inputs.model_inputs
+    checkpoint = client.get_logged_model(model_input.model_id)
+    assert checkpoint.source_run_id == run1.info.run_id and checkpoint.tags["unigen.checkpoint.step"] == "30"
     parent = client.get_run(parent_id)
-    assert parent.info.run_name == "sub-e2e" and parent.info.status == "FINISHED"
+    assert parent.info.run_name == "submission-sub-e2e" and parent.info.status == "FINISHED"
     assert parent.data.tags["unigen.stages"] == "e2e-pretrain-1,e2e-instruct-1"
     for run in (run1, run2):
         inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
@@ -341,6 +351,104 @@ def test_headless_chromium_shows_the_run_and_its_loss(lineage_runs, server, clie
         assert "cc3m" in text  # the dataset inputs are listed on the run page too
 
 
+SHOTS_COPY = Path("/tmp/mlflow-ui-shots")
+
+
+def _wait(driver, what, timeout_s: float = 60.0):
+    """``what(driver)`` once truthy; on a timeout, a screenshot of the page (timeout.png in
+    /tmp/mlflow-ui-shots/) and its text in the error."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.5).until(what)
+    except TimeoutException:
+        SHOTS_COPY.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SHOTS_COPY / "timeout.png"))
+        raise AssertionError(f"timed out on {driver.current_url}; the page shows:\n{_body(driver)[:3000]}") from None
+
+
+def _body(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+@pytest.mark.slow
+def test_headless_chromium_shows_stage_rows_the_stage1_link_and_the_registered_model(lineage_runs, server, client,
+                                                                                      tmp_path):
+    """What a user sees, read from the page: the runs page `unigen ui` prints lists both stage rows by
+    name with nothing expanded; stage 2's description links stage 1 and the link opens it; the Models page
+    lists the export. Screenshots of each go to the tmp folder and /tmp/mlflow-ui-shots/."""
+    missing = chromium_available()
+    if missing:
+        pytest.fail(f"browser test needs Chromium: {missing}")
+    from selenium.webdriver.common.by import By
+
+    from unigen.orchestrator.tracking.ui_view import run_page_fragment, runs_page_url
+
+    run1, run2 = _only_run(client, "e2e-pretrain-1"), _only_run(client, "e2e-instruct-1")
+    exp = run1.info.experiment_id
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with headless_chromium(tmp_path / "chrome") as driver:
+        driver.set_window_size(1600, 1000)
+        driver.get(runs_page_url(server.uri, exp))
+        names = (run1.info.run_name, run2.info.run_name)
+        text = _wait(driver, lambda d: all(n in (t := _body(d)) for n in names) and t)
+        driver.save_screenshot(str(shots / "1-runs-page.png"))
+        assert "submission-sub-e2e" in text  # the submission is a row beside its stages, hiding none
+        assert "Traces" not in text.split("\n")[:3]  # opened on the runs, not the GenAI traces overview
+
+        driver.get(f"{server.uri}/{run_page_fragment(exp, run2.info.run_id)}")
+        link = _wait(driver, lambda d: next((e for e in d.find_elements(
+            By.XPATH, f"//a[contains(@href, '/runs/{run1.info.run_id}') and normalize-space()='{names[0]}']")
+            if e.is_displayed()), False))
+        assert link.get_attribute("href").endswith(run_page_fragment(exp, run1.info.run_id))
+        # Its "Logged models" table: stage 1's checkpoint as input, the registered export as output.
+        text = _wait(driver, lambda d: "Logged models (2)" in (t := _body(d)) and t)
+        table = text[text.index("Logged models (2)"):]
+        assert table.index("Input") < table.index(f"{names[0]}-step-30") < table.index("Output") < table.index(
+            "e2e-instruct")
+        heading = driver.find_element(By.XPATH, "//*[starts-with(normalize-space(), 'Logged models (2)')]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+        driver.save_screenshot(str(shots / "2a-stage2-logged-models-in-and-out.png"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", link)
+        driver.save_screenshot(str(shots / "2-stage2-run-with-stage1-link.png"))
+        before = set(driver.window_handles)
+        link.click()  # MLflow renders description links with target=_blank: the run opens in a new tab
+        opened = _wait(driver, lambda d: set(d.window_handles) - before, 30)
+        driver.switch_to.window(opened.pop())
+        stage1_page = run_page_fragment(exp, run1.info.run_id)
+        _wait(driver, lambda d: d.current_url.endswith(stage1_page) and names[0] in _body(d)
+              and "loss" in _body(d))
+        driver.save_screenshot(str(shots / "3-stage1-run-after-click.png"))
+
+        # The experiment's Models tab: the export as a logged model of stage 2's run.
+        driver.get(f"{server.uri}/#/experiments/{exp}/models?workflowType=machine_learning")
+        _wait(driver, lambda d: "e2e-instruct" in _body(d) and names[1] in _body(d))
+        driver.save_screenshot(str(shots / "4-experiment-models-tab.png"))
+        # The model registry: the registered model, and its version naming its source run.
+        driver.get(f"{server.uri}/#/models?workflowType=machine_learning")
+        _wait(driver, lambda d: "e2e-instruct" in _body(d) and "Version 1" in _body(d))
+        # MLflow's one-time "new Model Registry UI" pop-up covers the table: close it when it shows.
+        closers = [b for b in driver.find_elements(By.XPATH, "//*[@role='dialog']//button[@aria-label='Close']")
+                   if b.is_displayed()]
+        if closers:
+            closers[0].click()
+            _wait(driver, lambda d: not [e for e in d.find_elements(By.XPATH, "//*[@role='dialog']")
+                                         if e.is_displayed()], 15)
+        driver.save_screenshot(str(shots / "5-registered-models.png"))
+        driver.get(f"{server.uri}/#/models/e2e-instruct/versions/1?workflowType=machine_learning")
+        _wait(driver, lambda d: "Source Run" in _body(d) and names[1] in _body(d))
+        driver.save_screenshot(str(shots / "6-model-version-source-run.png"))
+    SHOTS_COPY.mkdir(parents=True, exist_ok=True)
+    for shot in shots.glob("*.png"):
+        assert shot.stat().st_size > 10_000, f"{shot.name} looks blank"
+        shutil.copy(shot, SHOTS_COPY / shot.name)
+
+
 @pytest.mark.slow
 def test_unigen_ui_serves_the_default_store_on_loopback(env, tmp_path):
     root = tmp_path / "runs"
@@ -357,14 +465,15 @@ def test_unigen_ui_serves_the_default_store_on_loopback(env, tmp_path):
         while "MLflow UI: " not in line and time.monotonic() < deadline and proc.poll() is None:
             line = proc.stdout.readline()
         assert line.startswith("MLflow UI: http://127.0.0.1:"), f"unexpected output {line!r}; rc {proc.poll()}"
-        url = line.split()[2]
+        url, page = line.split()[2].split("/#/")
         from mlflow import MlflowClient
 
         ui = MlflowClient(url)
         exp = ui.get_experiment_by_name("unigen-tests")
+        assert page == f"experiments/{exp.experiment_id}/runs?workflowType=machine_learning"  # the runs page
         (run,) = ui.search_runs([exp.experiment_id], "tags.`unigen.run_id` = 'ui-run-1'")
         assert run.info.run_id == ledger.read()["mlflow"]["run_id"]
-        port = int(url.rsplit(":", 1)[1])
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         assert not listening(port)

@@ -24,7 +24,7 @@ import pytest
 
 from tests.services.procs import pid_alive, wait_until
 from tests.smoke_shape import SHAPE
-from unigen.orchestrator.launchers.ray import LAUNCHER
+from unigen.orchestrator.launchers.ray.launcher import LAUNCHER
 from unigen.orchestrator.runs import RunLedger
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -127,7 +127,7 @@ def test_two_stages_kill_and_recover_then_cancel(ray_head, workspace, tmp_path):
     assert {crashed["job_id"], resumed["job_id"]} == {job} and resumed["nodes"]
     assert crashed["ended_at"] <= resumed["started_at"]
     assert victim not in resumed["pids"] and not pid_alive(victim)
-    assert Path(r1["export"]["path"]).is_dir()
+    assert stage1.paths.resolve(r1["export"]["path"]).is_dir()
     assert f"{r1['run_id']}: completed" in submit_out
 
     # The loss history after the resume continues from the checkpoint step, and the steps run

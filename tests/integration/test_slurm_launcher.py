@@ -109,9 +109,9 @@ def loss_history(run_dir: Path) -> dict[int, float]:
 
 
 def tensors(run_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    from unigen.model.export_layout import export_tensors
 
-    return load_file(str(run_dir / "export" / "model.safetensors"))
+    return export_tensors(run_dir / "export")
 
 
 def assert_same_weights(run_dir: Path, ref_dir: Path) -> None:
@@ -186,7 +186,7 @@ def test_two_stages_complete_in_order_through_sbatch(reference, cluster):
         for rank in (0, 1):
             log = (d / "logs" / f"rank-{rank}.log").read_text()
             assert f"===== attempt 1 rank {rank} (SLURM job" in log
-        assert (d / "export" / "model.safetensors").is_file()
+        assert (d / "export" / "model_index.json").is_file()
         assert sorted(loss_history(d)) == list(range(1, read(d)["recipe"]["train"]["max_steps"] + 1))
 
 
@@ -328,12 +328,17 @@ def test_cancel_of_a_running_run_saves_and_stops_then_resume_finishes_it(cluster
 
 def test_a_user_error_fails_the_run_once_and_cancels_the_later_stage(cluster, workspace):
     root = workspace / "runs-fatal"
+    # A step folder with a COMMIT.json passes `unigen submit`'s init_from check (presence only) and
+    # fails the run's own verification at its start: a CheckpointError, exit 2.
+    bogus = workspace / "not-a-checkpoint" / "step-4"
+    bogus.mkdir(parents=True)
+    (bogus / "COMMIT.json").write_text("{}")
     proc = start_submit(workspace, cluster, root, ["recipes/smoke-pretrain.yaml", "recipes/smoke-instruct.yaml"],
-                        [*PIPELINE, "pretrain:init_from=run:no-such-run"])
+                        [*PIPELINE, "pretrain:init_from=not-a-checkpoint/step-4"])
     assert proc.wait(timeout=RUN_TIMEOUT) == 1, submit_log(root)
     first_dir, second_dir = run_dirs(root)
     first, second = read(first_dir), read(second_dir)
-    assert first["status"] == "failed" and "no-such-run" in first["error"], first["error"]
+    assert first["status"] == "failed" and "none verifies: step-4" in first["error"], first["error"]
     (attempt,) = first["attempts"]  # exit 2 is never requeued, whatever the failure budget
     assert (attempt["exit_reason"], attempt["exit_code"]) == ("crashed", 2)
     assert cluster.job(int(first["slurm"]["job_id"]))["Restarts"] == "0"

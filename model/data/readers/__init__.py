@@ -12,6 +12,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def open_reader(source, *, grouping=None, cache_dir: str | None = None, retries: int = 3) -> "Reader":
     """The reader for a ``SourceSpec`` (format picks the class). ``grouping`` = (session field, turn
     field) groups rows/lines into one record per session (multi-turn edit)."""
+    join = source.options.get("join")
+    if join:
+        return _joined(source, join, grouping, cache_dir, retries)
     fmt = source.format
     if fmt == "webdataset":
         from unigen.model.data.readers.webdataset import WebDatasetReader as cls
@@ -30,3 +33,16 @@ def open_reader(source, *, grouping=None, cache_dir: str | None = None, retries:
     else:  # pragma: no cover - the spec's Literal rejects anything else
         raise AssertionError(fmt)
     return cls(source, grouping=grouping, cache_dir=cache_dir, retries=retries)
+
+
+def _joined(source, join: dict, grouping, cache_dir, retries):
+    """The source's rows, each merged with the row of ``options.join``'s table that has the same key."""
+    from unigen.model.data.readers.join import JoinedReader, check_join
+
+    check_join(join, f"source {source.label()}")
+    plain = source.model_copy(update={"options": {k: v for k, v in source.options.items() if k != "join"}})
+    table = source.model_copy(update={
+        "uri": join["uri"], "format": join["format"], "name": f"{source.label()}+join",
+        "options": {k: v for k, v in source.options.items() if k in ("storage_options", "image_root")}})
+    return JoinedReader(open_reader(plain, grouping=grouping, cache_dir=cache_dir, retries=retries),
+                        open_reader(table, cache_dir=cache_dir, retries=retries), join["key"])

@@ -24,6 +24,8 @@ GENERIC_OPTIONS = {
     "seed": "synthetic format: seed of the generated scenes",
     "group": "true/false: force grouping rows into sessions on or off (default: when the session "
              "field exists)",
+    "join": "{uri, format: parquet|jsonl, key}: merge each row with the row of that table having the same "
+            "`key` value (OmniEdit-GoT's reasoning + OmniEdit's images)",
 }
 
 Conversation = list[dict]
@@ -60,6 +62,9 @@ class TaskAdapter:
                             f"{sorted(valid)}")
         self.fields = {**self.default_fields, **source.fields}
         self.options = {**self.default_options, **source.options}
+        if source.options.get("join") is not None:
+            from unigen.model.data.readers.join import check_join
+            check_join(source.options["join"], where)
         tpl = self.options.get("templates")
         if tpl is not None and (not isinstance(tpl, list) or not tpl or not all(isinstance(t, str) for t in tpl)):
             raise DataError(f"{where}.options.templates: expected a non-empty list of strings")

@@ -12,11 +12,15 @@ Record forms, all through the same canonical fields (``source``, ``instruction``
 Conversation: user [image source, text instruction 1], assistant [image_gen target 1], user [image
 target 1, text instruction 2], assistant [image_gen target 2], ... - each turn's target is fed back as
 the next turn's input, whatever the row's own source column says.
+``options.reasoning`` adds a GoT reasoning chain (OmniEdit-GoT's ``got`` with its ``coord`` boxes): one
+per row of a grouped session (a row without one is a bad record), else one for the record's first turn
+(see ``tasks.reasoning``).
 """
 from __future__ import annotations
 
 from unigen.model.data import fields as F
 from unigen.model.data.errors import BadRecord
+from unigen.model.data.tasks import reasoning as R
 from unigen.model.data.tasks.base import TaskAdapter, assistant, image, image_gen, require, text, user
 
 
@@ -28,22 +32,38 @@ class Edit(TaskAdapter):
         "target": "edited_image;target_img;target_image;target_images;output_image;edited_img",
         "session": "img_id",
         "turn": "turn_index",
+        **R.FIELDS,
     }
-    default_options = {"max_turns": 5}
+    default_options = {"max_turns": 5, **R.OPTION}
     session_fields = ("session", "turn")
     templates = ("{instruction}",)
+
+    def validate_options(self, where):
+        self.reasoning = R.mode(self.options, where)
 
     def convert(self, record, ctx):
         source, turns = self._turns(record, ctx)
         require(bool(turns), "edit record without any turn")
+        chains = self._chains(record)
         first, _ = self.fit(source)
         messages, current = [], first
-        for instruction, target in turns[: int(self.options["max_turns"])]:
+        for k, (instruction, target) in enumerate(turns[: int(self.options["max_turns"])]):
             target_img, _ = self.fit(target)
-            messages.append(user(image(current), text(self.instruction(ctx, instruction=instruction))))
-            messages.append(assistant(image_gen(target_img)))
+            chain = chains[k] if k < len(chains) else None
+            prompt = R.user_text(self.instruction(ctx, instruction=instruction), chain, self.reasoning)
+            messages.append(user(image(current), text(prompt)))
+            messages.append(assistant(*R.answer_items(chain, self.reasoning), image_gen(target_img)))
             current = target_img
         return messages
+
+    def _chains(self, record) -> list:
+        """Reasoning chain per turn (empty when the option is off): one per grouped row, else one for
+        the record's first turn."""
+        if not self.reasoning:
+            return []
+        if "rows" in record:
+            return [R.chain(r, self.fields, f"turn {k + 1} reasoning") for k, r in enumerate(record["rows"])]
+        return [R.chain(record, self.fields)]
 
     def _turns(self, record, ctx):
         """(source image, [(instruction, target image), ...]) from any of the record forms."""

@@ -7,6 +7,9 @@ Scenarios:
   signal   train until a preemption signal arrives (the test sends SIGTERM to rank 1 only; rank 0 gets
            two more signals from itself in the middle of the save), agree, save, exit EXIT_REQUEUE
   resume   resume and report the step folder chosen
+  zero3    a tiny torch model (trainable, frozen and buffer tensors) under real DeepSpeed ZeRO-3, one
+           optimizer step, then a committed save through the runtime's write_fn, mirrored to
+           RUN_DIR/mirror; rank 0 also writes the gathered full weights to RUN_DIR/truth.pt
 """
 from __future__ import annotations
 
@@ -89,11 +92,48 @@ def main() -> int:
     elif scenario == "resume":
         info = mgr.resume()
         report["resume"] = None if info is None else [info.step, info.path, info.metadata]
+    elif scenario == "zero3":
+        mgr.close()
+        mgr = CheckpointManager(Path(run_dir) / "checkpoints", comm=comm, remote_uri=str(Path(run_dir) / "mirror"),
+                                on_event=lambda k, p: events.append(k))
+        report["saved"] = zero3_save(mgr, rank, Path(run_dir))
+        assert mgr.flush(60), "upload to the mirror did not finish"
     report["events"] = events
     mgr.close()
     Path(out).write_text(json.dumps(report))
     dist.destroy_process_group()
     return 0
+
+
+def zero3_save(mgr, rank: int, run_dir: Path) -> list:
+    """Train a tiny model one step under ZeRO-3 (2 gloo ranks on CPU) and commit a checkpoint of it."""
+    os.environ.update(DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    import deepspeed
+    import torch
+
+    from unigen.orchestrator.runtime.distributed import _skip_cpu_shm_op
+    from unigen.orchestrator.runtime.state import make_write_fn
+
+    _skip_cpu_shm_op()
+    torch.manual_seed(0)  # the same initial weights on both ranks
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.GELU(), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3))
+    model[0].bias.requires_grad_(False)  # a frozen tensor, as the frozen backbone is
+    model.register_buffer("scale", torch.arange(3.0))  # and a buffer
+    config = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "steps_per_print": 10 ** 9,
+              "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    torch.manual_seed(10 + rank)  # different batches per rank
+    loss = engine(torch.randn(4, 6)).square().mean()
+    engine.backward(loss)
+    engine.step()
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params):  # collective: the full weights after the step
+        truth = {n: t.detach().clone() for n, t in engine.module.state_dict().items()}
+    if rank == 0:
+        torch.save(truth, run_dir / "truth.pt")
+    info = mgr.save(1, make_write_fn(engine, rank=rank, trainer_state={"step": 1}), metadata={"step": 1})
+    return [info.step, info.path, info.source]
 
 
 if __name__ == "__main__":

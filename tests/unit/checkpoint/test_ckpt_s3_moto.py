@@ -51,11 +51,19 @@ def test_multipart_upload_and_resume_over_s3_with_no_secret_anywhere(tmp_path, m
                             storage_options=options, transfer=policy, keep_last=2,
                             on_event=lambda k, p: events.append([k, p]))
     mgr.save(1, writer({"big.bin": big, "small.json": b"{}"}), metadata={"mlflow_run_id": "m1"})
-    mgr.save(2, writer({"big.bin": big[::-1], "small.json": b"{}"}), metadata={"mlflow_run_id": "m1"})
+    # Named as DeepSpeed names a ZeRO partition: the mirror also gets DeepSpeed's script (deepspeed_tools.py).
+    zero = {"zero_pp_rank_0_mp_rank_00_optim_states.pt": b"z"}
+    mgr.save(2, writer({"big.bin": big[::-1], "small.json": b"{}", **zero}), metadata={"mlflow_run_id": "m1"})
     assert mgr.flush(60)
     mgr.close()
     assert fs.cat_file(f"{name}/runs/r1/step-2/big.bin") == big[::-1]
     assert fs.cat_file(f"{name}/runs/r1/LATEST") == b"step-2"
+    # DeepSpeed's pointer and script, so `python zero_to_fp32.py . out` works in a copy of the prefix;
+    # uploaded after COMMIT (S3 times are whole seconds: >= is what can be checked).
+    script = fs.cat_file(f"{name}/runs/r1/zero_to_fp32.py")
+    assert fs.cat_file(f"{name}/runs/r1/latest") == b"step-2" and b"def convert_zero_checkpoint" in script
+    assert fs.info(f"{name}/runs/r1/latest")["LastModified"] >= fs.info(f"{name}/runs/r1/step-2/COMMIT.json")[
+        "LastModified"]
 
     shutil.rmtree(tmp_path / "run")
     again = CheckpointManager(tmp_path / "run" / "checkpoints", remote_uri=f"s3://{name}/runs/r1",
@@ -63,6 +71,7 @@ def test_multipart_upload_and_resume_over_s3_with_no_secret_anywhere(tmp_path, m
     info = again.resume()
     assert info.step == 2 and info.source == "remote"
     assert (tmp_path / "run" / "checkpoints" / "step-2" / "big.bin").read_bytes() == big[::-1]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-2"  # not taken for a step
     assert again.plan_resume().describe()
     again.close()
 

@@ -128,7 +128,7 @@ def smoke_workdir(tmp_path, monkeypatch):
 
 def test_submit_hands_the_resolved_submission_to_the_launcher(smoke_workdir, monkeypatch, capsys):
     calls = []
-    from unigen.orchestrator import submit
+    from unigen.orchestrator import submission as submit
 
     monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: calls.append((sub, wait)) or 0)
     monkeypatch.setattr(submit, "describe_launch", lambda sub: "#!/bin/bash\n#SBATCH --fake")
@@ -155,7 +155,7 @@ def test_submit_without_a_recipe_is_one_error_line(smoke_workdir, capsys):
 
 
 def test_submit_warns_when_the_grace_time_is_shorter_than_the_last_save(smoke_workdir, monkeypatch, capsys):
-    from unigen.orchestrator import submit
+    from unigen.orchestrator import submission as submit
     from unigen.orchestrator.runs import RunLedger
 
     monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: 0)

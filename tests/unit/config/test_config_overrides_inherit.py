@@ -163,5 +163,10 @@ def test_instruct_alone_warns_in_validate_and_fails_in_submit(tmp_path, monkeypa
     with pytest.raises(ConfigError) as err:
         resolve_submission([SMOKE2], LOCAL, purpose="submit", gpu_count=0)
     assert "init_from: not set" in str(err.value) and "does not exist: write the synthetic corpus" in str(err.value)
+    # init_from must name a run under the run root that has a committed checkpoint (test_config_one_pass.py)
+    step = tmp_path / "unigen-runs" / "smoke-pretrain-1" / "checkpoints" / "step-8"
+    step.mkdir(parents=True)
+    (step / "COMMIT.json").write_text("{}")
+    (step.parents[1] / "run.json").write_text('{"run_id": "smoke-pretrain-1", "status": "completed"}')
     ok = resolve_submission([SMOKE2], LOCAL, ["init_from=run:smoke-pretrain-1"], purpose="validate", gpu_count=0)
     assert ok.stages[0].recipe.init_from == "run:smoke-pretrain-1" and not ok.stages[0].starts_from_previous

@@ -209,7 +209,7 @@ def test_grounding_parquet_and_coco_refs_box_lands_where_it_should(corpus):
 def test_unknown_field_or_option_names_the_recipe_path_and_valid_choices(corpus):
     _, manifest = corpus
     with pytest.raises(DataError, match=r"data.sources\[0\].fields: unknown field\(s\) \['captoin'\].*valid: "
-                                         r"\['caption', 'image'\]"):
+                                         r"\['boxes', 'caption', 'image', 'reasoning'\]"):
         open_one({**by_name(manifest, "shapes-t2i"), "fields": {"captoin": "txt"}})
     with pytest.raises(DataError, match=r"options.depth_format: 'meters'; valid: auto, npy"):
         open_one({**by_name(manifest, "shapes-depth-nyu"), "options": {"depth_format": "meters"}})

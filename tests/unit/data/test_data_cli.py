@@ -102,7 +102,7 @@ def test_cli_module_and_parsers_import_no_heavy_packages():
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("sub", ["synth", "check", "preview", "encode"])
+@pytest.mark.parametrize("sub", ["synth", "check", "preview", "encode", "label-segmentation"])
 def test_every_subcommand_has_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         cli(sub, "--help")

@@ -10,8 +10,8 @@ import threading
 import time
 
 
-from unigen.orchestrator.launchers.ray_attempts import RunAttempts, Settings, run_stages
-from unigen.orchestrator.launchers.ray_plan import WorkerInfo
+from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
+from unigen.orchestrator.launchers.ray.plan import WorkerInfo
 from unigen.orchestrator.runs import RunLedger
 
 JOB = "unigen-test-job"

@@ -13,8 +13,8 @@ import pytest
 
 from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.errors import UserError
-from unigen.orchestrator.launchers.ray import LAUNCHER
-from unigen.orchestrator.launchers.ray_job import DRIVER_MODULE, build_job
+from unigen.orchestrator.launchers.ray.launcher import LAUNCHER
+from unigen.orchestrator.launchers.ray.job import DRIVER_MODULE, build_job
 from unigen.orchestrator.runs import RunLedger
 from tests.services.ports import free_port
 
@@ -106,7 +106,7 @@ def test_cancel_of_a_run_whose_job_already_ended_marks_it_cancelled(tmp_path, mo
 
 
 def test_the_launcher_modules_import_no_ray_or_torch():
-    code = ("import sys, unigen.orchestrator.launchers.ray, unigen.orchestrator.launchers.ray_attempts\n"
+    code = ("import sys, unigen.orchestrator.launchers.ray.launcher, unigen.orchestrator.launchers.ray.attempts\n"
             "print([m for m in ('ray', 'torch', 'deepspeed') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
@@ -160,7 +160,7 @@ def test_detached_launch_submits_one_job_for_all_stages_and_records_it(tmp_path,
 
 
 def test_a_job_that_ended_with_runs_unfinished_fails_them_with_rays_reason(tmp_path):
-    from unigen.orchestrator.launchers.ray import _settle
+    from unigen.orchestrator.launchers.ray.launcher import _settle
 
     done = make_run(tmp_path, "done", status="completed")
     running = make_run(tmp_path, "running")

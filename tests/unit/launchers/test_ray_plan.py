@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from unigen.orchestrator.config.profile import Profile
-from unigen.orchestrator.launchers.ray_plan import WorkerInfo, bundles, rank_layout
+from unigen.orchestrator.launchers.ray.plan import WorkerInfo, bundles, rank_layout
 
 
 def worker(bundle, node, gpus=()):

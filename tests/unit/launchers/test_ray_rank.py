@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from unigen.orchestrator.launchers.ray_rank import RankProcess
+from unigen.orchestrator.launchers.ray.rank import RankProcess
 
 # Stands in for the interpreter: called as `FAKE -m unigen.orchestrator.runtime RUN_DIR`.
 FAKE_PYTHON = """\
@@ -92,7 +92,7 @@ def test_a_rank_dies_with_the_actor_process_that_started_it(tmp_path):
     # The "actor": a process that starts the rank, prints its pid, then waits to be killed.
     actor_code = textwrap.dedent(f"""
         import json, sys, time
-        from unigen.orchestrator.launchers.ray_rank import RankProcess
+        from unigen.orchestrator.launchers.ray.rank import RankProcess
         rank = RankProcess()
         info = rank.start(run_dir={str(run_dir)!r}, rank=0, env={{}}, cwd=None, header="a", python={python!r})
         print(json.dumps(info), flush=True)

@@ -10,7 +10,7 @@ import pytest
 from unigen.orchestrator.config import resolve_submission
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers import get_launcher
-from unigen.orchestrator.launchers.slurm_tools import (SlurmError, describe_state, parse_record, parse_time,
+from unigen.orchestrator.launchers.slurm.tools import (SlurmError, describe_state, parse_record, parse_time,
                                                        present, requeue, run_tool)
 from unigen.orchestrator.runs import RunLedger, new_run_id
 
@@ -63,7 +63,7 @@ def test_requeue_from_inside_the_job_outlives_the_sigterm_that_ends_it(tmp_path,
 def test_driver_trusts_the_scheduler_when_the_requeue_answer_is_lost(slurm_runs, tmp_path, monkeypatch,
                                                                      restarts, status, rc):
     # scontrol fails, but slurmctld already counts the restart: the run is requeued, not failed.
-    from unigen.orchestrator.launchers.slurm_job import Driver
+    from unigen.orchestrator.launchers.slurm.job import Driver
 
     fake_scontrol(tmp_path, monkeypatch, 'case "$1" in\n'
                   f'  show) echo "JobId=42 JobState=COMPLETING Restarts={restarts} EndTime=Unknown";;\n'
@@ -102,8 +102,21 @@ def test_launch_without_sbatch_is_one_clear_error_and_marks_the_runs(slurm_runs,
                                         r"SLURM login node"):
         get_launcher("slurm").launch(ledgers, sub, wait=False)
     assert [lg.read()["status"] for lg in ledgers] == ["failed", "failed"]
-    script = (ledgers[0].paths.root / "slurm" / "job.sbatch").read_text()
-    assert script.startswith("#!/bin/bash") and "#SBATCH --nodes=4" in script  # kept for a look
+
+
+def test_sbatch_refusal_names_the_script_submitit_wrote(slurm_runs, monkeypatch, tmp_path):
+    sub, ledgers = slurm_runs
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid partition name specified' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(UserError, match=r"sbatch refused stage 1 .*Invalid partition name specified; the script is "):
+        get_launcher("slurm").launch(ledgers, sub, wait=False)
+    assert [lg.read()["status"] for lg in ledgers] == ["failed", "failed"]
+    (script,) = (ledgers[0].paths.root / "slurm").glob(".submission_file_*.sh")
+    text = script.read_text()
+    assert "#SBATCH --nodes=4" in text and "submitit.core._submit" in text  # kept for a look
 
 
 def test_cancel_and_state_of_a_run_without_a_job(slurm_runs):
@@ -130,8 +143,8 @@ def test_holds_without_a_job_or_without_slurm(slurm_runs, monkeypatch, tmp_path)
 
 
 def test_budgets_count_only_the_attempts_since_the_last_submission():
-    from unigen.orchestrator.launchers.slurm_job import _counted
-    from unigen.orchestrator.launchers.slurm_policy import budget_exhausted
+    from unigen.orchestrator.launchers.slurm.job import _counted
+    from unigen.orchestrator.launchers.slurm.policy import budget_exhausted
 
     attempts = [{"exit_reason": "crashed"}] * 3 + [{"exit_reason": "preempted"}]
     slurm = {"max_failures": 2, "max_requeues": 5}

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from unigen.orchestrator.launchers.slurm_job import PORT_BASE, PORT_SPAN, master_port, pick_port
-from unigen.orchestrator.launchers.slurm_policy import budget_exhausted, decide, requeue_cause, used_budgets
+from unigen.orchestrator.launchers.slurm.job import PORT_BASE, PORT_SPAN, master_port, pick_port
+from unigen.orchestrator.launchers.slurm.policy import budget_exhausted, decide, requeue_cause, used_budgets
 
 SLURM = {"max_requeues": 2, "max_failures": 1}
 

@@ -1,5 +1,6 @@
-"""The sbatch script: golden files for the shipped slurm-a100 profile (4 nodes x 8 GPUs), the
---dry-run preview, and quoting of every name, path and value that reaches sbatch or bash.
+"""The sbatch script submitit renders for a run: golden files for the shipped slurm-a100 profile (4
+nodes x 8 GPUs), the --dry-run preview, and quoting of every name, path and value that reaches sbatch
+or bash.
 
 The bash half of the quoting is checked by running the rendered script with bash and a stand-in
 interpreter that records the argv, working directory and environment it got; the sbatch half (#SBATCH
@@ -18,7 +19,7 @@ import pytest
 
 from unigen.orchestrator.config import load_profile
 from unigen.orchestrator.errors import ConfigError, UserError
-from unigen.orchestrator.launchers.slurm_script import (ScriptInputs, directives, render_script, sbatch_value)
+from unigen.orchestrator.launchers.slurm.submission import preview, sbatch_value
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
@@ -38,27 +39,35 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} changed; if intended, regenerate with UNIGEN_UPDATE_GOLDEN=1"
 
 
+def directives(profile: dict, **where) -> list[str]:
+    where = {"run_id": "r", "run_dir": Path("/r"), "workdir": "/w", "dependency": None, **where}
+    return [line for line in preview(profile, **where).splitlines() if line.startswith("#SBATCH")]
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_golden_slurm_a100_4_nodes_x_8_gpus(stage):
     profile = a100()
     assert (profile["resources"]["nodes"], profile["resources"]["gpus_per_node"]) == (4, 8)
     name = ("unigen-3b-pretrain-20260101-000000-a1b2", "unigen-3b-instruct-20260101-000000-c3d4")[stage - 1]
-    inputs = ScriptInputs(run_id=name, run_dir=f"/shared/unigen-runs/{name}", workdir="/home/alice/unigen",
-                          stage=stage, stages=2, stage_name=("pretrain", "instruct")[stage - 1],
-                          recipe_path=f"recipes/{('pretrain', 'instruct')[stage - 1]}.yaml",
-                          dependency="afterok:4242" if stage == 2 else None)
-    check_golden(f"slurm-a100-stage{stage}.sbatch", render_script(profile, inputs))
+    text = preview(profile, run_id=name, run_dir=Path(f"/shared/unigen-runs/{name}"), workdir="/home/alice/unigen",
+                   dependency="afterok:4242" if stage == 2 else None)
+    check_golden(f"slurm-a100-stage{stage}.sbatch", text)
 
 
 def test_directives_follow_the_profile():
     profile = a100()
-    profile["slurm"].update(account="proj x", qos="high", extra_sbatch=["--gres-flags=enforce-binding", "--hold"])
+    profile["slurm"].update(account="proj x", qos="high", extra_sbatch=["--gres-flags=enforce-binding", "--hold",
+                                                                        "--comment=back\\slash 'q'"])
     profile["resources"]["mem_gb"] = 0.5
-    lines = directives(profile, ScriptInputs(run_id="r", run_dir="/r", workdir="/w"))
+    lines = directives(profile)
     assert '#SBATCH --account="proj x"' in lines and "#SBATCH --qos=high" in lines
     assert "#SBATCH --mem=512M" in lines and "#SBATCH --signal=USR2@300" in lines
-    assert lines[-2:] == ["#SBATCH --gres-flags=enforce-binding", "#SBATCH --hold"]
-    assert not any(line.startswith("#SBATCH --dependency") for line in lines)
+    assert "#SBATCH --gres-flags=enforce-binding" in lines and "#SBATCH --hold" in lines
+    # submitit's shlex.quote would write 'back\\slash '"'"'q'"'"'', which sbatch reads without the backslash
+    assert '#SBATCH --comment="back\\\\slash \'q\'"' in lines
+    assert {"#SBATCH --requeue", "#SBATCH --output=slurm-%j.out", "#SBATCH --chdir=/r/logs"} <= set(lines)
+    assert not any(line.startswith(("#SBATCH --dependency", "#SBATCH --kill-on", "#SBATCH --wckey")) for line in lines)
+    assert "#SBATCH --kill-on-invalid-dep=yes" in directives(profile, dependency="afterok:1")
 
 
 def test_dry_run_prints_the_sbatch_script_of_every_stage(capsys, monkeypatch):
@@ -70,7 +79,7 @@ def test_dry_run_prints_the_sbatch_script_of_every_stage(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count("#!/bin/bash") == 2 and out.count("#SBATCH --ntasks-per-node=8") == 2
     assert '#SBATCH --dependency="afterok:<job id of stage 1>"' in out
-    assert "exec python -m unigen.orchestrator.launchers.slurm_job /shared/unigen-runs/unigen-3b-pretrain-" in out
+    assert "exec python -u -m submitit.core._submit /shared/unigen-runs/unigen-3b-pretrain-" in out
     assert "dry run: nothing was submitted" in out
 
 
@@ -92,7 +101,10 @@ def test_bad_extra_sbatch_items_are_refused():
     profile = a100()
     profile["slurm"]["extra_sbatch"] = ["--comment=ok", "-x"]
     with pytest.raises(UserError, match=r"slurm.extra_sbatch.1: '-x' is not an sbatch option"):
-        directives(profile, ScriptInputs(run_id="r", run_dir="/r", workdir="/w"))
+        directives(profile)
+    profile["slurm"]["extra_sbatch"] = ["--comment=two\nlines"]
+    with pytest.raises(UserError, match=r"slurm.extra_sbatch.0: .* newline or control character"):
+        directives(profile)
 
 
 def test_profile_rejects_multi_line_directive_values(tmp_path):
@@ -120,15 +132,16 @@ def _fake_python(tmp_path: Path) -> Path:
 
 def test_bash_receives_every_path_and_value_unchanged(tmp_path):
     workdir = tmp_path / f"work {NASTY}"
-    run_dir = tmp_path / f"runs {NASTY}" / "run-1"
+    # The run folder reaches an #SBATCH line (--chdir), which cannot hold a newline: refused, clearly.
+    with pytest.raises(UserError, match="run folder: .* newline or control character"):
+        preview(a100(), run_id="r", run_dir=tmp_path / NASTY, workdir="/w", dependency=None)
+    run_dir = tmp_path / f"runs {NASTY.splitlines()[0]}" / "run-1"
     workdir.mkdir()
     run_dir.mkdir(parents=True)
     profile = a100()
     profile["slurm"].update(python=str(_fake_python(tmp_path)), setup=["export FROM_SETUP=1"])
     profile["env"] = {"ODD": NASTY, "OMP_NUM_THREADS": "3"}
-    inputs = ScriptInputs(run_id="odd-run", run_dir=str(run_dir), workdir=str(workdir),
-                          recipe_path=f"recipes/{NASTY}\ntouch PWNED_COMMENT", stage_name=NASTY)
-    script = render_script(profile, inputs)
+    script = preview(profile, run_id="odd-run", run_dir=run_dir, workdir=str(workdir), dependency=None)
     path = tmp_path / "job.sbatch"
     path.write_text(script)
     # sbatch reads directives up to the first command: all of them must come before it, one per line.
@@ -139,7 +152,7 @@ def test_bash_receives_every_path_and_value_unchanged(tmp_path):
     proc = subprocess.run(["bash", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     got = json.loads((tmp_path / "record.json").read_text())
-    assert got["argv"] == ["-m", "unigen.orchestrator.launchers.slurm_job", str(run_dir)]
+    assert got["argv"] == ["-u", "-m", "submitit.core._submit", str(run_dir / "slurm")]
     assert got["cwd"] == str(workdir)
     assert (got["odd"], got["omp"]) == (NASTY, "3")
     assert not list(tmp_path.rglob("PWNED*")) and not list(workdir.rglob("PWNED*"))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.services.procs import wait_until
-from unigen.orchestrator.launchers.slurm_task import handler_installed, rank_env
+from unigen.orchestrator.launchers.slurm.task import handler_installed, rank_env
 
 SLURM_ENV = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "77",
              "SLURM_CPUS_PER_TASK": "6", "SLURMD_NODENAME": "n2", "UNIGEN_ATTEMPT": "2"}
@@ -58,11 +58,11 @@ sys.exit(75 if got else 0)
 WRAPPER = """
 import os, sys
 from pathlib import Path
-from unigen.orchestrator.launchers import slurm_task
-slurm_task.PEER_GRACE_S = 0.5
+from unigen.orchestrator.launchers.slurm import task
+task.PEER_GRACE_S = 0.5
 run_dir, attempt_dir, command = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 attempt_dir.mkdir(parents=True, exist_ok=True)
-sys.exit(slurm_task.Task(run_dir, attempt_dir, dict(os.environ), command=command).run())
+sys.exit(task.Task(run_dir, attempt_dir, dict(os.environ), command=command).run())
 """
 
 

@@ -64,14 +64,15 @@ def test_components_load_from_hub_layout_folders_through_the_same_code(tmp_path)
     batch = pipe.processor([seed_example()])
     assert torch.equal(batch["input_ids"], source.processor([seed_example()])["input_ids"])
 
-    # A checkpoint of a model built from sources stores only what the sources do not hold.
+    # A model-level checkpoint of a model built from sources stores only what the sources do not hold (an
+    # export, UniGenPipeline.save_pretrained, stores every part: tests/unit/model/test_export_layout.py).
     trained_a_little(pipe)
-    pipe.save_pretrained(tmp_path / "ckpt")
+    pipe.model.save_pretrained(tmp_path / "ckpt")
     stored = load_file(tmp_path / "ckpt" / "model.safetensors")
     assert not any(k.startswith(("backbone.", "vae.")) for k in stored)
     assert any(k.startswith("dit.") for k in stored) and "queries" in stored
-    loaded = UniGenPipeline.from_pretrained(tmp_path / "ckpt")
-    assert torch.equal(losses(pipe.model, batch), losses(loaded.model, batch))
+    loaded = UniGenModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(losses(pipe.model, batch), losses(loaded, batch))
 
 
 def test_a_source_that_does_not_fit_the_config_is_refused(tmp_path):
@@ -175,7 +176,7 @@ def test_compiled_blocks_keep_parameter_names_and_an_export_loads_without_them(t
     assert all(b._compiled_call_impl is not None for b in blocks(pipe.model))
     assert list(pipe.model.state_dict()) == list(tiny_pipeline().model.state_dict())
     pipe.save_pretrained(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["compile_blocks"] is True
+    assert json.loads((tmp_path / "m" / "unigen" / "config.json").read_text())["unigen_config"]["compile_blocks"] is True
     loaded = UniGenPipeline.from_pretrained(tmp_path / "m", compile_blocks=False)
     assert not loaded.model.config.compile_blocks
     assert all(b._compiled_call_impl is None for b in blocks(loaded.model))

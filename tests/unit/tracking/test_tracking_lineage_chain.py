@@ -19,8 +19,26 @@ def test_init_from_forms():
     assert parse_init_from("s3://b/ck/step-9") == InitFrom(uri="s3://b/ck/step-9")
     assert parse_init_from({"run": "run:pre-1", "checkpoint_uri": "s3://x", "step": "9"}) == \
         InitFrom(run="pre-1", uri="s3://x", step=9)
+    assert parse_init_from({"run_id": "pre-1", "checkpoint": None, "checkpoint_path": "checkpoints/step-4",
+                            "step": 4}) == InitFrom(run="pre-1", step=4, path="checkpoints/step-4")
     with pytest.raises(UserError, match="init_from"):
         parse_init_from(42)
+
+
+def test_a_local_stage1_step_folder_is_found_in_the_stage1_folder_wherever_it_is(tmp_path):
+    """runtime.init_from records a local checkpoint relative to the stage-1 folder (movable runs): the
+    stage-1 link and the chain name that folder under the runs root as it is now."""
+    root = tmp_path / "moved-runs"
+    make_run(root, "pre-1", make_recipe("pre", "pretrain", max_steps=4))
+    make_run(root, "sft-1", make_recipe("sft", "instruct", max_steps=2),
+             init_from={"run_id": "pre-1", "checkpoint": None, "checkpoint_path": "checkpoints/step-4", "step": 4})
+    chain = build_chain(root, "sft-1")
+    assert chain.stages[1].started_from == {"uri": str(root / "pre-1" / "checkpoints" / "step-4"), "step": 4}
+    from unigen.orchestrator.runs import find_run
+    from unigen.orchestrator.tracking.lineage import stage1_link
+
+    link = stage1_link(find_run(root, "sft-1").read(), root)
+    assert (link["checkpoint_uri"], link["step"]) == (str(root / "pre-1" / "checkpoints" / "step-4"), 4)
 
 
 @pytest.fixture
@@ -82,7 +100,12 @@ def test_runs_command_without_mlflow_data(family, capsys, tmp_path):
 def test_ui_points_at_a_remote_server_and_starts_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.org:5000")
     assert ui_cmd.run(argparse.Namespace(run_root=str(tmp_path), port=None)) == 0
-    assert capsys.readouterr().out.startswith("MLflow UI: http://mlflow.example.org:5000")
+    assert capsys.readouterr().out.startswith("MLflow UI: http://mlflow.example.org:5000/ ")  # no run yet: root
+    ledger = make_run(tmp_path, "ran-1", make_recipe("ran", "pretrain", max_steps=2))
+    ledger.update(lambda r: r.update(mlflow={"tracking_uri": "http://mlflow.example.org:5000", "experiment_id": "7"}))
+    assert ui_cmd.run(argparse.Namespace(run_root=str(tmp_path), port=None)) == 0
+    assert capsys.readouterr().out.startswith(
+        "MLflow UI: http://mlflow.example.org:5000/#/experiments/7/runs?workflowType=machine_learning ")
 
 
 def test_ui_port_checks():

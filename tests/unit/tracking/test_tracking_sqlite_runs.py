@@ -1,9 +1,12 @@
 """The tracker end to end on the default store (sqlite:///<run_root>/mlflow.db, MLflow in-process):
-one MLflow run across attempts, replayed steps marked, stage 2 linked, parent run created lazily,
+one MLflow run across attempts, replayed steps marked, stage 2 linked, the submission run created lazily
+beside (not above) its stage runs, the export registered as an MLflow model,
 an offline first attempt replayed by the next one. The same against a real server:
 tests/integration/test_mlflow_lineage.py."""
 import argparse
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ from unigen.orchestrator.commands import lineage as lineage_cmd
 from unigen.orchestrator.commands import runs as runs_cmd
 from unigen.orchestrator.tracking import Tracker, default_store_uri, record_export
 from unigen.orchestrator.tracking.payload import flatten_params
+from unigen.orchestrator.tracking.store import run_tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +47,18 @@ def two_stages(run_root):
                 end_status="completed")
     run_attempt(s2, attempt=1, job_id="601", steps=range(1, 9), resumed_from=None, checkpoint_steps=(8,),
                 end_status="completed")
-    record_export(s2, run_root / "unit-instruct-1" / "export")
+    export = run_root / "unit-instruct-1" / "export"
+    (export / "transformer").mkdir(parents=True)
+    (export / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 4096)
+    record_export(s2, export)
     return s1, s2
 
 
 def test_three_attempts_make_one_run_with_a_continuous_marked_history(two_stages, client, run_root):
     s1, _ = two_stages
     record = s1.read()
-    assert record["mlflow"]["tracking_uri"] == default_store_uri(run_root)
+    assert record["mlflow"]["tracking_uri"] == "sqlite:///../mlflow.db"  # the runs root's store, movable with it
+    assert run_tracking_uri(record, None, run_root) == default_store_uri(run_root)
     found = client.search_runs([record["mlflow"]["experiment_id"]], "tags.`unigen.run_id` = 'unit-pretrain-1'")
     assert len(found) == 1
     run = found[0]
@@ -74,7 +82,7 @@ def test_three_attempts_make_one_run_with_a_continuous_marked_history(two_stages
     assert (run_root / "mlartifacts").is_dir()
 
 
-def test_stage2_links_stage1_and_both_nest_under_a_lazily_created_parent(two_stages, client):
+def test_stage2_links_stage1_and_both_are_top_level_rows_of_a_lazily_created_submission(two_stages, client):
     s1, s2 = two_stages
     one, two = s1.read(), s2.read()
     run2 = client.get_run(two["mlflow"]["run_id"])
@@ -84,13 +92,53 @@ def test_stage2_links_stage1_and_both_nest_under_a_lazily_created_parent(two_sta
     assert run2.data.tags["unigen.export.path"].endswith("unit-instruct-1/export")
     parent_id = one["mlflow"]["parent_run_id"]
     assert parent_id and parent_id == two["mlflow"]["parent_run_id"]
-    assert client.get_run(one["mlflow"]["run_id"]).data.tags["mlflow.parentRunId"] == parent_id
-    assert run2.data.tags["mlflow.parentRunId"] == parent_id
+    run1 = client.get_run(one["mlflow"]["run_id"])
+    for run in (run1, run2):  # not nested: the UI would collapse them under the submission's row
+        assert "mlflow.parentRunId" not in run.data.tags
+        assert run.data.tags["unigen.submission"] == "sub-unit"
+        assert run.data.tags["unigen.submission.mlflow_run_id"] == parent_id
+    assert (run1.info.run_name, run2.info.run_name) == ("pretrain-unit-pretrain-1", "instruct-unit-instruct-1")
+    note = run2.data.tags["mlflow.note.content"]
+    exp = one["mlflow"]["experiment_id"]
+    page = f"#/experiments/{exp}/runs/{run1.info.run_id}?workflowType=machine_learning"
+    assert f"[pretrain-unit-pretrain-1]({page})" in note
+    assert "step 30" in note and ckpt_uri(one["recipe"], 30) in note
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    (model_input,) = run2.inputs.model_inputs  # stage 1's checkpoint, a model of the stage-1 run
+    ckpt = client.get_logged_model(model_input.model_id)
+    assert ckpt.source_run_id == run1.info.run_id and ckpt.name == "pretrain-unit-pretrain-1-step-30"
+    assert ckpt.tags["unigen.checkpoint.uri"] == ckpt_uri(one["recipe"], 30)
     parent = client.get_run(parent_id)
+    assert parent.info.run_name == "submission-sub-unit"
     assert parent.data.tags["unigen.stages"] == "unit-pretrain-1,unit-instruct-1"
     assert parent.info.status == "FINISHED"
     names = sorted((d.dataset.name, d.dataset.source_type) for d in run2.inputs.dataset_inputs)
     assert names == [("cc3m", "s3"), ("magicbrush", "s3")]
+
+
+def test_the_export_is_a_registered_model_of_stage_2_that_copies_no_weights(two_stages, client, run_root, tmp_path):
+    _, s2 = two_stages
+    two = s2.read()
+    run_id, export = two["mlflow"]["run_id"], run_root / "unit-instruct-1" / "export"
+    (version,) = client.search_model_versions("name = 'unit-instruct'")
+    model = client.get_logged_model(version.tags["unigen.model_id"])
+    assert version.run_id == run_id and version.source == model.artifact_location
+    assert model.source_run_id == run_id and model.status == "READY"
+    assert model.tags["unigen.export.path"] == str(export)
+    tags = client.get_run(run_id).data.tags
+    assert tags["unigen.export.model_id"] == model.model_id and tags["unigen.export.registered"] == "unit-instruct/1"
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / "run")))  # sanity: the run's own artifacts
+    assert local.is_dir()
+    from mlflow.artifacts import download_artifacts
+
+    got = Path(download_artifacts(artifact_uri=model.artifact_location, dst_path=str(tmp_path / "model")))
+    files = sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file())
+    assert files == ["unigen-export.json"]  # a reference, not a copy of the weights
+    manifest = json.loads((got / "unigen-export.json").read_text())
+    assert manifest["files"] == [{"file": "transformer/diffusion_pytorch_model.safetensors", "bytes": 4096}]
+    # Replaying the export (a second `unigen export` of the same folder) adds no model and no version.
+    record_export(s2, export)
+    assert len(client.search_model_versions("name = 'unit-instruct'")) == 1
 
 
 def test_runs_command_prints_a_row_per_run(two_stages, run_root, capsys):

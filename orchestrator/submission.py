@@ -97,6 +97,7 @@ def submission_from_record(ledger: RunLedger) -> Submission:
 
     from unigen.orchestrator.config import Profile, Recipe, ResolvedStage, world_of
     from unigen.orchestrator.config.model_section import check_model_section
+    from unigen.orchestrator.config.world import batch_problem
     from unigen.orchestrator.config.yamlload import Loc, Locations
     from unigen.orchestrator.errors import UserError
 
@@ -108,14 +109,13 @@ def submission_from_record(ledger: RunLedger) -> Submission:
         raise UserError(f"{ledger.paths.ledger}: the recorded recipe or profile no longer validates ({e}); "
                         "submit the recipe again instead") from None
     world = world_of(profile)
-    train = recipe.train
-    per_step = train.micro_batch_size * world.size
-    if train.global_batch_size % per_step:
-        raise UserError(f"run {record['run_id']}: global batch {train.global_batch_size} is not a multiple of micro "
-                        f"batch {train.micro_batch_size} x world size {world.size} ({world.why}) here")
+    # The same global-batch rule as submit, against the world size seen from here (e.g. fewer visible GPUs).
+    accumulation, problem = batch_problem(recipe.train, world, Locations(Loc(f"run {record['run_id']} (here)")))
+    if problem is not None:
+        raise UserError(str(problem))
     model_config, _ = check_model_section(recipe.model.model_dump(mode="json"), Locations(Loc("recipe")))
     stage = ResolvedStage(1, Path(record.get("recipe_path") or "recipe.yaml"), recipe, record.get("recipe_sha256")
-                          or recipe_sha256(recipe), train.global_batch_size // per_step, model_config)
+                          or recipe_sha256(recipe), accumulation, model_config)
     return Submission((stage,), profile, Path(record.get("profile_name") or "profile"), world,
                       ledger.paths.root.parent, record["run_id"])
 

@@ -1,8 +1,8 @@
 """The Ray job driver: the entrypoint of the Ray Job that ``unigen submit --profile <ray profile>``
-submits. It runs the stages of one submission in order, each through ``ray_attempts.RunAttempts``
-with its workers placed by ``ray_group.RayGroup``, and exits 0 only when every stage completed.
+submits. It runs the stages of one submission in order, each through ``ray.attempts.RunAttempts``
+with its workers placed by ``ray.group.RayGroup``, and exits 0 only when every stage completed.
 
-    python -m unigen.orchestrator.launchers.ray_driver --job-id ID [--cwd DIR] RUN_DIR [RUN_DIR ...]
+    python -m unigen.orchestrator.launchers.ray.driver --job-id ID [--cwd DIR] RUN_DIR [RUN_DIR ...]
 
 It needs nothing but the run folders: workers, resources and the failure budget come from the
 profile recorded in each run.json. The run folders must be visible at the same path to the
@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.runs import RunLedger
 
 log = logging.getLogger("unigen.launcher.ray")
@@ -44,7 +45,7 @@ class StopFlag:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unigen.orchestrator.launchers.ray_driver")
+    parser = argparse.ArgumentParser(prog="python -m unigen.orchestrator.launchers.ray.driver")
     parser.add_argument("--job-id", required=True, help="the Ray job submission id (recorded per attempt)")
     parser.add_argument("--cwd", default=None, help="the folder `unigen submit` ran in")
     parser.add_argument("run_dirs", nargs="+", type=Path)
@@ -55,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: run folder(s) not visible where the Ray driver runs: {', '.join(missing)}; "
               "storage.run_root must be on storage shared by the submitter and every Ray node", file=sys.stderr)
-        return 2
+        return EXIT_FATAL
     stop = StopFlag().install()
 
     import ray
 
-    from unigen.orchestrator.launchers.ray_attempts import RunAttempts, Settings, run_stages
-    from unigen.orchestrator.launchers.ray_group import RayGroup
+    from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
+    from unigen.orchestrator.launchers.ray.group import RayGroup
 
     ray.init(log_to_driver=False)  # RAY_ADDRESS comes from the job supervisor
     ledgers = [RunLedger(d) for d in args.run_dirs]

@@ -93,7 +93,7 @@ def requeue_cause(info: dict[str, str] | None, *, grace_s: int, now_ts: float) -
     """Why the ranks were told to stop, from ``scontrol show job``: ``preempted`` when slurmctld set
     PreemptTime, ``timeout`` when the time limit is within the signal grace time (plus a minute of
     slack: slurmctld checks limits every 30 s), else ``requeue`` (a signal sent by hand)."""
-    from unigen.orchestrator.launchers.slurm_tools import parse_time, present
+    from unigen.orchestrator.launchers.slurm.tools import parse_time, present
 
     if info is None:
         return "requeue"

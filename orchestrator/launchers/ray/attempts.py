@@ -1,4 +1,4 @@
-"""The attempt loop, free of Ray: it drives any ``RankGroup`` (the Ray driver's actors in ``ray_group``,
+"""The attempt loop, free of Ray: it drives any ``RankGroup`` (the Ray driver's actors in ``ray.group``,
 the local supervisor's child processes in ``local``), so both launchers run the same loop.
 
 Per run (stage), until it ends:
@@ -27,7 +27,7 @@ from typing import Callable, Protocol, Sequence
 from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.launchers import attempt_policy as policy
 from unigen.orchestrator.launchers.attempt_policy import LOST, PEER_GRACE_S, Outcome, classify, describe_code, first_failure
-from unigen.orchestrator.launchers.ray_plan import RankSlot, WorkerInfo, rank_layout
+from unigen.orchestrator.launchers.ray.plan import RankSlot, WorkerInfo, rank_layout
 from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
 from unigen.orchestrator.secrets import ScrubFilter, scrub
 
@@ -37,7 +37,7 @@ LEDGER_READ_S = 1.0  # how often the driver looks for a cancel request in run.js
 
 
 class RankGroup(Protocol):
-    """The workers of one attempt (Ray actors in a placement group, in ``ray_group``)."""
+    """The workers of one attempt (Ray actors in a placement group, in ``ray.group``)."""
 
     def place(self, should_stop: Callable[[], bool]) -> list[WorkerInfo] | None:
         """Reserve and start the workers; None when ``should_stop`` turned true while waiting."""
@@ -52,7 +52,7 @@ class RankGroup(Protocol):
         """Start one rank per slot; returns per rank {pid, host, ...}."""
 
     def poll(self) -> list[int | None]:
-        """Exit code per rank (None: running, ray_plan.LOST: the worker vanished)."""
+        """Exit code per rank (None: running, ray.plan.LOST: the worker vanished)."""
 
     def signal(self, signum: int) -> None:
         """Send a signal to every rank still running."""
@@ -166,7 +166,7 @@ class RunAttempts:
         slots = rank_layout(workers, master_port=group.free_port(), gpus=self.s.gpus)
         nodes = ",".join(dict.fromkeys(slot.worker.hostname for slot in slots))
         attempt = self.ledger.start_attempt(job_id=self.s.job_id, nodes=nodes)
-        self.ledger.update(lambda r: r.__setitem__("error", None))  # the last attempt's, kept in it
+        self.ledger.set_error(None)  # the last attempt's, kept in it
         extra = {**(self.s.env or {}), "UNIGEN_ATTEMPT": str(attempt), "UNIGEN_JOB_ID": self.s.job_id}
         slots = [RankSlot(s.rank, s.worker, {**extra, **s.env}) for s in slots]
         log.info("%s: attempt %d on %s (MASTER_ADDR=%s)", run_id, attempt, nodes, slots[0].env["MASTER_ADDR"])
@@ -179,7 +179,7 @@ class RunAttempts:
         ranks = [{"rank": s.rank, "host": info.get("host"), "ip": s.worker.node_ip, "pid": info.get("pid")}
                  for s, info in zip(slots, started)]
         # "pids" as the local launcher records them; "ranks" adds where each one runs.
-        self.ledger.update(lambda r: r["attempts"][-1].update(ranks=ranks, pids=[x["pid"] for x in ranks]))
+        self.ledger.update_last_attempt(ranks=ranks, pids=[x["pid"] for x in ranks])
         return self._watch(group, run_id)
 
     def _watch(self, group: RankGroup, run_id: str) -> Outcome:
@@ -223,7 +223,7 @@ class RunAttempts:
 
     def _set_error(self, message: str) -> None:
         # The runtime's own message (a user error, a crash) is more precise: keep it when there is one.
-        self.ledger.update(lambda r: r.__setitem__("error", r.get("error") or message))
+        self.ledger.set_error(message, keep_first=True)
 
 
 def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger], RunAttempts],
@@ -253,7 +253,7 @@ def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts
         log.exception("%s: the Ray driver failed", ledger.run_id)
         message = scrub(f"the Ray driver failed: {type(e).__name__}: {e}")[:500]
         ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed", detail=message)
-        ledger.update(lambda r: r.__setitem__("error", r.get("error") or message))
+        ledger.set_error(message, keep_first=True)
 
 
 def _with_run_log(ledger: RunLedger, body: Callable[[], object]) -> None:

@@ -1,6 +1,6 @@
 """``launcher: ray``: the stages of a submission as one Ray Job on a Ray cluster.
 
-The job's driver (``ray_driver``) runs the stages in order; for each attempt it places
+The job's driver (``ray.driver``) runs the stages in order; for each attempt it places
 ``ray.workers`` actors in a placement group, each starting one rank of the per-rank runtime
 (``python -m unigen.orchestrator.runtime RUN_DIR``, the same process every launcher starts), and acts
 on the exit codes: restart from the last committed checkpoint after a crash or a lost worker (up to
@@ -21,14 +21,14 @@ from typing import Any
 
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
-from unigen.orchestrator.launchers.ray_job import (
+from unigen.orchestrator.launchers.ray.job import (
     ACTIVE_JOB_STATES,
     TERMINAL_JOB_STATES,
     build_job,
     connect,
     job_status,
 )
-from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
+from unigen.orchestrator.runs import TERMINAL, RunLedger
 from unigen.orchestrator.secrets import redact
 
 STATUS_POLL_S = 2.0  # how often --wait asks Ray for the job's status
@@ -57,9 +57,9 @@ class RayLauncher:
         spec = build_job(cfg, [str(ledger.paths.root) for ledger in ledgers], run_ids, cwd=os.getcwd(),
                          resubmission=len(earlier))
         for ledger in ledgers:  # before submitting: `unigen cancel` may follow at once
-            ledger.update(lambda r: r.__setitem__("ray", {
-                "job_id": spec.submission_id, "address": cfg.address,
-                "job_ids": [*((r.get("ray") or {}).get("job_ids") or []), spec.submission_id]}))
+            before = (ledger.read().get("ray") or {}).get("job_ids") or []
+            ledger.set_launcher_info("ray", {"job_id": spec.submission_id, "address": cfg.address,
+                                             "job_ids": [*before, spec.submission_id]})
         try:
             client = self._client(cfg.address)
             client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
@@ -201,7 +201,7 @@ class RayLauncher:
 
 def _request_cancel(ledger: RunLedger) -> None:
     """The flag the driver polls (run.json is on storage it shares with us)."""
-    ledger.update(lambda r: r.__setitem__("cancel_requested", r.get("cancel_requested") or now_iso()))
+    ledger.request_cancel()
 
 
 def _settle(ledgers: list[RunLedger], client, submission_id: str, state: str) -> None:
@@ -224,7 +224,7 @@ def _settle(ledgers: list[RunLedger], client, submission_id: str, state: str) ->
         cancelled = bool(record.get("cancel_requested"))
         ledger.end_attempt(exit_reason="cancelled" if cancelled else "lost", exit_code=None,
                            status="cancelled" if cancelled else "failed")
-        ledger.update(lambda r: r.__setitem__("error", r.get("error") or why))
+        ledger.set_error(why, keep_first=True)
 
 
 LAUNCHER = RayLauncher()

@@ -1,19 +1,21 @@
-"""The job side of a SLURM run: ``python -m unigen.orchestrator.launchers.slurm_job RUN_DIR``.
+"""The job side of a SLURM run: ``run_job(RUN_DIR)``, the body submitit runs on the batch host.
 
-The batch script ends by exec-ing this driver, once per attempt (SLURM re-runs the script after every
-requeue). The driver:
+submitit's job side (``python -m submitit.core._submit RUN_DIR/slurm``, the last line of the batch
+script) unpickles and calls ``run_job`` once per attempt (SLURM re-runs the script after every
+requeue). The driver it runs:
 1. closes an attempt a killed predecessor left open (as ``lost``), checks the budgets, and stops
    early when the run was cancelled or already ended;
 2. records the attempt in run.json (job id, node list, start), picks MASTER_ADDR (the first node's
    address) and MASTER_PORT (from the job id, see ``master_port``);
-3. runs ``srun`` with one task per rank (``slurm_task``), each running the per-rank runtime;
-4. reads every rank's exit code and decides (``slurm_policy.decide``): completed; requeue after a
+3. runs ``srun`` with one task per rank (``slurm.task``), each running the per-rank runtime;
+4. reads every rank's exit code and decides (``slurm.policy.decide``): completed; requeue after a
    save on a signal (every rank exited 0 or 75: so all ranks HAVE saved, the commit exists) or after a
    crash within ``max_failures``; or failed. A requeue is ``scontrol requeue $SLURM_JOB_ID`` issued
-   here, after the ranks exited, never from a signal handler;
+   here, after the ranks exited, never from a signal handler (the driver replaces submitit's USR2
+   and TERM handlers: submitit's would checkpoint on rank 0 alone);
 5. when the run ends without completing, cancels the later stages (their jobs wait on afterok).
 
-It exits 0 only when the run completed, so the next stage's ``afterok`` fires only then. Torch-free.
+The job exits 0 only when the run completed, so the next stage's ``afterok`` fires only then. Torch-free.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unigen.orchestrator.launchers import slurm_tools as tools
-from unigen.orchestrator.launchers.slurm_policy import Decision, budget_exhausted, decide, requeue_cause
-from unigen.orchestrator.launchers.slurm_script import ranks_per_node
-from unigen.orchestrator.launchers.slurm_task import read_exit
+from unigen.orchestrator.launchers.slurm import tools
+from unigen.orchestrator.launchers.slurm.policy import Decision, budget_exhausted, decide, requeue_cause
+from unigen.orchestrator.launchers.slurm.submission import cancel as cancel_job, ranks_per_node
+from unigen.orchestrator.launchers.slurm.task import read_exit
 from unigen.orchestrator.runs import TERMINAL, RunLedger
 
 log = logging.getLogger("unigen.slurm")
@@ -113,8 +115,10 @@ class Driver:
     def _attempt(self, record: dict[str, Any]) -> int:
         profile = record["profile"]
         res, slurm = profile.get("resources") or {}, profile.get("slurm") or {}
+        from submitit import JobEnvironment  # the job runs under submitit: its node-list parser
+
         nodelist = self.env.get("SLURM_JOB_NODELIST") or socket.gethostname()
-        hosts = tools.hostnames(nodelist)
+        hosts = JobEnvironment().hostnames
         here = self.env.get("SLURMD_NODENAME") or socket.gethostname()
         env_port = (profile.get("env") or {}).get("MASTER_PORT")
         port = int(env_port) if env_port else pick_port(int(self.job_id), self.restart, on_master=hosts[0] == here)
@@ -129,7 +133,7 @@ class Driver:
         argv = ["srun", f"--ntasks={world}", f"--ntasks-per-node={ranks_per_node(res)}",
                 f"--cpus-per-task={int(res.get('cpus_per_task') or 1)}", "--kill-on-bad-exit=0",
                 *(slurm.get("srun_args") or []),
-                sys.executable, "-m", "unigen.orchestrator.launchers.slurm_task", str(self.run_dir), str(attempt_dir)]
+                sys.executable, "-m", "unigen.orchestrator.launchers.slurm.task", str(self.run_dir), str(attempt_dir)]
         log.info("attempt %d: %d ranks on %s, MASTER_ADDR=%s MASTER_PORT=%d", attempt, world, nodelist, addr, port)
         srun_tail = self._run_srun(argv, env)
         codes = [self._rank_code(attempt_dir, r) for r in range(world)]
@@ -196,7 +200,7 @@ class Driver:
         self.ledger.end_attempt(exit_reason=decision.exit_reason, exit_code=decision.exit_code,
                                 status=decision.status, exit_codes=codes)
         if decision.error:
-            self.ledger.update(lambda r: r.__setitem__("error", decision.error))
+            self.ledger.set_error(decision.error)
         if decision.requeue:
             try:
                 tools.requeue(self.job_id)
@@ -257,7 +261,7 @@ def cancel_unstarted(ledger: RunLedger, why: str) -> None:
     job_id = (record.get("slurm") or {}).get("job_id")
     if job_id:
         try:
-            tools.scancel(job_id)
+            cancel_job(job_id, ledger.paths.root)
         except tools.SlurmError as err:
             log.warning("%s", err)
     ledger.set_status("cancelled", error=why)
@@ -279,26 +283,22 @@ def _setup_logging(run_dir: Path) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or "SLURM_JOB_ID" not in os.environ:
-        print("usage: python -m unigen.orchestrator.launchers.slurm_job RUN_DIR (inside a SLURM job; "
-              "`unigen submit` writes the batch script that runs it)", file=sys.stderr)
-        return 2
-    run_dir = Path(argv[0])
-    _setup_logging(run_dir)
+def run_job(run_dir: str) -> int:
+    """The job's body (pickled by ``slurm.submission.submit``). Ends the process with the driver's exit
+    code when it is not 0: submitit would record a returned value as success, and afterok must not fire."""
+    path = Path(run_dir)
+    _setup_logging(path)
     try:
-        return Driver(run_dir, dict(os.environ)).run()
+        code = Driver(path, dict(os.environ)).run()
     except Exception as err:  # noqa: BLE001 - record it where `unigen status` looks, then fail the job
-        log.exception("the SLURM driver of %s failed", run_dir)
+        log.exception("the SLURM driver of %s failed", path)
         try:
-            ledger = RunLedger(run_dir)
+            ledger = RunLedger(path)
             if ledger.read()["status"] not in TERMINAL:
                 ledger.set_status("failed", error=f"the SLURM driver failed: {type(err).__name__}: {err}")
         except Exception:  # noqa: BLE001 - nothing more to do than the traceback in the batch log
             pass
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        code = 1
+    if code:
+        raise SystemExit(code)
+    return 0

@@ -1,30 +1,25 @@
-"""``launcher: slurm``: each stage of a submission is one sbatch job; stage N+1 waits on stage N with
+"""``launcher: slurm``: each stage of a submission is one SLURM job; stage N+1 waits on stage N with
 ``--dependency=afterok``. See runbooks/running-on-slurm.md.
 
-Submitting side (this module, torch-free): render each run's batch script (``slurm_script``), write
-it to ``RUN_DIR/slurm/job.sbatch``, ``sbatch`` it from ``RUN_DIR/logs`` and record the job id in
-run.json (``slurm.job_id``). Job side: the script runs ``slurm_job`` (the driver: attempts, requeue
-after a collective save, budgets) which runs one ``slurm_task`` per rank through srun.
-
-Why not submitit's executor: its job side runs a pickled function whose USR2 handler saves on global
-rank 0 only (a ZeRO-3 save hangs that way), it only exposes srun's highest exit code, and it writes
-#SBATCH values with shlex.quote, which sbatch reads differently (a backslash is lost). The
-profile-to-sbatch mapping is the same as submitit's (nodes, tasks per node, gpus_per_node,
-cpus_per_task, mem, signal delay).
+Submitting side (this module, torch-free): submit each run through submitit's executor
+(``slurm.submission``: the job folder is ``RUN_DIR/slurm``) and record the job id in run.json
+(``slurm.job_id``). Job side: submitit runs ``slurm.job.run_job`` (the driver: attempts, requeue
+after a collective save, budgets) once on the batch host, which runs one ``slurm.task`` per rank
+through srun. What the scheduler says of a job is read with ``scontrol`` (``slurm.tools``; why not
+submitit's sacct-based state: ``slurm.submission``).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
-from unigen.orchestrator.launchers import slurm_tools as tools
+from unigen.orchestrator.launchers.slurm import submission
+from unigen.orchestrator.launchers.slurm import tools
 from unigen.orchestrator.launchers.progress import print_outcome
-from unigen.orchestrator.launchers.slurm_script import ScriptInputs, render_script
 from unigen.orchestrator.runs import TERMINAL, RunLedger, new_run_id, now_iso
 
 POLL_S = 2.0
@@ -32,13 +27,6 @@ SCHEDULER_POLL_S = 5.0
 # A job the scheduler reports ended while run.json is not terminal yet: give the driver this long to
 # write its last words before the run is marked failed (a job killed before its driver could).
 LOST_AFTER_S = 20.0
-
-
-def _inputs(record_like: dict[str, Any], *, run_id: str, run_dir: Path, stage: int, stages: int,
-            dependency: str | None, workdir: str) -> ScriptInputs:
-    return ScriptInputs(run_id=run_id, run_dir=str(run_dir), workdir=workdir, stage=stage, stages=stages,
-                        stage_name=str(record_like.get("stage") or ""),
-                        recipe_path=str(record_like.get("recipe_path") or ""), dependency=dependency)
 
 
 class SlurmLauncher:
@@ -54,24 +42,19 @@ class SlurmLauncher:
             # Where the first submission ran (`unigen resume` may run elsewhere; data paths are relative).
             workdir = (record.get("slurm") or {}).get("workdir") or os.getcwd()
             dependency = f"afterok:{previous}" if previous else None
-            script = render_script(record["profile"], _inputs(
-                record, run_id=record["run_id"], run_dir=ledger.paths.root, stage=i + 1, stages=len(ledgers),
-                dependency=dependency, workdir=workdir))
-            path = ledger.paths.root / "slurm" / "job.sbatch"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(script)
             try:
-                job_id = tools.sbatch(path, cwd=ledger.paths.logs)
+                job_id, path = submission.submit(record["profile"], run_id=record["run_id"], run_dir=ledger.paths.root,
+                                                 workdir=workdir, dependency=dependency)
             except tools.SlurmError as err:
                 self._abandon(ledgers, submitted, f"sbatch refused stage {i + 1}: {err}")
-                raise UserError(f"sbatch refused stage {i + 1} ({record['run_id']}): {err}; the script is "
-                                f"{path}. Fix the profile's slurm section (or try `sbatch --test-only` on it)") from None
+                raise UserError(f"sbatch refused stage {i + 1} ({record['run_id']}): {err}. Fix the profile's slurm "
+                                "section (`unigen submit ... --dry-run` prints the script)") from None
             submitted.append(job_id)
             # budget_from: `unigen resume` submits a run again; its earlier attempts no longer count.
             info = {"job_id": job_id, "script": str(path), "submitted_at": now_iso(), "dependency": dependency,
                     "batch_log": str(ledger.paths.logs / f"slurm-{job_id}.out"), "later_runs": later[i + 1:],
                     "budget_from": len(record["attempts"]), "workdir": workdir}
-            ledger.update(lambda r, info=info: r.__setitem__("slurm", info))
+            ledger.set_launcher_info("slurm", info)
             print(f"stage {i + 1}: run {record['run_id']} submitted as SLURM job {job_id}"
                   + (f" ({dependency})" if dependency else ""), file=sys.stderr)
             previous = job_id
@@ -81,9 +64,9 @@ class SlurmLauncher:
         return self._wait(ledgers)
 
     def _abandon(self, ledgers: list[RunLedger], submitted: list[str], why: str) -> None:
-        for job_id in submitted:
+        for ledger, job_id in zip(ledgers, submitted):
             try:
-                tools.scancel(job_id)
+                submission.cancel(job_id, ledger.paths.root)
             except tools.SlurmError:
                 pass
         for ledger in ledgers:
@@ -119,10 +102,10 @@ class SlurmLauncher:
             run_id = new_run_id(sub.name or recipe.name)  # a fresh id at submit time (time + random)
             run_dir = sub.run_root / run_id
             dependency = "afterok:<job id of stage {}>".format(stage.index - 1) if stage.index > 1 else None
-            out.append(f"# ---- stage {stage.index}: sbatch --parsable {run_dir}/slurm/job.sbatch  (from {run_dir}/logs)")
-            out.append(render_script(profile, _inputs(
-                {"stage": recipe.stage, "recipe_path": str(stage.path)}, run_id=run_id, run_dir=run_dir,
-                stage=stage.index, stages=len(sub.stages), dependency=dependency, workdir=os.getcwd())))
+            out.append(f"# ---- stage {stage.index} ({recipe.stage}, {stage.path}): the script submitit hands to "
+                       f"sbatch, kept as {run_dir}/slurm/<job id>_submission.sh")
+            out.append(submission.preview(profile, run_id=run_id, run_dir=run_dir, workdir=os.getcwd(),
+                                          dependency=dependency))
         return "\n".join(out)
 
     def cancel(self, ledger: RunLedger) -> str:
@@ -135,18 +118,18 @@ class SlurmLauncher:
             ledger.set_status("cancelled", error="cancelled before it was submitted")
             return f"{run_id} marked cancelled (it had no SLURM job)"
         # The driver sees this before it starts the ranks and while they run (`unigen cancel` sets it too).
-        ledger.update(lambda r: r.__setitem__("cancel_requested", r.get("cancel_requested") or now_iso()))
+        ledger.request_cancel()
         info = tools.job_info(job_id)
         state = (info or {}).get("JobState")
         if state in ("RUNNING", "COMPLETING", "CONFIGURING"):
-            tools.scancel(job_id, signal="USR2")  # the ranks save a checkpoint; the driver ends the run
+            tools.signal_steps(job_id, "USR2")  # the ranks save a checkpoint; the driver ends the run
             return (f"asked SLURM job {job_id} of {run_id} to save a checkpoint and stop; "
                     "it ends as cancelled (follow with `unigen status`)")
         if info is not None and state not in tools.ENDED_STATES:
-            tools.scancel(job_id)
+            submission.cancel(job_id, ledger.paths.root)
         _end_open_attempt(ledger, "cancelled")
         ledger.set_status("cancelled", error="cancelled by `unigen cancel`")
-        from unigen.orchestrator.launchers.slurm_job import cancel_unstarted
+        from unigen.orchestrator.launchers.slurm.job import cancel_unstarted
 
         for later in slurm.get("later_runs") or []:
             cancel_unstarted(RunLedger(later), f"not started: the previous stage {run_id} was cancelled")
@@ -217,7 +200,7 @@ class _Watch:
     def _mark_lost(self, ledger: RunLedger, job_id: str, state: str) -> None:
         if _status(ledger) in TERMINAL:
             return
-        from unigen.orchestrator.launchers.slurm_job import cancel_unstarted
+        from unigen.orchestrator.launchers.slurm.job import cancel_unstarted
 
         why = (f"SLURM job {job_id} ended ({state}) before unigen recorded the end: see "
                f"{ledger.paths.logs}/slurm-{job_id}.out")

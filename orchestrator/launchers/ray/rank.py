@@ -1,4 +1,4 @@
-"""One rank's process, owned by one Ray worker (the body of the actor ``ray_group`` places).
+"""One rank's process, owned by one Ray worker (the body of the actor ``ray.group`` places).
 
 A plain class, so it is also usable (and unit-tested) without Ray: ``start`` spawns
 ``python -m unigen.orchestrator.runtime RUN_DIR`` with the rank's environment, its output appended

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from unigen.orchestrator.launchers.attempt_policy import LOST  # noqa: F401 - ray_group's poll() sentinel
+from unigen.orchestrator.launchers.attempt_policy import LOST  # noqa: F401 - group's poll() sentinel
 
 
 @dataclass(frozen=True)

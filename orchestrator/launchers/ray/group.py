@@ -4,7 +4,7 @@ Why actors we place ourselves rather than Ray Train's TorchTrainer: the per-rank
 does what Train would add (torch.distributed + DeepSpeed init, committed checkpoints, resume), and it
 must run as the same ``python -m unigen.orchestrator.runtime RUN_DIR`` process under every launcher,
 with the same exit codes (75 "requeue me", 2 "do not restart"). A rank is a child process of its
-actor (``ray_rank.RankProcess``); the driver decides what an exit means (``ray_attempts``).
+actor (``ray.rank.RankProcess``); the driver decides what an exit means (``ray.attempts``).
 
 Imported only by the driver, inside a Ray job: it imports ray at the top.
 """
@@ -19,8 +19,8 @@ from ray.exceptions import GetTimeoutError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from unigen.orchestrator.launchers.ray_plan import LOST, RankSlot, WorkerInfo, bundles
-from unigen.orchestrator.launchers.ray_rank import RankProcess
+from unigen.orchestrator.launchers.ray.plan import LOST, RankSlot, WorkerInfo, bundles
+from unigen.orchestrator.launchers.ray.rank import RankProcess
 
 log = logging.getLogger("unigen.launcher.ray")
 
@@ -31,7 +31,7 @@ _RankActor = ray.remote(max_restarts=0, max_task_retries=0)(RankProcess)
 
 
 class RayGroup:
-    """``ray_attempts.RankGroup`` on a Ray cluster."""
+    """``ray.attempts.RankGroup`` on a Ray cluster."""
 
     def __init__(self, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                  strategy: str = "PACK", python: str | None = None):

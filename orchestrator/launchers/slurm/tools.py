@@ -1,5 +1,6 @@
-"""The SLURM client commands unigen calls (sbatch, scontrol, squeue, scancel), each with a timeout,
-an argv list (never a shell string) and errors that say which command failed and why.
+"""The SLURM client commands unigen calls itself (scontrol, scancel --signal), each with a timeout,
+an argv list (never a shell string) and errors that say which command failed and why. sbatch and the
+plain cancel go through submitit (``slurm.submission``).
 
 Used on the submitting side (launcher) and inside the job (job-side driver). Torch-free.
 """
@@ -91,14 +92,6 @@ def parse_time(value: str | None) -> _dt.datetime | None:
         return None
 
 
-def hostnames(nodelist: str) -> list[str]:
-    """`scontrol show hostnames n[1-2]` -> ["n1", "n2"]."""
-    out = run_tool(["scontrol", "show", "hostnames", nodelist]).stdout.split()
-    if not out:
-        raise SlurmError(f"scontrol show hostnames {nodelist!r} printed no host")
-    return out
-
-
 def node_address(node: str) -> str:
     """The address SLURM itself uses for a node (NodeAddr), which is what other nodes can reach; falls
     back to the node name when scontrol does not say."""
@@ -110,19 +103,10 @@ def node_address(node: str) -> str:
     return node
 
 
-def sbatch(script: Path, *, cwd: Path) -> str:
-    """Submit a batch script file; returns the job id. The job's working directory is ``cwd``."""
-    out = run_tool(["sbatch", "--parsable", str(script)], cwd=cwd).stdout.strip()
-    job_id = out.split(";")[0].strip()
-    if not job_id.isdigit():
-        raise SlurmError(f"sbatch printed {out!r}, not a job id")
-    return job_id
-
-
-def scancel(job_id: str, *, signal: str | None = None) -> None:
-    """Cancel a job, or (``signal``) send that signal to its steps, i.e. the ranks, not the batch shell."""
-    argv = ["scancel"] + ([f"--signal={signal}"] if signal else []) + [str(job_id)]
-    run_tool(argv)
+def signal_steps(job_id: str, sig: str) -> None:
+    """Send ``sig`` to a job's steps, i.e. the ranks, not the batch host's driver (``scancel --signal``:
+    submitit's job offers only a plain cancel)."""
+    run_tool(["scancel", f"--signal={sig}", str(job_id)])
 
 
 def requeue(job_id: str) -> None:

@@ -1,4 +1,4 @@
-"""One SLURM task = one rank: ``python -m unigen.orchestrator.launchers.slurm_task RUN_DIR ATTEMPT_DIR``.
+"""One SLURM task = one rank: ``python -m unigen.orchestrator.launchers.slurm.task RUN_DIR ATTEMPT_DIR``.
 
 srun starts this once per rank. It turns SLURM's view of the task into the runtime contract and
 runs the per-rank runtime (``python -m unigen.orchestrator.runtime RUN_DIR``) as its child:
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from unigen.orchestrator.atomic import atomic_write_text
-from unigen.orchestrator.exitcodes import from_returncode
+from unigen.orchestrator.exitcodes import EXIT_USAGE, from_returncode
 from unigen.orchestrator.launchers.attempt_policy import PEER_GRACE_S, is_failure
 
 POLL_S = 0.2
@@ -168,9 +168,9 @@ class Task:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m unigen.orchestrator.launchers.slurm_task RUN_DIR ATTEMPT_DIR (run by srun)",
+        print("usage: python -m unigen.orchestrator.launchers.slurm.task RUN_DIR ATTEMPT_DIR (run by srun)",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     attempt_dir = Path(argv[1])
     attempt_dir.mkdir(parents=True, exist_ok=True)
     return Task(Path(argv[0]), attempt_dir, dict(os.environ)).run()

@@ -2,7 +2,7 @@
 
 - submission id ``unigen-<stage 1 run id>`` (``-2``, ``-3``... when ``unigen resume`` submits a run
   again): unique (run ids are), and recorded as the job id of every attempt of every stage;
-- entrypoint ``python -m unigen.orchestrator.launchers.ray_driver --job-id ID --cwd DIR RUN_DIR...``,
+- entrypoint ``python -m unigen.orchestrator.launchers.ray.driver --job-id ID --cwd DIR RUN_DIR...``,
   shell-quoted (the job supervisor runs it through a shell);
 - runtime_env: the profile's, plus RAY_JOB_STOP_WAIT_TIME_S (how long ``ray job stop`` lets the
   driver cancel gracefully, i.e. let the ranks save) and PYTHONUNBUFFERED;
@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from unigen.orchestrator.errors import UserError
 
-DRIVER_MODULE = "unigen.orchestrator.launchers.ray_driver"
+DRIVER_MODULE = "unigen.orchestrator.launchers.ray.driver"
 TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 ACTIVE_JOB_STATES = ("PENDING", "RUNNING")
 # Beyond the ranks' save (cancel_grace_s) the driver needs a moment to record the outcome.
