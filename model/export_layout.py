@@ -212,7 +212,6 @@ def assemble_pipeline(config: UniGenConfig, *, backbone: Any, transformer: Any, 
     """A UniGenPipeline whose model holds these very modules (nothing loaded or copied again). The model
     is built on the meta device without sources and its components replaced, then set up as
     UniGenModel.__init__ sets up its own (trainable flags, LoRA adapters, xformers refusal, checkpointing)."""
-    from unigen.model import components
     from unigen.model.modeling import UniGenModel
     from unigen.model.pipeline import UniGenPipeline
     from unigen.model.processor import _SETTINGS, UniGenProcessor
@@ -229,13 +228,7 @@ def assemble_pipeline(config: UniGenConfig, *, backbone: Any, transformer: Any, 
     if left:
         raise ValueError(f"UniGenModel has parts the export does not hold, e.g. {left[:5]}; add them to "
                          "unigen.model.diffusers_pipeline.UniGenParts")
-    model.dit.enable_xformers_memory_efficient_attention = components.refuse_xformers
-    model.vae.enable_xformers_memory_efficient_attention = components.refuse_xformers
-    model._set_trainable()
-    if config.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    if config.compile_blocks:
-        model.compile_blocks()
+    model.set_up_parts()
     processor = UniGenProcessor(tokenizer, image_processor, **{k: getattr(config, k) for k in _SETTINGS})
     return UniGenPipeline(model.eval(), processor)
 

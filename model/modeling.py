@@ -65,13 +65,7 @@ class UniGenModel(nn.Module):
                                    config.connector_head_dim, config.connector_mlp_ratio).to(dtype)
         self.dit = components.build_dit(config)
         self.vae = components.build_vae(config)
-        self.dit.enable_xformers_memory_efficient_attention = components.refuse_xformers
-        self.vae.enable_xformers_memory_efficient_attention = components.refuse_xformers
-        self._set_trainable()
-        if config.gradient_checkpointing:
-            self.enable_gradient_checkpointing()
-        if config.compile_blocks:
-            self.compile_blocks()
+        self.set_up_parts()
         # Whether every module runs in every step, on dummies when the batch does not need it (the VAE
         # encoder without pixel targets, the vision tower without input images). None = only under
         # torch.distributed, where ZeRO-3 gathers parameters collectively and checks that all ranks run
@@ -79,6 +73,18 @@ class UniGenModel(nn.Module):
         self.run_every_module: bool | None = None
 
     # ---- setup -----------------------------------------------------------------------------------
+    def set_up_parts(self) -> None:
+        """What follows once the parts exist, here and for a model assembled from already-loaded parts
+        (unigen.model.export_layout): xformers refused on the diffusers parts, trainable flags (LoRA
+        adapters), gradient checkpointing and compilation as the config says."""
+        self.dit.enable_xformers_memory_efficient_attention = components.refuse_xformers
+        self.vae.enable_xformers_memory_efficient_attention = components.refuse_xformers
+        self._set_trainable()
+        if self.config.gradient_checkpointing:
+            self.enable_gradient_checkpointing()
+        if self.config.compile_blocks:
+            self.compile_blocks()
+
     def _set_trainable(self) -> None:
         mode = self.config.backbone_training
         self.backbone.requires_grad_(mode == "full")

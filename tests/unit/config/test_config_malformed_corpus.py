@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.unit.config.placeholders import smoke_workspace
+
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 CASES = yaml.safe_load((HERE / "malformed" / "cases.yaml").read_text())
-_BRACES = re.compile(r"\{([^{}]*)\}")
 
 
 def unigen_command() -> list[str]:
@@ -34,24 +35,8 @@ def workdir(tmp_path_factory) -> Path:
     """A temp folder with copies of recipes/, cluster_profiles/, the corpus, and placeholder files at the
     smoke recipes' local data paths and eval prompt images (so only the intended problem is reported)."""
     work = tmp_path_factory.mktemp("corpus")
-    for name in ("recipes", "cluster_profiles"):
-        shutil.copytree(ROOT / name, work / name)
+    smoke_workspace(work)
     shutil.copytree(HERE / "malformed", work / "malformed")
-    for recipe in (work / "recipes").glob("smoke-*.yaml"):
-        doc = yaml.safe_load(recipe.read_text())
-        evaluation = doc.get("eval") or {}
-        for src in doc["data"]["sources"] + (evaluation.get("sources") or []):
-            first = work / _BRACES.sub(lambda m: m.group(1).split("..")[0], src["uri"])
-            if first.suffix:
-                first.parent.mkdir(parents=True, exist_ok=True)
-                first.touch()
-            else:
-                first.mkdir(parents=True, exist_ok=True)
-        for prompt in evaluation.get("prompts") or []:
-            for item in (prompt[0]["content"] if isinstance(prompt, list) else []):
-                if item.get("type") == "image":
-                    (work / item["image"]).parent.mkdir(parents=True, exist_ok=True)
-                    (work / item["image"]).touch()
     return work
 
 

@@ -5,43 +5,24 @@ under the run root or has no committed checkpoint, a local path that is not a co
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.unit.config.placeholders import smoke_workspace
 from unigen.orchestrator import cli
 from unigen.orchestrator.config import resolve_submission
 from unigen.orchestrator.errors import ConfigError, UserError
 
 ROOT = Path(__file__).resolve().parents[3]
-_BRACES = re.compile(r"\{([^{}]*)\}")
 
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A cwd with the shipped recipes/profiles and placeholder data files, no GPU, no env run root."""
-    for name in ("recipes", "cluster_profiles"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    for recipe in (tmp_path / "recipes").glob("smoke-*.yaml"):  # placeholders where the smoke recipes read
-        doc = yaml.safe_load(recipe.read_text())
-        evaluation = doc.get("eval") or {}
-        for src in doc["data"]["sources"] + (evaluation.get("sources") or []):
-            first = tmp_path / _BRACES.sub(lambda m: m.group(1).split("..")[0].split(",")[0], src["uri"])
-            if first.suffix:
-                first.parent.mkdir(parents=True, exist_ok=True)
-                first.touch()
-            else:
-                first.mkdir(parents=True, exist_ok=True)
-        for prompt in evaluation.get("prompts") or []:
-            for item in (prompt[0]["content"] if isinstance(prompt, list) else []):
-                if item.get("type") == "image":
-                    (tmp_path / item["image"]).parent.mkdir(parents=True, exist_ok=True)
-                    (tmp_path / item["image"]).touch()
+    smoke_workspace(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.delenv("UNIGEN_RUN_ROOT", raising=False)
