@@ -73,7 +73,8 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
     ckpts = record.get("checkpoints") or {}
     local, durable = ckpts.get("latest_local"), ckpts.get("latest_durable")
     mlflow = record.get("mlflow") or {}
-    paths = RunPaths(Path(run_dir))
+    run_dir = Path(run_dir).absolute()  # paths in run.json are relative to it: show them whole
+    paths = RunPaths(run_dir)
     lines = [f"run:        {record['run_id']}  ({run_dir})",
              f"stage:      {record.get('stage')}   recipe {record.get('recipe_path')}   profile {record.get('profile_name')}",
              f"status:     {_status_text(record)}",

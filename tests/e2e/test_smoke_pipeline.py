@@ -94,6 +94,32 @@ def test_chat_answers_and_export_round_trips(pipeline, tmp_path, workspace):
     assert record(pretrain)["export"]["path"] == str(dest)
 
 
+def test_deepspeeds_documented_command_gives_the_exports_trained_weights(pipeline):
+    """`python zero_to_fp32.py . out` in a run's checkpoints folder, unchanged from DeepSpeed's docs, gives
+    every trained tensor of the run's export (the frozen ones are not in checkpoints: they come from their
+    source)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from unigen.model.export_layout import export_tensors
+
+    root, _, _ = pipeline
+    pretrain, _ = run_dirs(root)
+    folder = pretrain / "checkpoints"
+    assert (folder / "latest").read_text().strip() == "step-8"
+    done = subprocess.run([sys.executable, "zero_to_fp32.py", ".", "out"], cwd=folder, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    consolidated = torch.load(folder / "out" / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    exported = export_tensors(pretrain / "export")
+    assert consolidated and set(consolidated) <= set(exported)
+    assert any(name.startswith("dit.") for name in consolidated)
+    unequal = [k for k, v in consolidated.items() if not torch.equal(v.float(), exported[k].float())]
+    assert not unequal, unequal[:5]
+
+
 def test_status_runs_and_lineage_show_both_stages(pipeline):
     root, env, _ = pipeline
     pretrain, instruct = run_dirs(root)
