@@ -357,11 +357,12 @@ SHOTS_COPY = Path("/tmp/mlflow-ui-shots")
 def _wait(driver, what, timeout_s: float = 60.0):
     """``what(driver)`` once truthy; on a timeout, a screenshot of the page (timeout.png in
     /tmp/mlflow-ui-shots/) and its text in the error."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.5).until(what)
+    try:  # MLflow's React pages re-render as data arrives: an element found a moment ago may be gone
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.5,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(what)
     except TimeoutException:
         SHOTS_COPY.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOTS_COPY / "timeout.png"))
@@ -402,22 +403,29 @@ def test_headless_chromium_shows_stage_rows_the_stage1_link_and_the_registered_m
         assert "Traces" not in text.split("\n")[:3]  # opened on the runs, not the GenAI traces overview
 
         driver.get(f"{server.uri}/{run_page_fragment(exp, run2.info.run_id)}")
-        link = _wait(driver, lambda d: next((e for e in d.find_elements(
-            By.XPATH, f"//a[contains(@href, '/runs/{run1.info.run_id}') and normalize-space()='{names[0]}']")
-            if e.is_displayed()), False))
-        assert link.get_attribute("href").endswith(run_page_fragment(exp, run1.info.run_id))
+
+        def stage1_link(d):  # found again before each use: the page re-renders while its tables load
+            return next((e for e in d.find_elements(
+                By.XPATH, f"//a[contains(@href, '/runs/{run1.info.run_id}') and normalize-space()='{names[0]}']")
+                if e.is_displayed()), False)
+
         # Its "Logged models" table: stage 1's checkpoint as input, the registered export as output.
-        text = _wait(driver, lambda d: "Logged models (2)" in (t := _body(d)) and t)
+        text = _wait(driver, lambda d: "Logged models (2)" in (t := _body(d)) and stage1_link(d) and t)
+        href = _wait(driver, lambda d: (e := stage1_link(d)) and e.get_attribute("href"))
+        assert href.endswith(run_page_fragment(exp, run1.info.run_id))
         table = text[text.index("Logged models (2)"):]
         assert table.index("Input") < table.index(f"{names[0]}-step-30") < table.index("Output") < table.index(
             "e2e-instruct")
-        heading = driver.find_element(By.XPATH, "//*[starts-with(normalize-space(), 'Logged models (2)')]")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+        _wait(driver, lambda d: d.execute_script("arguments[0].scrollIntoView({block: 'start'}); return true;",
+                                                 d.find_element(By.XPATH, "//*[starts-with(normalize-space(), "
+                                                                          "'Logged models (2)')]")))
         driver.save_screenshot(str(shots / "2a-stage2-logged-models-in-and-out.png"))
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", link)
+        _wait(driver, lambda d: (e := stage1_link(d)) and d.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'}); return true;", e))
         driver.save_screenshot(str(shots / "2-stage2-run-with-stage1-link.png"))
         before = set(driver.window_handles)
-        link.click()  # MLflow renders description links with target=_blank: the run opens in a new tab
+        # MLflow renders description links with target=_blank: the run opens in a new tab
+        _wait(driver, lambda d: (e := stage1_link(d)) and (e.click() or True))
         opened = _wait(driver, lambda d: set(d.window_handles) - before, 30)
         driver.switch_to.window(opened.pop())
         stage1_page = run_page_fragment(exp, run1.info.run_id)
@@ -475,7 +483,7 @@ def test_unigen_ui_serves_the_default_store_on_loopback(env, tmp_path):
         assert run.info.run_id == ledger.read()["mlflow"]["run_id"]
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        assert proc.wait(90) == 0  # the server gets 10 s to stop, then its group is killed
         assert not listening(port)
         assert find_pids(cmdline_contains=str(root)) == []  # the server went with the command
     finally:
