@@ -152,13 +152,13 @@ def run(args: argparse.Namespace) -> int:
     port = pick_port(getattr(args, "port", None))
     server = UiServer.start(uri, port=port, artifact_root=default_artifact_root(root),
                             log_path=root / "mlflow-ui.log")
-    page = runs_page_url(server.url, newest_experiment(root, remote=None))
-    print(f"MLflow UI: {page}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
-    elsewhere = _remote_stores(root)
-    if elsewhere:
-        print(f"note: some runs here track to {', '.join(elsewhere)}: their UI is there", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` must not orphan the server
-    try:
+    try:  # from here on, Ctrl-C at any moment stops the server we started
+        page = runs_page_url(server.url, newest_experiment(root, remote=None))
+        print(f"MLflow UI: {page}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
+        elsewhere = _remote_stores(root)
+        if elsewhere:
+            print(f"note: some runs here track to {', '.join(elsewhere)}: their UI is there", flush=True)
         code = server.proc.wait()
     except KeyboardInterrupt:
         server.stop()
