@@ -33,21 +33,19 @@ SETUPS = {
 }
 
 
-def plain_loop(recipe: dict, steps: int, warmup: int) -> float:
-    """Samples per second of a hand-written loop over the recipe's model, data and optimizer."""
+def plain_loop(recipe, steps: int, warmup: int) -> float:
+    """Samples per second of a hand-written loop over the model, data and optimizer of ``recipe`` (a Recipe)."""
     import torch
 
     from unigen.model.data.loader import build_loader
-    from unigen.model.data.spec import DataSpec
     from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    pipe = build_pipeline(recipe, init_weights=None)
-    train = recipe["train"]
-    loader = build_loader(DataSpec.model_validate(recipe["data"]), pipe.processor, seed=0,
-                          global_batch_size=train["global_batch_size"], micro_batch_size=train["micro_batch_size"],
-                          rank=0, world_size=1)
+    pipe = build_pipeline(recipe.model_dump(mode="json"), init_weights=None)
+    train = recipe.train
+    loader = build_loader(recipe.data, pipe.processor, seed=0, global_batch_size=train.global_batch_size,
+                          micro_batch_size=train.micro_batch_size, rank=0, world_size=1)
     model = pipe.model.train()
     optimizer = build_optimizer(model, train)
     start = 0.0
@@ -57,12 +55,12 @@ def plain_loop(recipe: dict, steps: int, warmup: int) -> float:
         micro = loader.next_step()
         for batch in micro:
             (model(**batch).loss / len(micro)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(train.get("grad_clip", 1.0)))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - start
     loader.close()
-    return steps * train["global_batch_size"] / elapsed
+    return steps * train.global_batch_size / elapsed
 
 
 def runtime(work: Path, recipe_path: str, overrides: list[str], steps: int, warmup: int) -> float:
@@ -106,8 +104,8 @@ def main(argv=None) -> int:
             subprocess.run([sys.executable, "-m", "unigen.orchestrator.cli", "data", "synth", "--out", str(data),
                             "--scale", "16"], check=True, capture_output=True)
         os.chdir(work)
-        recipe = load_recipe(args.recipe).model_dump(mode="json")
-        print(f"{args.recipe} (model {recipe['model']['preset']}, global batch {recipe['train']['global_batch_size']}), "
+        recipe = load_recipe(args.recipe)
+        print(f"{args.recipe} (model {recipe.model.preset}, global batch {recipe.train.global_batch_size}), "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, {args.steps} timed steps each", flush=True)
         plain = plain_loop(recipe, args.steps, args.warmup)
         print(f"{'plain PyTorch loop (same model, data, optimizer)':48s} {plain:8.1f} samples/s", flush=True)

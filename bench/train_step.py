@@ -113,7 +113,15 @@ def torch_optimizer(model):
     """The runtime's optimizer (build_optimizer): its parameter groups, fused AdamW on CUDA like the baseline's."""
     from unigen.orchestrator.runtime.build import build_optimizer
 
-    return build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}, device=DEVICE)
+    return build_optimizer(model, train_section(1), device=DEVICE)
+
+
+def train_section(batch: int):
+    """The recipe's train section of these rows: AdamW lr 1e-4, weight decay 0.05; one micro-batch of ``batch``."""
+    from unigen.orchestrator.config.recipe import TrainSection
+
+    return TrainSection(max_steps=1, global_batch_size=batch, micro_batch_size=batch, lr=1e-4, weight_decay=0.05,
+                        grad_clip=1.0, precision="bf16" if DEVICE == "cuda" else "fp32")
 
 
 def model_flops(model, batch: dict) -> float:
@@ -207,6 +215,7 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
     """The runtime's engine on one device: ZeRO-3, its DeepSpeed config and torch AdamW."""
     import deepspeed
 
+    from unigen.orchestrator.config.recipe import DeepSpeedSection
     from unigen.orchestrator.deepspeed_config import build_deepspeed_config
     from unigen.orchestrator.runtime.build import build_optimizer
     from unigen.orchestrator.runtime.distributed import RankContext, init_distributed
@@ -217,11 +226,11 @@ def deepspeed_rows(model, args, peak) -> list[dict]:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     init_distributed(RankContext.from_env())
     top = max(args.batches)
-    recipe = {"train": {"global_batch_size": top, "micro_batch_size": top, "grad_clip": 1.0,
-                        "precision": "bf16" if DEVICE == "cuda" else "fp32"}, "deepspeed": {"zero_stage": 3}}
+    train = train_section(top)
     set_ckpt(model, [])
-    optimizer = build_optimizer(model, {"lr": 1e-4, "weight_decay": 0.05}, device=DEVICE)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=build_deepspeed_config(recipe, 1, gpus=DEVICE == "cuda"))
+    optimizer = build_optimizer(model, train, device=DEVICE)
+    config = build_deepspeed_config(train, DeepSpeedSection(zero_stage=3), 1, gpus=DEVICE == "cuda")
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
 
     def step(batch):
         loss = engine(**batch).loss

@@ -55,14 +55,8 @@ def build_dit(config: UniGenConfig):
     from diffusers import SanaTransformer2DModel
 
     source = resolve_source(config.decoder_source)
-    settings = SanaTransformer2DModel.load_config(source, subfolder="transformer", revision=config.decoder_revision) \
-        if source else config.dit_config
-    _check("decoder_source", source, "transformer caption_channels",
-           settings.get("caption_channels", 2304), config.caption_width)
+    dit_settings(config, source)  # checked before any weight is read
     channels = config.latent_channels
-    in_channels = settings.get("in_channels", 32)
-    if not (config.image_latent_conditioning and in_channels == 2 * channels):  # else already widened
-        _check("decoder_source", source, "transformer in_channels", in_channels, channels)
     if source:
         model = SanaTransformer2DModel.from_pretrained(source, subfolder="transformer", revision=config.decoder_revision,
                                                        torch_dtype=torch_dtype(config))
@@ -73,15 +67,33 @@ def build_dit(config: UniGenConfig):
     return _cast(model, torch_dtype(config))
 
 
+def dit_settings(config: UniGenConfig, source: str | None) -> dict:
+    """The DiT's config (the source's, else dit_config), checked against the widths the glue depends on."""
+    from diffusers import SanaTransformer2DModel
+
+    settings = SanaTransformer2DModel.load_config(source, subfolder="transformer", revision=config.decoder_revision) \
+        if source else config.dit_config
+    _check("decoder_source", source, "transformer caption_channels",
+           settings.get("caption_channels", 2304), config.caption_width)
+    channels = config.latent_channels
+    in_channels = settings.get("in_channels", 32)
+    if not (config.image_latent_conditioning and in_channels == 2 * channels):  # else already widened
+        _check("decoder_source", source, "transformer in_channels", in_channels, channels)
+    return settings
+
+
 def widen_dit_input(dit: Any, extra: int) -> None:
     """Give the DiT ``extra`` more input channels (the source image latent) with zero weights, so its output
     is unchanged until training uses them (InstructPix2Pix's initialisation). The output keeps its
     channels: out_channels is pinned before in_channels changes, since Sana defaults it to in_channels."""
+    from unigen.model.zero_init import gathered
+
     proj = dit.patch_embed.proj
     wider = torch.nn.Conv2d(proj.in_channels + extra, proj.out_channels, proj.kernel_size, proj.stride,
                             proj.padding, bias=proj.bias is not None, device=proj.weight.device,
                             dtype=proj.weight.dtype)
-    with torch.no_grad():
+    # Under ZeRO-3 construction (unigen.model.zero_init) both convolutions are partitioned: gathered here.
+    with gathered([*proj.parameters(), *wider.parameters()]), torch.no_grad():
         wider.weight.zero_()
         wider.weight[:, :proj.in_channels].copy_(proj.weight)
         if proj.bias is not None:
@@ -115,12 +127,15 @@ def widen_dit_input_state(state: dict, model: Any, prefix: str = "dit.") -> dict
     """A state dict of a model without image_latent_conditioning made loadable into ``model`` with it: the DiT's
     input weights get zero columns for the source channels, as widen_dit_input gives a pretrained DiT (so a
     stage 2 may switch the setting on over a stage-1 model trained without it)."""
+    from unigen.model.zero_init import full_shape
+
     key = prefix + "patch_embed.proj.weight"
     mine = dict(model.named_parameters()).get(key)
     theirs = state.get(key)
-    if mine is None or theirs is None or theirs.shape[1] >= mine.shape[1] or theirs.shape[0] != mine.shape[0]:
+    shape = None if mine is None else full_shape(mine)  # also while ZeRO-3 holds it partitioned
+    if shape is None or theirs is None or theirs.shape[1] >= shape[1] or theirs.shape[0] != shape[0]:
         return state
-    wider = torch.zeros(mine.shape, dtype=theirs.dtype)
+    wider = torch.zeros(shape, dtype=theirs.dtype)
     wider[:, :theirs.shape[1]] = theirs
     return {**state, key: wider}
 
@@ -162,9 +177,21 @@ def refuse_xformers(*_: Any, **__: Any) -> None:
                      "self-attention).")
 
 
+def cast_module(module: Any, dtype: torch.dtype) -> Any:
+    """``module.to(dtype)``, except for a module built partitioned under ZeRO-3: zero.Init created its
+    parameters in the engine's dtype, and .to() would cast only the empty local placeholders."""
+    from unigen.model.zero_init import is_partitioned
+
+    if any(is_partitioned(p) for p in module.parameters()):
+        return module
+    return module.to(dtype)
+
+
 def _cast(model: Any, dtype: torch.dtype) -> Any:
-    if model.dtype == dtype:
-        return model
+    from unigen.model.zero_init import is_partitioned
+
+    if model.dtype == dtype or any(is_partitioned(p) for p in model.parameters()):
+        return model  # a partitioned model: see cast_module
     if getattr(model, "_keep_in_fp32_modules", None):
         return model.to(dtype)  # diffusers' own .to() honours fp32-pinned modules
     # None pinned: a plain cast, without diffusers' warning that lists an empty set of pinned modules.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,6 +32,9 @@ from unigen.model.connector import Connector
 from unigen.model.flow import TIMESTEP_SCALE, noisy_latents, per_sample_mse, sample_flow_times, velocity_target
 from unigen.model.positions import rope_positions
 from unigen.model.weights import load_weights, save_weights
+
+if TYPE_CHECKING:
+    from unigen.model.zero_init import PartitionedBuild
 
 CONFIG_FILE = "config.json"
 
@@ -53,19 +57,25 @@ class UniGenOutput(ModelOutput):
 class UniGenModel(nn.Module):
     """The unified model. Build with ``UniGenModel(config)``; see the module docstring for forward."""
 
-    def __init__(self, config: UniGenConfig) -> None:
+    def __init__(self, config: UniGenConfig, *, partitioned: PartitionedBuild | None = None) -> None:
+        """``partitioned``: set by unigen.model.zero_init.build_partitioned, which runs this under DeepSpeed's
+        zero.Init: the parts built whole (backbone, VAE, LoRA adapters) are then built with it paused."""
         super().__init__()
         self.config = config
-        self.backbone = components.build_backbone(config)
+        whole = partitioned.whole if partitioned is not None else contextlib.nullcontext
+        with whole():
+            self.backbone = components.build_backbone(config)
         width, dtype = config.backbone_width, components.torch_dtype(config)
         # Ours, not vocabulary rows: the frozen backbone's untrained rows for new tokens stay unused.
         self.queries = nn.Parameter(torch.randn(config.num_queries, width, dtype=dtype) * 0.02)
         self.slot_boundaries = nn.Parameter(torch.randn(2, width, dtype=dtype) * 0.02)
-        self.connector = Connector(width, config.caption_width, config.connector_layers,
-                                   config.connector_head_dim, config.connector_mlp_ratio).to(dtype)
-        self.dit = components.build_dit(config)
-        self.vae = components.build_vae(config)
-        self.set_up_parts()
+        self.connector = components.cast_module(Connector(width, config.caption_width, config.connector_layers,
+                                                          config.connector_head_dim, config.connector_mlp_ratio),
+                                                dtype)
+        self.dit = components.build_dit(config) if partitioned is None else partitioned.build_dit(config)
+        with whole():
+            self.vae = components.build_vae(config)
+            self.set_up_parts()
         # Whether every module runs in every step, on dummies when the batch does not need it (the VAE
         # encoder without pixel targets, the vision tower without input images). None = only under
         # torch.distributed, where ZeRO-3 gathers parameters collectively and checks that all ranks run

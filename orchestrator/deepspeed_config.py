@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from unigen.orchestrator.config.recipe import DeepSpeedSection, TrainSection
 from unigen.orchestrator.errors import UserError
 
 
@@ -69,15 +70,13 @@ def gpu_zero_settings(stage: int) -> dict[str, Any]:
     return settings
 
 
-def build_deepspeed_config(recipe: dict[str, Any], world_size: int, *, gpus: bool = False) -> dict[str, Any]:
-    """DeepSpeed config for ``recipe`` (a resolved recipe as a plain dict) on ``world_size`` ranks, each a
+def build_deepspeed_config(train: TrainSection, ds: DeepSpeedSection, world_size: int, *,
+                           gpus: bool = False) -> dict[str, Any]:
+    """DeepSpeed config for a recipe's ``train`` and ``deepspeed`` sections on ``world_size`` ranks, each a
     GPU when ``gpus`` (else a CPU rank: reductions in program order, see the module docstring)."""
-    train = recipe["train"]
-    ds = recipe.get("deepspeed") or {}
-    gbs, mbs = int(train["global_batch_size"]), int(train["micro_batch_size"])
+    gbs, mbs = train.global_batch_size, train.micro_batch_size
     acc = accumulation_steps(gbs, mbs, world_size)
-    stage = int(ds.get("zero_stage", 3))
-    precision = train.get("precision", "bf16")
+    stage = ds.zero_stage
     zero: dict[str, Any] = {"stage": stage}
     if stage == 3:
         zero.update({
@@ -91,12 +90,12 @@ def build_deepspeed_config(recipe: dict[str, Any], world_size: int, *, gpus: boo
         "train_batch_size": gbs,
         "train_micro_batch_size_per_gpu": mbs,
         "gradient_accumulation_steps": acc,
-        "gradient_clipping": float(train.get("grad_clip", 1.0) or 0.0),
+        "gradient_clipping": train.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
+        "bf16": {"enabled": train.precision == "bf16"},
         "fp16": {"enabled": False},
         "zero_allow_untested_optimizer": True,  # we pass torch.optim.AdamW on purpose (no JIT ops)
         "steps_per_print": 2**31 - 1,  # unigen logs; DeepSpeed's own prints would interleave ranks
         "wall_clock_breakdown": False,
     }
-    return _merge(config, ds.get("config") or {})
+    return _merge(config, ds.config)

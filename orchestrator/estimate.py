@@ -70,6 +70,8 @@ class ModelDims:
     largest_module_name: str
     stacks: tuple[Stack, ...]
     frozen_dtype: str | None = None
+    dtype: str = "float32"
+    """The model's parameter dtype (UniGenConfig.dtype): what a whole build makes the trainable parts in."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def dims_from_config(config: dict[str, Any], counts: dict[str, int], *, max_leng
     )
     frozen_dtype = config.get("frozen_dtype") if config.get("backbone_training", "frozen") == "frozen" else None
     return ModelDims(int(counts["total"]), int(counts["trainable"]), modules[largest_name], largest_name, stacks,
-                     frozen_dtype=frozen_dtype)
+                     frozen_dtype=frozen_dtype, dtype=str(config.get("dtype") or "float32"))
 
 
 def _backbone_stack(config: dict[str, Any], text: dict[str, Any], sequence: int) -> Stack:
@@ -221,6 +223,93 @@ def _backbone_stack(config: dict[str, Any], text: dict[str, Any], sequence: int)
     kv_width = int(text.get("num_key_value_heads") or heads) * int(text.get("head_dim") or width // heads)
     prefix = sequence - slot
     return Stack("backbone", slot, width, layers, part="backbone", held_values=prefix * layers * 2 * kv_width)
+
+
+# ---- host memory per node -------------------------------------------------------------------------------
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
+# What a rank holds besides the model: Python, torch, DeepSpeed, transformers, diffusers. Measured on CPU
+# ranks (bench/host_memory.py, RSS before building: 0.5 GiB); a GPU rank adds the CUDA and NCCL libraries
+# and their host-side buffers, taken as 3 GiB (an assumption, not measured here).
+RUNTIME_HOST_BYTES = {"gpu": 3 * GIB, "cpu": GIB // 2}
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """Peak host memory of one rank while it starts (see ``host_memory``), by kind, in bytes."""
+
+    frozen: float
+    """The frozen parts, whole on every rank (loaded once per rank, before DeepSpeed partitions them)."""
+    trainable_build: float
+    """The trainable parts as built: whole in the model's dtype, or nothing extra under ZeRO-3's partitioned
+    construction (unigen.model.zero_init)."""
+    states: float
+    """Model states kept in host memory: all of them on CPU ranks, the offloaded ones on GPU ranks."""
+    runtime: float
+    ranks_per_node: int
+
+    @property
+    def per_rank(self) -> float:
+        return self.frozen + self.trainable_build + self.states + self.runtime
+
+    @property
+    def per_node(self) -> float:
+        return self.per_rank * self.ranks_per_node
+
+
+def host_memory(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch: int, precision: str,
+                checkpointing: Checkpointing, gpus: bool, ranks_per_node: int, offload_optimizer: bool = False,
+                offload_param: bool = False) -> HostMemory:
+    """Host memory per rank at its peak (building the model and the engine), and per node.
+
+    Every rank loads the frozen parts whole, in the dtype it runs them in. Under ZeRO 0-2 it also builds every
+    trainable parameter whole in the model's dtype; under ZeRO-3 the trainable parts are created partitioned
+    (on the GPU for GPU ranks), so they add nothing beyond the rank's shard. A CPU rank keeps all its model
+    states and activations in host memory (the per-rank estimate); a GPU rank only what DeepSpeed offloads:
+    ``offload_optimizer`` (fp32 master + Adam + fp32 gradients of the rank's shard) and ``offload_param``
+    (its shard of the weights)."""
+    frozen = (dims.total - dims.trainable) * frozen_weight_bytes(precision, dims.frozen_dtype)
+    whole_trainable = dims.trainable * DTYPE_BYTES.get(dims.dtype, FP32_BYTES)
+    trainable_build = 0.0 if zero_stage == 3 else float(whole_trainable)
+    if not gpus:
+        states = estimate(dims, zero_stage=zero_stage, data_parallel=data_parallel, micro_batch=micro_batch,
+                          precision=precision, checkpointing=checkpointing).total
+        trainable_build = 0.0  # the trainable weights are among the rank's model states already
+    else:
+        shards = data_parallel if zero_stage >= 1 else 1
+        states = 0.0
+        if offload_optimizer:
+            states += dims.trainable * (OPTIMIZER_BYTES[precision] + FP32_BYTES) / shards
+        if offload_param and zero_stage == 3:
+            states += dims.total * WEIGHT_BYTES[precision] / data_parallel
+    return HostMemory(float(frozen), trainable_build, float(states),
+                      float(RUNTIME_HOST_BYTES["gpu" if gpus else "cpu"]), ranks_per_node)
+
+
+def host_lines(host: HostMemory, *, zero_stage: int, gpus: bool, node_memory_gb: float | None) -> list[str]:
+    """What `unigen validate` prints about host memory, with the warning when a node's memory is too small."""
+    if not gpus:
+        build = "trainable parts partitioned" if zero_stage == 3 else "trainable parts whole"
+        build += f" + model states and activations (the estimate above) {_size(host.states)}"
+    else:
+        build = ("trainable parts built partitioned (ZeRO-3)" if zero_stage == 3 else
+                 f"trainable parts built whole {_size(host.trainable_build)}")
+        build += f" + offloaded model states {_size(host.states)}"
+    lines = [f"  host memory per node (estimate): {host.ranks_per_node} ranks x {_size(host.per_rank)} = "
+             f"{_size(host.per_node)}; per rank: frozen parts whole {_size(host.frozen)} + {build} + runtime "
+             f"{_size(host.runtime)}. Not counted: data loader workers, page cache."]
+    if node_memory_gb:
+        budget = node_memory_gb * 1e9
+        verdict = "fits" if host.per_node <= 0.85 * budget else "does NOT fit" if host.per_node > budget else \
+            "is tight (over 85%) in"
+        warn = "" if verdict == "fits" else "warning: "
+        line = f"  {warn}host: {_size(host.per_node)} {verdict} resources.mem_gb={node_memory_gb:g} GB per node"
+        if verdict != "fits":
+            fixes = ["fewer ranks per node", "more memory (resources.mem_gb)"]
+            if zero_stage != 3:
+                fixes.insert(0, "deepspeed.zero_stage=3 (builds the trainable parts partitioned)")
+            line += ": " + ", ".join(fixes)
+        lines.append(line)
+    return lines
 
 
 def _size(n: float) -> str:
@@ -264,8 +353,11 @@ def _checkpoint_line(dims: ModelDims, *, zero_stage: int, data_parallel: int, pr
 
 
 def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch: int, precision: str,
-           checkpointing: Checkpointing, gpus: bool, gpu_memory_gb: float | None = None) -> list[str]:
-    """The lines `unigen validate` prints: a table over ZeRO stages 0-3 (the recipe's marked *) and why."""
+           checkpointing: Checkpointing, gpus: bool, gpu_memory_gb: float | None = None,
+           ranks_per_node: int | None = None, node_memory_gb: float | None = None,
+           offload_optimizer: bool = False, offload_param: bool = False) -> list[str]:
+    """The lines `unigen validate` prints: a table over ZeRO stages 0-3 (the recipe's marked *) and why, then
+    host memory per node when ``ranks_per_node`` is known (compared with ``node_memory_gb`` when given)."""
     unit = "GPU" if gpus else "CPU rank"
     lines = [f"memory per {unit} (estimate; {data_parallel} data-parallel ranks, {precision}, micro batch "
              f"{micro_batch}, gradient checkpointing {_checkpointing_text(dims.stacks, checkpointing)}):",
@@ -300,4 +392,9 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
         fix = "" if verdict == "fits" else (": raise deepspeed.zero_stage, set model.gradient_checkpointing=true, "
                                             "lower train.micro_batch_size or data.max_length, or add GPUs")
         lines.append(f"  ZeRO {zero_stage}: {_size(chosen.total)} {verdict} {gpu_memory_gb:g} GB per GPU{fix}")
+    if ranks_per_node:
+        host = host_memory(dims, zero_stage=zero_stage, data_parallel=data_parallel, micro_batch=micro_batch,
+                           precision=precision, checkpointing=checkpointing, gpus=gpus, ranks_per_node=ranks_per_node,
+                           offload_optimizer=offload_optimizer, offload_param=offload_param)
+        lines += host_lines(host, zero_stage=zero_stage, gpus=gpus, node_memory_gb=node_memory_gb)
     return lines

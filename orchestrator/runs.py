@@ -31,11 +31,15 @@ import secrets as _random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.secrets import redact
+
+if TYPE_CHECKING:  # annotations only: config.init_check imports this module
+    from unigen.orchestrator.config.profile import Profile
+    from unigen.orchestrator.config.recipe import Recipe
 
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
@@ -137,17 +141,16 @@ class RunLedger:
         run_root: str | os.PathLike[str],
         *,
         run_id: str,
-        stage: str,
-        recipe: dict[str, Any],
+        recipe: Recipe,
         recipe_path: str,
         recipe_sha256: str,
-        profile: dict[str, Any],
-        launcher: str,
-        init_from: dict[str, Any] | None = None,
+        profile: Profile,
         parent: str | None = None,
         tracking_uri: str | None = None,
         workdir: str | None = None,
     ) -> "RunLedger":
+        """A new run folder whose run.json records the resolved ``recipe`` and ``profile`` as JSON (what
+        ``config.recorded`` rebuilds later); its stage, launcher and init_from are theirs."""
         from unigen.orchestrator.tracking.store import recorded_uri  # a store in the runs root: relative
 
         run_dir = Path(run_root) / run_id
@@ -158,26 +161,26 @@ class RunLedger:
         record = {
             "schema": SCHEMA_VERSION,
             "run_id": run_id,
-            "stage": stage,
+            "stage": recipe.stage,
             "status": "queued",
             # Milliseconds: the stages of one submission are created within the same second.
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
             "updated_at": now_iso(),
-            "launcher": launcher,
+            "launcher": profile.launcher,
             # Where `unigen submit` ran: relative data paths resolve from there, whoever resumes the run.
             "workdir": workdir,
             "recipe_path": recipe_path,
             "recipe_sha256": recipe_sha256,
-            "recipe": redact(recipe),
-            "profile_name": profile.get("name"),
-            "profile": redact(profile),
-            "init_from": init_from,
+            "recipe": redact(recipe.model_dump(mode="json")),
+            "profile_name": profile.name,
+            "profile": redact(profile.model_dump(mode="json")),
+            "init_from": recipe.init_from,
             "parent": parent,
             "attempts": [],
             "mlflow": {"tracking_uri": recorded_uri(tracking_uri, run_dir), "experiment_id": None, "run_id": None,
                        "parent_run_id": None},
             "checkpoints": {"latest_local": None, "latest_durable": None, "last_save_s": None},
-            "progress": {"step": 0, "max_steps": recipe.get("train", {}).get("max_steps"), "loss": None,
+            "progress": {"step": 0, "max_steps": recipe.train.max_steps, "loss": None,
                          "samples_per_s": None, "updated_at": None},
             "export": None,
             "error": None,
@@ -333,13 +336,13 @@ class RunLedger:
 DEFAULT_RUN_ROOT = "unigen-runs"
 
 
-def checkpoint_mirror(record: dict[str, Any]) -> str | None:
+def checkpoint_mirror(recipe: Recipe, run_id: str) -> str | None:
     """Where a run's committed checkpoints are mirrored: the recipe's ``checkpoint.uri`` + the run id.
 
     The runtime uploads there; ``unigen status``, ``resume --plan`` and a later stage's
-    ``init_from: run:<id>`` read it back, so all of them take it from here."""
-    uri = ((record.get("recipe") or {}).get("checkpoint") or {}).get("uri")
-    return f"{uri.rstrip('/')}/{record['run_id']}" if uri else None
+    ``init_from: run:<id>`` read it back (from ``recorded_recipe(record)``), so all of them take it from here."""
+    uri = recipe.checkpoint.uri
+    return f"{uri.rstrip('/')}/{run_id}" if uri else None
 
 
 def default_run_root() -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Any
 
 from unigen.orchestrator.config import Submission, recipe_sha256
 from unigen.orchestrator.launchers import get_launcher
@@ -31,19 +30,18 @@ def create_runs(sub: Submission) -> list[RunLedger]:
     """One run folder (run.json status ``queued``) per stage, in order."""
     from unigen.orchestrator.tracking.store import display_uri, resolve_tracking_uri
 
-    profile = sub.profile.model_dump(mode="json")
     submission_id = new_run_id(sub.name or sub.stages[0].recipe.name) if len(sub.stages) > 1 else None
     ledgers: list[RunLedger] = []
     try:
         for i, stage in enumerate(sub.stages):
-            recipe: dict[str, Any] = stage.resolved()
+            recipe = stage.recipe
             if stage.starts_from_previous:
-                recipe["init_from"] = f"run:{ledgers[-1].run_id}"
-            uri = resolve_tracking_uri(None, recipe=recipe, profile=profile, run_root=sub.run_root)
+                recipe = recipe.model_copy(update={"init_from": f"run:{ledgers[-1].run_id}"})
+            uri = resolve_tracking_uri(None, recipe=recipe.tracking, profile=sub.profile.tracking,
+                                       run_root=sub.run_root)
             ledgers.append(RunLedger.create(
-                sub.run_root, run_id=new_run_id(_run_name(sub, i)), stage=recipe["stage"], recipe=recipe,
-                recipe_path=str(stage.path), recipe_sha256=recipe_sha256(recipe), profile=profile,
-                launcher=sub.profile.launcher, init_from=recipe.get("init_from"), parent=submission_id,
+                sub.run_root, run_id=new_run_id(_run_name(sub, i)), recipe=recipe, recipe_path=str(stage.path),
+                recipe_sha256=recipe_sha256(recipe), profile=sub.profile, parent=submission_id,
                 tracking_uri=display_uri(uri), workdir=os.getcwd()))
     except BaseException:
         for ledger in ledgers:
@@ -95,19 +93,16 @@ def submission_from_record(ledger: RunLedger) -> Submission:
     the recorded resolved recipe and profile, the world size of the profile as seen from here."""
     from pathlib import Path
 
-    from unigen.orchestrator.config import Profile, Recipe, ResolvedStage, world_of
+    from unigen.orchestrator.config import ResolvedStage, world_of
     from unigen.orchestrator.config.model_section import check_model_section
+    from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
     from unigen.orchestrator.config.world import batch_problem
     from unigen.orchestrator.config.yamlload import Loc, Locations
     from unigen.orchestrator.errors import UserError
 
     record = ledger.read()
-    try:
-        recipe = Recipe.model_validate(record["recipe"])
-        profile = Profile.model_validate(record["profile"])
-    except ValueError as e:
-        raise UserError(f"{ledger.paths.ledger}: the recorded recipe or profile no longer validates ({e}); "
-                        "submit the recipe again instead") from None
+    recipe = recorded_recipe(record, source=str(ledger.paths.ledger))
+    profile = recorded_profile(record, source=str(ledger.paths.ledger))
     world = world_of(profile)
     # The same global-batch rule as submit, against the world size seen from here (e.g. fewer visible GPUs).
     accumulation, problem = batch_problem(recipe.train, world, Locations(Loc(f"run {record['run_id']} (here)")))

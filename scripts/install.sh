@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install unigen and its test extras into a virtual environment (default .venv).
+# Install unigen and its test and bench extras into a virtual environment (default .venv).
 # torch is installed FIRST and pinned to the CPU wheel on machines that have it on disk: a plain
 # `torch` requirement resolved later would pull a multi-GB CUDA build. On GPU clusters install your
 # own torch first; unigen's `torch>=2.6` range then leaves it alone.
@@ -13,7 +13,7 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 # setuptools notes on every editable build that folders named like the package may shadow it; there
 # is none here (the package is unigen, its folders model/ and orchestrator/), so keep the log quiet.
-PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install -q -e ".[ray,test]"
+PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/python" -m pip install -q -e ".[ray,test,bench]"
 "$venv/bin/python" -m pip check
 # One line saying what is there (-I: the checkout's unigen.egg-info must not answer for the venv).
 "$venv/bin/python" -I - "$venv" <<'EOF'

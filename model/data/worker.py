@@ -87,9 +87,9 @@ class CollateWithEvents:
         size = self.micro_batch_size
         batches = [self.collate(conversations[k:k + size]) for k in range(0, len(conversations), size)]
         from torch.utils.data import get_worker_info
-        if get_worker_info() is not None:  # in a worker process: one shared buffer for the whole step
-            from unigen.model.data.transfer import pack
-            batches = pack(batches)
+        if get_worker_info() is not None:  # in a worker process: one shared buffer for the whole step,
+            from unigen.model.data.transfer import pack_lazily  # filled as the queue sends it
+            batches = pack_lazily(batches)
         return batches, events
 
 

@@ -14,7 +14,7 @@ import secrets as _random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unigen.orchestrator.atomic import fsync_dir
 from unigen.orchestrator.checkpoint.deepspeed_tools import DS_LATEST
@@ -31,6 +31,9 @@ from unigen.orchestrator.checkpoint.layout import (
 from unigen.orchestrator.checkpoint.transfer import FileJob, TransferPolicy, call_with_retry, run_transfers
 from unigen.orchestrator.checkpoint.verify import LocalStepView, Verdict, verify_step
 from unigen.orchestrator.secrets import is_secret_key, register_secret, scrub
+
+if TYPE_CHECKING:  # the typed profile is only an annotation here
+    from unigen.orchestrator.config.profile import Profile
 
 
 def _register_option_secrets(options: Any) -> None:
@@ -218,23 +221,22 @@ class Remote:
         return call_with_retry(self.list, "list", self.policy, stop=stop, on_event=on_event)
 
 
-def storage_options_from_profile(profile: dict[str, Any]) -> dict[str, Any] | None:
+def storage_options_from_profile(profile: Profile) -> dict[str, Any] | None:
     """fsspec storage options for checkpoint URIs from the profile's ``storage.s3`` section. Profiles name
     the environment variables that hold credentials (``access_key_id_env``, ``secret_access_key_env``,
     ``session_token_env``), never the credentials: the values are read here, registered with the secret
     scrubber and passed to fsspec only. Without the section, s3fs falls back to the usual AWS_* variables."""
-    s3 = ((profile.get("storage") or {}).get("s3")) or {}
-    if not s3:
+    s3 = profile.storage.s3
+    if s3 is None:
         return None
     options: dict[str, Any] = {}
     client_kwargs: dict[str, Any] = {}
-    if s3.get("endpoint_url"):
-        client_kwargs["endpoint_url"] = s3["endpoint_url"]
-    if s3.get("region"):
-        client_kwargs["region_name"] = s3["region"]
-    for field, option in (("access_key_id_env", "key"), ("secret_access_key_env", "secret"),
-                          ("session_token_env", "token")):
-        name = s3.get(field)
+    if s3.endpoint_url:
+        client_kwargs["endpoint_url"] = s3.endpoint_url
+    if s3.region:
+        client_kwargs["region_name"] = s3.region
+    for name, option in ((s3.access_key_id_env, "key"), (s3.secret_access_key_env, "secret"),
+                         (s3.session_token_env, "token")):
         if name and os.environ.get(name):
             register_secret(os.environ[name])
             options[option] = os.environ[name]

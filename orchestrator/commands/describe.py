@@ -66,7 +66,8 @@ def deepspeed_text(stage: ResolvedStage, sub: Submission) -> str:
     """The generated DeepSpeed config of a stage, as JSON."""
     from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 
-    return json.dumps(build_deepspeed_config(stage.resolved(), sub.world_size, gpus=sub.world.gpus), indent=2)
+    return json.dumps(build_deepspeed_config(stage.recipe.train, stage.recipe.deepspeed, sub.world_size,
+                                             gpus=sub.world.gpus), indent=2)
 
 
 def memory_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
@@ -79,7 +80,19 @@ def memory_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
     return render(dims, zero_stage=stage.recipe.deepspeed.zero_stage, data_parallel=sub.world_size,
                   micro_batch=stage.recipe.train.micro_batch_size, precision=stage.recipe.train.precision,
                   checkpointing=checkpointing_of(stage.model_config), gpus=sub.world.gpus,
-                  gpu_memory_gb=sub.profile.resources.gpu_memory_gb)
+                  gpu_memory_gb=sub.profile.resources.gpu_memory_gb, **host_inputs(stage, sub))
+
+
+def host_inputs(stage: ResolvedStage, sub: Submission) -> dict:
+    """What the host-memory estimate needs from the profile and the DeepSpeed overrides: ranks per node
+    (unknown on Ray, whose workers the cluster places), the node's memory, and what DeepSpeed offloads."""
+    profile = sub.profile
+    per_node = {"local": sub.world_size,
+                "slurm": profile.resources.ranks_per_node or profile.resources.gpus_per_node}.get(profile.launcher)
+    zero = (stage.recipe.deepspeed.config or {}).get("zero_optimization") or {}
+    offloaded = {key: ((zero.get(key) or {}).get("device") or "none") != "none"
+                 for key in ("offload_optimizer", "offload_param")}
+    return {"ranks_per_node": per_node or None, "node_memory_gb": profile.resources.mem_gb, **offloaded}
 
 
 def describe(sub: Submission, *, full: bool, memory: bool, profile_yaml: bool) -> str:

@@ -65,9 +65,10 @@ def plan(args: argparse.Namespace, record: dict[str, Any]) -> tuple[list[str], d
     """The suites to run and the settings (samples, seed, sampling): the command line's, else the recipe's
     ``eval:`` section's. A UserError for an unknown suite or a setting out of range."""
     from unigen.model.evaluation.suites import SUITES
-    from unigen.orchestrator.config.recipe import EvalSection, check_suite_name
+    from unigen.orchestrator.config.recipe import check_suite_name
+    from unigen.orchestrator.config.recorded import recorded_recipe
 
-    section = EvalSection.model_validate(record["recipe"].get("eval") or {})
+    section = recorded_recipe(record).eval
     suites = list(dict.fromkeys(args.suite or section.suites or SUITES))
     for name in suites:
         try:

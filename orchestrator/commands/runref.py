@@ -21,11 +21,12 @@ def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
     """A CheckpointManager over the run's local checkpoints (and remote mirror), for planning."""
     from unigen.orchestrator.checkpoint import CheckpointManager
     from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
+    from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 
-    record = ledger.read()
-    remote = checkpoint_mirror(record) if with_remote else None
+    record, source = ledger.read(), str(ledger.paths.ledger)
+    remote = checkpoint_mirror(recorded_recipe(record, source=source), record["run_id"]) if with_remote else None
     return CheckpointManager(ledger.paths.checkpoints, remote_uri=remote,
-                             storage_options=storage_options_from_profile(record.get("profile") or {}))
+                             storage_options=storage_options_from_profile(recorded_profile(record, source=source)))
 
 
 def newest_local_checkpoint(ledger: RunLedger) -> Path:
@@ -125,11 +126,12 @@ def _pipeline_from_checkpoint(ledger: RunLedger, step_dir: Path):
     import tempfile
 
     from unigen.model import UniGenPipeline
+    from unigen.orchestrator.config.recorded import recorded_recipe
     from unigen.orchestrator.runtime.export import export_checkpoint
 
     record = ledger.read()
     with tempfile.TemporaryDirectory(prefix="unigen-load-") as tmp:
-        out = export_checkpoint(record["recipe"], step_dir, Path(tmp) / "model", run_id=record["run_id"])
+        out = export_checkpoint(recorded_recipe(record), step_dir, Path(tmp) / "model", run_id=record["run_id"])
         return UniGenPipeline.from_pretrained(out)
 
 

@@ -29,7 +29,8 @@ class ResourcesSection(_Strict):
     ranks_per_node: int | None = Field(None, gt=0, description="Training processes per node (SLURM); "
                                        "default gpus_per_node (one per GPU); required for CPU jobs.")
     cpus_per_task: int = Field(1, ge=1, description="CPU cores per rank.")
-    mem_gb: float | None = Field(None, gt=0, description="Host memory per node in GB (null: the partition's default).")
+    mem_gb: float | None = Field(None, gt=0, description="Host memory per node in GB (null: the partition's default); "
+                                 "`unigen validate` compares its host-memory estimate per node with it.")
     gpu_type: str | None = Field(None, description="GPU model, informational (e.g. A100-80GB).")
     gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one GPU in GB; `unigen validate` "
                                         "compares the memory estimate with it.")

@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from unigen.orchestrator.config.recorded import recorded_profile
+from unigen.orchestrator.config.world import world_of
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
 from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, _guarded
 from unigen.orchestrator.launchers.ray.plan import RankSlot, WorkerInfo
@@ -42,17 +44,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def local_world_size(profile: dict) -> int:
-    """One rank per visible GPU, else the profile's CPU rank count (the rule of config.world_of)."""
-    from unigen.orchestrator.config.world import visible_gpus
-
-    local = profile.get("local") or {}
-    gpus = visible_gpus()
-    if gpus and (local.get("backend") or "auto") != "gloo":
-        return gpus
-    return int(local.get("cpu_ranks") or 2)
 
 
 class LocalSupervisor:
@@ -104,18 +95,17 @@ class LocalSupervisor:
             handler.close()
 
     def _attempts(self, ledger: RunLedger) -> RunAttempts:
-        profile = ledger.read()["profile"]
-        world = local_world_size(profile)
-        env = {str(k): str(v) for k, v in (profile.get("env") or {}).items()}
+        profile = recorded_profile(ledger.read())
+        world = world_of(profile).size  # one rank per visible GPU, else local.cpu_ranks
+        env = dict(profile.env)
         threads = {**os.environ, **env}.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // world))
-        settings = Settings(job_id=f"local:{os.getpid()}", gpus=False,
-                            max_failures=int((profile.get("local") or {}).get("max_restarts", 3)),
+        settings = Settings(job_id=f"local:{os.getpid()}", gpus=False, max_failures=profile.local.max_restarts,
                             cancel_grace_s=CANCEL_GRACE_S, cwd=_workdir(ledger),
                             env={**env, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}, poll_s=0.2,
                             budget="local.max_restarts", waiting_for="ranks", job_label="supervisor",
                             on_tick=self.on_tick)
         visible = {**os.environ, **env}.get("CUDA_VISIBLE_DEVICES")
-        return RunAttempts(ledger, lambda: LocalGroup(ledger, local_world_size(profile), visible, self.rank_command),
+        return RunAttempts(ledger, lambda: LocalGroup(ledger, world_of(profile).size, visible, self.rank_command),
                            settings, stopping=lambda: self._cancel)
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unigen.model.data.spec import DataSpec
+from unigen.orchestrator.config.recipe import EvalSection
 from unigen.orchestrator.runtime.distributed import to_device
 from unigen.orchestrator.runtime.rng import derive_seed
 
@@ -54,30 +56,28 @@ class Evaluator:
     """The eval section of one run, set up once per attempt (loads the held-out set up front, so a bad
     eval source fails the attempt at its start rather than at the first evaluation)."""
 
-    def __init__(self, section: dict[str, Any], data: dict[str, Any], *, pipe, run_dir: Path, device: str,
+    def __init__(self, section: EvalSection, data: DataSpec, *, pipe, run_dir: Path, device: str,
                  rank: int, world_size: int, micro_batch_size: int, max_steps: int):
         from unigen.orchestrator.config.eval_checks import as_conversation
-        from unigen.orchestrator.config.recipe import EvalSection
 
-        self.every = int(section.get("every") or 0)
-        self.seed = int(section.get("seed", 0))
+        self.every, self.seed = section.every, section.seed
         self.pipe, self.run_dir, self.device = pipe, Path(run_dir), device
         self.rank, self.max_steps = rank, max_steps
-        self.prompts = list(section.get("prompts") or []) if self.every else []
+        self.prompts = list(section.prompts) if self.every else []
         self.conversations = [_load_images(as_conversation(p), i) for i, p in enumerate(self.prompts)]
-        self.sampling = {k: section[k] for k in ("num_inference_steps", "guidance_scale", "image_guidance_scale")
-                         if k in section}
-        self.suites = list(section.get("suites") or []) if self.every else []
-        self.suite_samples = int(section.get("suite_samples") or EvalSection.model_fields["suite_samples"].default)
+        self.sampling = {"num_inference_steps": section.num_inference_steps, "guidance_scale": section.guidance_scale,
+                         "image_guidance_scale": section.image_guidance_scale}
+        self.suites = list(section.suites) if self.every else []
+        self.suite_samples = section.suite_samples
         self.source_names: list[str] = []
         self.batches: list = []
-        if self.every and section.get("sources"):
+        if self.every and section.sources:
             from unigen.model.data.heldout import heldout_batches
-            from unigen.model.data.spec import DataSpec
 
-            spec = DataSpec.model_validate({**data, "sources": section["sources"]})
+            # Read like data.sources: data's image_size, max_length, ... apply to them.
+            spec = DataSpec.model_validate({**data.model_dump(), "sources": section.sources})
             self.source_names, self.batches = heldout_batches(
-                spec, pipe.processor, seed=self.seed, samples=int(section.get("samples", 32)),
+                spec, pipe.processor, seed=self.seed, samples=section.samples,
                 micro_batch_size=micro_batch_size, rank=rank, world_size=world_size)
             log.info("eval: %d held-out micro-batches on this rank (%s), %d prompts, every %d steps",
                      len(self.batches), ", ".join(self.source_names), len(self.prompts), self.every)

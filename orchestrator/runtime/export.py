@@ -14,8 +14,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
+from unigen.orchestrator.config.recipe import Recipe
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import now_iso
 
@@ -23,8 +23,9 @@ log = logging.getLogger("unigen.runtime")
 EXPORT_INFO = "unigen_export.json"
 
 
-def export_checkpoint(recipe: dict[str, Any], step_dir: Path, out_dir: Path, *, run_id: str | None) -> Path:
-    """Write the pipeline of ``recipe`` with the weights of ``step_dir`` to ``out_dir`` (atomically)."""
+def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: str | None) -> Path:
+    """Write the pipeline of ``recipe`` (the run's, ``config.recorded.recorded_recipe``) with the weights of
+    ``step_dir`` to ``out_dir`` (atomically)."""
     from unigen.orchestrator.runtime import rng
     from unigen.orchestrator.runtime.build import build_pipeline
     from unigen.orchestrator.runtime.consolidate import fp32_state_dict
@@ -35,11 +36,10 @@ def export_checkpoint(recipe: dict[str, Any], step_dir: Path, out_dir: Path, *, 
         raise UserError(f"{step_dir} is not a committed checkpoint (no COMMIT.json)")
     commit = json.loads((step_dir / "COMMIT.json").read_text())
     state = fp32_state_dict(step_dir)
-    recipe = dict(recipe, init_from=None)
     # Checkpoints hold no frozen parameter: those come from this build, which must equal the run's. Pretrained
     # parts load from their source; a preset's random ones (`tiny`) need the seed every rank built with.
-    rng.seed_everything(build_seed(recipe))
-    pipe = build_pipeline(recipe, init_weights=None)
+    rng.seed_everything(build_seed(recipe.train))
+    pipe = build_pipeline(recipe.model_dump(mode="json") | {"init_from": None}, init_weights=None)
     missing, unexpected = pipe.model.load_state_dict(state, strict=False)
     if unexpected:
         raise UserError(f"checkpoint {step_dir} does not match the run's model ({len(unexpected)} unexpected "

@@ -21,6 +21,7 @@ from typing import Any
 from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
 from unigen.orchestrator.comm import Comm
+from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import checkpoint_mirror, find_run
 
@@ -53,8 +54,8 @@ def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path
         record = other.read()
         if record["status"] != "completed":
             log.warning("init_from %s: that run is %s; using its newest verified checkpoint", ref, record["status"])
-        manager = CheckpointManager(other.paths.checkpoints, remote_uri=checkpoint_mirror(record),
-                                    storage_options=storage_options)
+        mirror = checkpoint_mirror(recorded_recipe(record, source=str(other.paths.ledger)), record["run_id"])
+        manager = CheckpointManager(other.paths.checkpoints, remote_uri=mirror, storage_options=storage_options)
         try:
             info = manager.resume()
         finally:

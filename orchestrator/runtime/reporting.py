@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.recipe import TrainSection
 from unigen.orchestrator.runs import RunLedger, now_iso
 from unigen.orchestrator.runtime.distributed import RankContext
 
@@ -26,13 +27,11 @@ log = logging.getLogger("unigen.runtime")
 
 
 class Reporter:
-    def __init__(self, ledger: RunLedger, ctx: RankContext, *, recipe: dict[str, Any], profile: dict[str, Any],
-                 ds_config: dict[str, Any], lineage: dict[str, Any] | None):
+    def __init__(self, ledger: RunLedger, ctx: RankContext, *, train: TrainSection, ds_config: dict[str, Any],
+                 lineage: dict[str, Any] | None):
         self.ledger, self.ctx = ledger, ctx
-        self.recipe, self.profile, self.ds_config, self.lineage = recipe, profile, ds_config, lineage
-        train = recipe["train"]
-        self.log_every = max(1, int(train.get("log_every", 10)))
-        self.max_steps = int(train["max_steps"])
+        self.ds_config, self.lineage = ds_config, lineage
+        self.log_every, self.max_steps = train.log_every, train.max_steps
         self.tracker = None
         self.mlflow_run_id: str | None = None
         self._lock = threading.Lock()  # checkpoint events arrive from the uploader thread

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.recipe import TrainSection
 from unigen.orchestrator.runtime import rng
 
 # DeepSpeed names the files of data-parallel rank r "zero_pp_rank_<r>_mp_rank_00_...", optionally with
@@ -81,13 +82,13 @@ def _frozen_aliases_left_out(engine):
         del engine.module_state_dict
 
 
-def build_seed(recipe: dict[str, Any]) -> int:
+def build_seed(train: TrainSection) -> int:
     """The seed every rank (and the export) sets right before ``build_pipeline``: ``train.seed``.
 
     The frozen parts of a preset with random weights (``tiny``) exist nowhere but in this build, and
     checkpoints leave them out; one seed for the training ranks, a resume and the export makes them the
     same tensors each time."""
-    return int((recipe.get("train") or {}).get("seed", 0) or 0)
+    return train.seed
 
 
 def frozen_parameter_names(module) -> set[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
+from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
@@ -34,11 +35,7 @@ class Trainer:
     def __init__(self, run_dir: Path, ctx: RankContext):
         self.ctx = ctx
         self.ledger = RunLedger(run_dir)
-        record = self.ledger.read()
-        self.record = record
-        self.recipe: dict[str, Any] = record["recipe"]
-        self.profile: dict[str, Any] = record["profile"]
-        self.train_cfg: dict[str, Any] = self.recipe["train"]
+        self.record = self.ledger.read()
         self.flag = install_handlers()
 
     # -- setup ----------------------------------------------------------------------------------
@@ -46,61 +43,60 @@ class Trainer:
         import torch
 
         from unigen.model.data.loader import build_loader
-        from unigen.model.data.spec import DataSpec
         from unigen.orchestrator.comm import TorchComm
         from unigen.orchestrator.runtime.distributed import init_distributed
 
         import deepspeed
 
+        # Typed from run.json here, not in __init__: a recipe that no longer validates is a UserError (exit 2).
+        self.recipe = recorded_recipe(self.record, source=str(self.ledger.paths.ledger))
+        self.train_section = train = self.recipe.train
         self.device = init_distributed(self.ctx)
         self.comm = TorchComm()
-        seed = int(self.train_cfg.get("seed", 0))
-        storage = storage_options_from_profile(self.profile)
-        init_weights, self.lineage = resolve_init(self.recipe.get("init_from"), run_dir=self.ledger.paths.root,
+        profile = recorded_profile(self.record, source=str(self.ledger.paths.ledger))
+        storage = storage_options_from_profile(profile)
+        init_weights, self.lineage = resolve_init(self.recipe.init_from, run_dir=self.ledger.paths.root,
                                                   comm=self.comm, storage_options=storage)
         # Identical initial parameters on every rank (ZeRO-3 partitions them), and the same frozen parts on a
         # resume and in the export: checkpoints leave them out (state.build_seed).
-        rng.seed_everything(build_seed(self.recipe))
-        self.pipe = build_pipeline(self.recipe, init_weights)
-        model = self.pipe.model
+        rng.seed_everything(build_seed(train))
         # GPU ranks overlap communication with backward; CPU ranks keep program order (bit-exact resume).
-        ds_config = build_deepspeed_config(self.recipe, self.ctx.world_size,
+        ds_config = build_deepspeed_config(train, self.recipe.deepspeed, self.ctx.world_size,
                                            gpus=str(self.device).startswith("cuda"))
+        # Under ZeRO-3 the model is built partitioned with this same config (unigen.model.zero_init).
+        self.pipe = build_pipeline(self.record["recipe"], init_weights, ds_config=ds_config)
+        model = self.pipe.model
         self.ds_config = ds_config
         self.accumulation = ds_config["gradient_accumulation_steps"]
-        optimizer = build_optimizer(model, self.train_cfg, device=self.device)
-        self.max_steps = int(self.train_cfg["max_steps"])
-        scheduler = build_scheduler(optimizer, warmup_steps=int(self.train_cfg.get("warmup_steps", 0)),
-                                    max_steps=self.max_steps,
-                                    min_lr_ratio=float(self.train_cfg.get("min_lr_ratio", 0.1)))
+        optimizer = build_optimizer(model, train, device=self.device)
+        self.max_steps = train.max_steps
+        scheduler = build_scheduler(optimizer, warmup_steps=train.warmup_steps, max_steps=self.max_steps,
+                                    min_lr_ratio=train.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
-        ckpt = self.recipe.get("checkpoint") or {}
-        remote = checkpoint_mirror(self.record)
-        self.reporter = Reporter(self.ledger, self.ctx, recipe=self.recipe, profile=self.profile,
-                                 ds_config=ds_config, lineage=self.lineage)
+        ckpt = self.recipe.checkpoint
+        remote = checkpoint_mirror(self.recipe, self.record["run_id"])
+        self.reporter = Reporter(self.ledger, self.ctx, train=train, ds_config=ds_config, lineage=self.lineage)
         self.ckpt = CheckpointManager(self.ledger.paths.checkpoints, comm=self.comm, remote_uri=remote,
-                                      storage_options=storage, keep_last=int(ckpt.get("keep_last", 3)),
-                                      keep_every=ckpt.get("keep_every"),
+                                      storage_options=storage, keep_last=ckpt.keep_last, keep_every=ckpt.keep_every,
                                       on_event=self.reporter.on_checkpoint_event)
-        self.save_every = int(ckpt.get("every") or 0)
+        self.save_every = ckpt.every
         self.step, data_state = 0, None
         info = self.ckpt.resume(self.comm)
         if info is not None:
             data_state = self._restore(Path(info.path), info.world_size)
         else:
-            torch.manual_seed(rng.derive_seed(seed, "rank", self.ctx.rank))
+            torch.manual_seed(rng.derive_seed(train.seed, "rank", self.ctx.rank))
         self.reporter.start(resumed_step=self.step if info is not None else None,
                             mlflow_run_id=(info.metadata.get("mlflow_run_id") if info else None))
-        spec = DataSpec.model_validate(self.recipe["data"])
-        self.loader = build_loader(spec, self.pipe.processor, seed=seed,
-                                   global_batch_size=int(self.train_cfg["global_batch_size"]),
-                                   micro_batch_size=int(self.train_cfg["micro_batch_size"]),
+        self.loader = build_loader(self.recipe.data, self.pipe.processor, seed=train.seed,
+                                   global_batch_size=train.global_batch_size,
+                                   micro_batch_size=train.micro_batch_size,
                                    rank=self.ctx.rank, world_size=self.ctx.world_size, state=data_state)
-        self.evaluator = Evaluator(self.recipe.get("eval") or {}, self.recipe["data"], pipe=self.pipe,
+        self.evaluator = Evaluator(self.recipe.eval, self.recipe.data, pipe=self.pipe,
                                    run_dir=self.ledger.paths.root, device=self.device, rank=self.ctx.rank,
                                    world_size=self.ctx.world_size, max_steps=self.max_steps,
-                                   micro_batch_size=int(self.train_cfg["micro_batch_size"]))
+                                   micro_batch_size=train.micro_batch_size)
 
     def _restore(self, step_dir: Path, saved_world: int) -> dict[str, Any]:
         """Load the engine and this rank's state from a committed checkpoint; returns the data state."""
@@ -151,7 +147,7 @@ class Trainer:
             # whatever the world size (see unigen.model.data.loader). Seeding noise and CFG dropout by
             # (seed, step, g) gives the same samples the same randomness on any number of ranks.
             index = self.ctx.rank * self.accumulation + m
-            torch.manual_seed(rng.derive_seed(self.train_cfg.get("seed", 0), self.step, index))
+            torch.manual_seed(rng.derive_seed(self.train_section.seed, self.step, index))
             out = self.engine(**to_device(batch, self.device))
             self.engine.backward(out.loss)
             if m == len(micro_batches) - 1:
@@ -167,7 +163,7 @@ class Trainer:
             "grad_norm": float(self.engine.get_global_grad_norm() or unclipped or 0.0),
             "step_time_s": step_time,
             "data_wait_s": data_wait,
-            "samples_per_s": int(self.train_cfg["global_batch_size"]) / step_time,
+            "samples_per_s": self.train_section.global_batch_size / step_time,
             # mfu and model_tflops of this rank, on GPUs only (unigen.orchestrator.runtime.throughput)
             **throughput.mfu_metrics(self.pipe.model.config, micro_batches, step_time, self.device),
         })
@@ -183,7 +179,7 @@ class Trainer:
         return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
     def _save(self, *, reason: str) -> None:
-        state = {"step": self.step, "samples_seen": self.step * int(self.train_cfg["global_batch_size"]),
+        state = {"step": self.step, "samples_seen": self.step * self.train_section.global_batch_size,
                  "data": self.loader.state_dict(), "mlflow_run_id": self.reporter.mlflow_run_id,
                  "attempt": self.ctx.attempt}
         info = self.ckpt.save(self.step, make_write_fn(self.engine, rank=self.ctx.rank, trainer_state=state),

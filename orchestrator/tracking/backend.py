@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking.parent import ensure_parent_run, get_or_create_experiment, update_parent_on_end
@@ -287,7 +288,7 @@ class MlflowBackend:
         record = self.ledger.read()
         folder = self.ledger.paths.resolve(op["path"])
         experiment_id = self.experiment_id or self.client.get_run(run_id).info.experiment_id
-        name = op.get("model_name") or (record.get("recipe") or {}).get("name") or record["run_id"]
+        name = op.get("model_name") or recorded_recipe(record).name
         model_id, version = register_export(self.client, run_id=run_id, experiment_id=experiment_id,
                                             model_name=name, folder=folder, path_text=str(folder),
                                             unigen_run_id=record["run_id"],

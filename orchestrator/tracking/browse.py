@@ -18,7 +18,7 @@ from unigen.orchestrator.runtime.suite_results import headline
 from unigen.orchestrator.tracking.lineage import latest_durable
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.relocate import rebase_artifacts
-from unigen.orchestrator.tracking.store import DEFAULT_EXPERIMENT, display_uri, run_store_uri, sqlite_path
+from unigen.orchestrator.tracking.store import display_uri, run_store_uri, sqlite_path
 
 log = logging.getLogger("unigen.tracking")
 
@@ -47,9 +47,9 @@ class RunRow:
 
 def experiment_of(record: dict[str, Any]) -> str:
     """The MLflow experiment a run logs to (as recorded, else as its recipe names it)."""
-    recorded = (record.get("mlflow") or {}).get("experiment_name")
-    tracking = (record.get("recipe") or {}).get("tracking") or {}
-    return recorded or tracking.get("experiment") or DEFAULT_EXPERIMENT
+    from unigen.orchestrator.config.recorded import recorded_recipe
+
+    return (record.get("mlflow") or {}).get("experiment_name") or recorded_recipe(record).tracking.experiment
 
 
 def _keep(record: dict[str, Any], experiment: str | None, stage: str | None, status: str | None) -> bool:

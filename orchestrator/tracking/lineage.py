@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import RunPaths, find_run, list_runs
 from unigen.orchestrator.tracking.payload import data_sources
@@ -144,8 +145,9 @@ def build_chain(run_root: str | Path, ref: str) -> Chain:
             started_from = checkpoint_used(init, records[line[i - 1]], dirs[line[i - 1]])
         elif init.uri:
             started_from = {"uri": init.uri, "step": init.step}
+        data = recorded_recipe(record, source=str(dirs[rid] / "run.json")).data
         stages.append(StageLink(record=record, run_dir=dirs[rid], started_from=started_from,
-                                sources=data_sources(record.get("recipe") or {})))
+                                sources=data_sources(data)))
     return Chain(stages=stages, branches=branches, missing_parent=missing)
 
 

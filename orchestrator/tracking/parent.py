@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 from unigen.orchestrator.runs import RunLedger, list_runs
 from unigen.orchestrator.tracking.relocate import rebase_artifacts
 from unigen.orchestrator.tracking.store import (
@@ -115,10 +116,11 @@ def start_parent_run(submission_id: str, *, ledgers: Sequence[RunLedger], experi
 
     if not ledgers:
         raise ValueError("start_parent_run needs the ledgers of the submission's stages")
-    first = ledgers[0].read()
+    first, source = ledgers[0].read(), str(ledgers[0].paths.ledger)
+    recipe, profile = recorded_recipe(first, source=source), recorded_profile(first, source=source)
     uri = tracking_uri or run_store_uri(first, ledgers[0].paths.root) or resolve_tracking_uri(
-        None, recipe=first.get("recipe"), profile=first.get("profile"), run_root=ledgers[0].paths.root.parent)
-    name = resolve_experiment(experiment, first.get("recipe"))
+        None, recipe=recipe.tracking, profile=profile.tracking, run_root=ledgers[0].paths.root.parent)
+    name = resolve_experiment(experiment, recipe.tracking)
     apply_http_timeouts()
     try:
         from mlflow import MlflowClient

@@ -13,10 +13,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from unigen.orchestrator.secrets import environment_for_record, redact, scrub
+
+if TYPE_CHECKING:  # an annotation only
+    from unigen.model.data.spec import DataSpec
 
 # MLflow limits (mlflow/utils/validation.py): longer values are truncated by the client for params
 # and tags, longer keys are an error, so keys are shortened here with a hash suffix instead.
@@ -109,23 +112,22 @@ def _default_name(uri: str) -> str:
     return parts[-1] if parts else urlsplit(uri).netloc
 
 
-def data_sources(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+def data_sources(data: DataSpec) -> list[dict[str, Any]]:
     """One record per ``data.sources`` entry: name, uri, digest, format, task, weight, source_type.
 
     The digest (16 hex) identifies the source's DESCRIPTION (uri, format, task, fields, options), not
     its bytes: hashing remote shards at every start would cost a full read. Two runs with the same
     digest read the same data as far as the recipe can tell.
     """
-    sources = ((recipe.get("data") or {}).get("sources")) or []
     out = []
-    for i, src in enumerate(sources):
-        src = redact(dict(src))
-        uri = scrub(str(src.get("uri", "")))
-        described = {k: src.get(k) for k in ("uri", "format", "task", "fields", "options")}
+    for i, spec in enumerate(data.sources):
+        src = redact(spec.model_dump(mode="json"))  # the form run.json records, so digests match across versions
+        uri = scrub(str(src["uri"]))
+        described = {k: src[k] for k in ("uri", "format", "task", "fields", "options")}
         digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        name = src.get("name") or _default_name(uri) or f"source-{i}"
-        out.append({"name": scrub(str(name)), "uri": uri, "digest": digest, "format": src.get("format"),
-                    "task": src.get("task"), "weight": src.get("weight", 1.0), "source_type": _source_type(uri)})
+        name = src["name"] or _default_name(uri) or f"source-{i}"
+        out.append({"name": scrub(str(name)), "uri": uri, "digest": digest, "format": src["format"],
+                    "task": src["task"], "weight": spec.weight, "source_type": _source_type(uri)})
     return out
 
 

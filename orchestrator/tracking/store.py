@@ -5,7 +5,7 @@ Resolution order (first one set wins), the same for the training runtime and the
 1. an explicit ``tracking_uri`` argument (``Tracker.open(..., tracking_uri=)``);
 2. ``MLFLOW_TRACKING_URI`` in the environment;
 3. the recipe's ``tracking.tracking_uri``;
-4. the profile's ``tracking_uri`` (top level, or under ``tracking:``);
+4. the profile's ``tracking.tracking_uri``;
 5. ``sqlite:///<absolute run_root>/mlflow.db``, artifacts under ``<run_root>/mlartifacts``.
 
 A run that already has a store recorded in its run.json keeps it for every later attempt (see
@@ -22,13 +22,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.secrets import register_secret
 
-DEFAULT_EXPERIMENT = "unigen"
+if TYPE_CHECKING:  # annotations only: the config package is imported where a recorded run is rebuilt
+    from unigen.orchestrator.config.profile import ProfileTracking
+    from unigen.orchestrator.config.recipe import TrackingSection
+
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 # Stores the tracker knows how to talk to. Databricks and other plugin schemes would work through
@@ -48,24 +51,12 @@ def default_artifact_root(run_root: str | os.PathLike[str]) -> Path:
     return Path(run_root).resolve() / ARTIFACTS_DIR
 
 
-def _profile_uri(profile: Mapping[str, Any] | None) -> str | None:
-    if not profile:
-        return None
-    tracking = profile.get("tracking")
-    nested = tracking.get("tracking_uri") if isinstance(tracking, Mapping) else None
-    return profile.get("tracking_uri") or nested
-
-
-def _recipe_uri(recipe: Mapping[str, Any] | None) -> str | None:
-    tracking = (recipe or {}).get("tracking")
-    return tracking.get("tracking_uri") if isinstance(tracking, Mapping) else None
-
-
-def resolve_tracking_uri(explicit: str | None = None, *, recipe: Mapping[str, Any] | None = None,
-                         profile: Mapping[str, Any] | None = None,
+def resolve_tracking_uri(explicit: str | None = None, *, recipe: TrackingSection | None = None,
+                         profile: ProfileTracking | None = None,
                          run_root: str | os.PathLike[str] | None = None,
                          env: Mapping[str, str] | None = None) -> str:
-    """The tracking URI for a run, by the order in this module's docstring.
+    """The tracking URI for a run, by the order in this module's docstring: ``recipe`` and ``profile`` are
+    the ``tracking`` sections of the typed recipe and profile (None: that level names no store).
 
     Raises ``UserError`` naming the setting when the chosen URI has a scheme the tracker does not
     support, or when no store is named and no ``run_root`` is given to place the default one.
@@ -74,15 +65,15 @@ def resolve_tracking_uri(explicit: str | None = None, *, recipe: Mapping[str, An
     candidates = (
         ("the tracking_uri argument", explicit),
         ("MLFLOW_TRACKING_URI", env.get("MLFLOW_TRACKING_URI")),
-        ("the recipe's tracking.tracking_uri", _recipe_uri(recipe)),
-        ("the profile's tracking_uri", _profile_uri(profile)),
+        ("the recipe's tracking.tracking_uri", recipe.tracking_uri if recipe else None),
+        ("the profile's tracking.tracking_uri", profile.tracking_uri if profile else None),
     )
     for source, uri in candidates:
         if uri:
             return check_uri(str(uri), source)
     if run_root is None:
         raise UserError("no MLflow store named (MLFLOW_TRACKING_URI, recipe tracking.tracking_uri, profile "
-                        "tracking_uri) and no run root to place the default sqlite store: pass --run-root")
+                        "tracking.tracking_uri) and no run root to place the default sqlite store: pass --run-root")
     return default_store_uri(run_root)
 
 
@@ -98,8 +89,10 @@ def run_tracking_uri(record: Mapping[str, Any], explicit: str | None, run_root: 
     recorded = run_store_uri(record, folder)
     if recorded and "***" not in recorded:
         return check_uri(recorded, "run.json mlflow.tracking_uri")
-    return resolve_tracking_uri(None, recipe=record.get("recipe"), profile=record.get("profile"),
-                                run_root=run_root)
+    from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
+
+    return resolve_tracking_uri(None, recipe=recorded_recipe(record).tracking,
+                                profile=recorded_profile(record).tracking, run_root=run_root)
 
 
 def recorded_uri(uri: str | None, run_dir: str | os.PathLike[str]) -> str | None:
@@ -198,11 +191,9 @@ def artifact_location(uri: str) -> str | None:
     return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
 
 
-def resolve_experiment(explicit: str | None, recipe: Mapping[str, Any] | None) -> str:
-    """Experiment name: the argument, else the recipe's ``tracking.experiment``, else ``unigen``."""
-    tracking = (recipe or {}).get("tracking")
-    from_recipe = tracking.get("experiment") if isinstance(tracking, Mapping) else None
-    name = explicit or from_recipe or DEFAULT_EXPERIMENT
+def resolve_experiment(explicit: str | None, tracking: TrackingSection) -> str:
+    """Experiment name: the argument, else the recipe's ``tracking.experiment`` (which has its default)."""
+    name = explicit or tracking.experiment
     if not re.fullmatch(r"[^\x00-\x1f]{1,500}", str(name)):
         raise UserError(f"tracking.experiment {name!r} is not a usable MLflow experiment name: use 1-500 "
                         "printable characters")

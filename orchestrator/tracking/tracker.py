@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking import payload
@@ -94,7 +95,7 @@ class Tracker:
         run_root = ledger.paths.root.resolve().parent
         uri = run_tracking_uri(record, tracking_uri, run_root, ledger.paths.root)
         name = resolve_experiment(experiment or (record.get("mlflow") or {}).get("experiment_name"),
-                                  record.get("recipe"))
+                                  recorded_recipe(record, source=str(ledger.paths.ledger)).tracking)
         apply_http_timeouts()
         sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
         tracker = cls(ledger, sender, attempt=attempt, experiment=name, tracking_uri=uri,
@@ -131,7 +132,8 @@ class Tracker:
         ]
         if deepspeed_config is not None:
             ops.append({"op": "text", "file": "unigen/deepspeed.json", "text": payload.dump_json(deepspeed_config)})
-        sources = payload.data_sources(recipe)
+        typed = recorded_recipe(record, source=str(self.ledger.paths.ledger))
+        sources = payload.data_sources(typed.data)
         if sources:
             ops.append({"op": "inputs", "datasets": sources})
         link = stage1_link(record, self.ledger.paths.root.resolve().parent)

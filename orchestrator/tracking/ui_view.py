@@ -40,7 +40,9 @@ EXPORT_MANIFEST = "unigen-export.json"
 
 def stage_run_name(record: Mapping[str, Any]) -> str:
     """The MLflow run name of a stage run: the recipe's ``tracking.run_name``, else ``<stage>-<run id>``."""
-    chosen = ((record.get("recipe") or {}).get("tracking") or {}).get("run_name")
+    from unigen.orchestrator.config.recorded import recorded_recipe
+
+    chosen = recorded_recipe(record).tracking.run_name
     if chosen:
         return str(chosen)
     stage = record.get("stage") or "run"

@@ -13,13 +13,14 @@ def test_the_smoke_checkpoints_hold_no_frozen_parameter(reference_run):
     import torch
 
     from unigen.model import UniGenPipeline
+    from unigen.orchestrator.config.recorded import recorded_recipe
     from unigen.orchestrator.runtime import rng
     from unigen.orchestrator.runtime.build import build_pipeline
     from unigen.orchestrator.runtime.state import build_seed, frozen_parameter_names
 
-    recipe = record(reference_run)["recipe"]
-    rng.seed_everything(build_seed(recipe))
-    built = build_pipeline(recipe, init_weights=None).model
+    run = record(reference_run)
+    rng.seed_everything(build_seed(recorded_recipe(run).train))
+    built = build_pipeline(run["recipe"], init_weights=None).model
     frozen = frozen_parameter_names(built)
     trainable = {n for n, p in built.named_parameters() if p.requires_grad}
     assert len(frozen) > 100 and trainable

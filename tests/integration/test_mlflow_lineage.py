@@ -27,9 +27,11 @@ import pytest
 from tests.services.browser import chromium_available, headless_chromium
 from tests.services.mlflow_server import MlflowServer, listening
 from tests.services.procs import find_pids
-from tests.unit.tracking.tracking_helpers import ckpt_uri, commit_sha, loss_at, make_recipe, make_run, run_attempt
+from tests.unit.tracking.tracking_helpers import (SOURCES, ckpt_uri, commit_sha, loss_at, make_recipe, make_run,
+                                                  run_attempt)
 from unigen.orchestrator.commands import lineage as lineage_cmd
 from unigen.orchestrator.commands import runs as runs_cmd
+from unigen.orchestrator.config.recipe import DeepSpeedSection, TrainSection
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.tracking import Tracker, record_export, start_parent_run
 from unigen.orchestrator.tracking.payload import flatten_params
@@ -84,10 +86,16 @@ def client(server):
 
 
 def _profile(run_root: Path, uri: str) -> dict:
-    return {"name": "lineage-profile", "launcher": "local", "tracking_uri": uri,
-            "storage": {"run_root": str(run_root), "s3": {"endpoint": "http://127.0.0.1:1",
-                                                         "access_key_id": "AKIATEST0001",
-                                                         "secret_access_key": PROFILE_SECRET}}}
+    # A profile names the variable that holds the S3 secret (PROFILE_SECRET, set in `env`), never the value.
+    return {"name": "lineage-profile", "launcher": "local", "tracking": {"tracking_uri": uri},
+            "storage": {"run_root": str(run_root), "s3": {"endpoint_url": "http://127.0.0.1:1",
+                                                         "access_key_id_env": "UNIGEN_S3_ACCESS_KEY_ID",
+                                                         "secret_access_key_env": "UNIGEN_S3_SECRET_ACCESS_KEY"}}}
+
+
+def _planted_sources(text: str) -> list[dict]:
+    """The helpers' sources, the second with ``text`` in a free-form adapter option (``notes``)."""
+    return [SOURCES[0], {**SOURCES[1], "options": {"notes": text}}]
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +109,15 @@ def lineage_runs(server, run_root):
     the profile; the parent run created up front by start_parent_run."""
     tracking = {"experiment": EXPERIMENT}
     r1 = make_recipe("e2e-pretrain", "pretrain", max_steps=30, tracking=tracking,
-                     notes=f"planted {AWS_SECRET} in a free-text field")
+                     sources=_planted_sources(f"planted {AWS_SECRET} in a free-text field"))
     s1 = make_run(run_root, "e2e-pretrain-1", r1, profile=_profile(run_root, server.uri), parent="sub-e2e")
     r2 = make_recipe("e2e-instruct", "instruct", max_steps=8, tracking=tracking)
     s2 = make_run(run_root, "e2e-instruct-1", r2, profile=_profile(run_root, server.uri), parent="sub-e2e",
                   init_from={"run": "e2e-pretrain-1"})
     parent_id = start_parent_run("sub-e2e", ledgers=[s1, s2])
     assert parent_id is not None
-    ds = build_deepspeed_config(r1, 2)
+    ds = build_deepspeed_config(TrainSection.model_validate(r1["train"]),
+                                DeepSpeedSection.model_validate(r1["deepspeed"]), 2)
     t0 = time.monotonic()
     run_attempt(s1, attempt=1, job_id="1001", steps=range(1, 13), resumed_from=None, checkpoint_steps=(10,),
                 end_status="requeued", deepspeed_config=ds)
@@ -497,7 +506,8 @@ def test_no_planted_secret_in_any_param_tag_artifact_spool_or_log(lineage_runs, 
     """Runs last in this module: everything the other tests wrote is searched, plus a spool written
     here for certain (an attempt tracking to a port where nothing listens)."""
     offline = make_run(run_root, "secret-offline-1",
-                       make_recipe("secret-offline", "pretrain", max_steps=3, notes=f"planted {AWS_SECRET}"),
+                       make_recipe("secret-offline", "pretrain", max_steps=3,
+                                   sources=_planted_sources(f"planted {AWS_SECRET}")),
                        profile=_profile(run_root, "http://127.0.0.1:9"))
     run_attempt(offline, attempt=1, job_id="5001", steps=range(1, 4), resumed_from=None, checkpoint_steps=(3,),
                 end_status="requeued")

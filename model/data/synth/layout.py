@@ -13,6 +13,8 @@ def sources_for(root: str, shards: dict | None = None) -> list[dict]:
     n_il = (shards or {}).get("interleaved", 2)
     return [
         {"name": "shapes-t2i", "uri": f"{r}/t2i/{{00000..{n_t2i - 1:05d}}}.tar", "format": "webdataset", "task": "t2i"},
+        {"name": "shapes-t2i-single", "uri": f"{r}/t2i-single/{{00000..00001}}.tar", "format": "webdataset",
+         "task": "t2i"},
         {"name": "shapes-interleaved", "uri": f"{r}/interleaved/{{00000..{n_il - 1:05d}}}.tar",
          "format": "webdataset", "task": "interleaved"},
         {"name": "shapes-ip2p", "uri": f"{r}/edit/instructpix2pix", "format": "parquet", "task": "edit"},

@@ -12,12 +12,12 @@ from PIL import Image
 
 from unigen.model.data.permute import hash_ints
 from unigen.model.data.synth import people
-from unigen.model.data.synth.prompts import training_caption
+from unigen.model.data.synth.prompts import single_object_caption, training_caption
 from unigen.model.data.synth.scenes import (COLOURS, Scene, describe, random_background,
                                             random_scene, random_shape, render, with_article)
 
 TASK_IDS = {t: i for i, t in enumerate(("t2i", "edit", "interleaved", "multi_image", "depth", "normal",
-                                        "pose", "segmentation", "grounding"))}
+                                        "pose", "segmentation", "grounding", "t2i-single"))}
 SIZE = (96, 80)  # width, height: not square, so the loader's centre crop is exercised
 
 
@@ -82,9 +82,10 @@ def edit_session(rng: np.random.Generator, turns: int) -> tuple[Image.Image, lis
 
 # -- one generator per task --------------------------------------------------------------------------
 
-def t2i(seed: int, i: int) -> dict:
-    rng = rng_for(seed, "t2i", i)
-    scene, caption = training_caption(rng, SIZE[1], SIZE[1])
+def t2i(seed: int, i: int, single: bool = False) -> dict:
+    """A captioned picture; ``single``: one coloured shape on a named wall (the t2i-single stream)."""
+    rng = rng_for(seed, "t2i-single" if single else "t2i", i)
+    scene, caption = (single_object_caption if single else training_caption)(rng, SIZE[1], SIZE[1])
     return {"image": pil(render(scene)["rgb"]), "caption": caption}
 
 

@@ -1,6 +1,7 @@
 """``write_corpus``: the synthetic shapes corpus in the datasets' published layouts, one folder per task.
 
     <out>/t2i/{00000..00003}.tar             img2dataset WebDataset (<key>.jpg/.txt/.json) + _stats.json
+    <out>/t2i-single/{00000..00001}.tar      the same layout, every caption one coloured shape on a named wall
     <out>/interleaved/{00000..00001}.tar     MMC4-style documents: <key>.json + <key>.<n>.png
     <out>/edit/instructpix2pix/*.parquet     original_image / edit_prompt / edited_image (+ prompts)
     <out>/edit/magicbrush/*.parquet          img_id / turn_index / source_img / mask_img / instruction / target_img
@@ -35,7 +36,7 @@ from unigen.model.data.synth.formats import (hf_image, image_bytes, save, write_
 from unigen.model.data.synth.layout import heldout_sources_for, sources_for
 
 HELDOUT_FIRST = 1_000_000  # record indices of the held-out split: far past any training record's
-BASE_COUNTS = {"t2i_shards": 4, "t2i_per_shard": 256, "interleaved_shards": 2, "interleaved_per_shard": 8,
+BASE_COUNTS = {"t2i_shards": 4, "t2i_per_shard": 256, "t2i_single_shards": 2, "interleaved_shards": 2, "interleaved_per_shard": 8,
                "ip2p": 32, "magicbrush_sessions": 8, "seed_pairs": 16, "seed_sessions": 8,
                "multi_image": 16, "dense": 16, "pose": 16, "grounding": 16, "heldout": 16}
 
@@ -49,6 +50,7 @@ def write_corpus(out: str | Path, seed: int = 0, scale: int = 1) -> dict:
     n = {k: v * scale if not k.endswith("_shards") else v for k, v in BASE_COUNTS.items()}
     written = {
         "t2i": _t2i(out / "t2i", seed, n["t2i_shards"], n["t2i_per_shard"]),
+        "t2i-single": _t2i(out / "t2i-single", seed, n["t2i_single_shards"], n["t2i_per_shard"], single=True),
         "interleaved": _interleaved(out / "interleaved", seed, n["interleaved_shards"], n["interleaved_per_shard"]),
         "edit/instructpix2pix": _ip2p(out / "edit" / "instructpix2pix", seed, n["ip2p"]),
         "edit/magicbrush": _magicbrush(out / "edit" / "magicbrush", seed, n["magicbrush_sessions"]),
@@ -80,12 +82,12 @@ def _heldout(folder: Path, seed: int, count: int) -> dict:
     return written
 
 
-def _t2i(folder: Path, seed: int, shards: int, per_shard: int, first: int = 0) -> dict:
+def _t2i(folder: Path, seed: int, shards: int, per_shard: int, first: int = 0, single: bool = False) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     for s in range(shards):
         members, meta_rows = [], []
         for j in range(per_shard):
-            rec = R.t2i(seed, first + s * per_shard + j)
+            rec = R.t2i(seed, first + s * per_shard + j, single=single)
             key = f"{s:05d}{j:04d}" if not first else f"{first + s * per_shard + j:09d}"  # held-out: other keys
             img = rec["image"]
             meta = {"caption": rec["caption"], "url": f"synthetic://t2i/{key}.jpg", "key": key,
@@ -99,7 +101,8 @@ def _t2i(folder: Path, seed: int, shards: int, per_shard: int, first: int = 0) -
         stats = {"count": per_shard, "successes": per_shard, "failed_to_download": 0, "failed_to_resize": 0,
                  "status_dict": {"success": per_shard}}
         (folder / f"{s:05d}_stats.json").write_text(json.dumps(stats, sort_keys=True), encoding="utf-8")
-    return {"format": "webdataset", "records": shards * per_shard, "uri": f"t2i/{{00000..{shards - 1:05d}}}.tar"}
+    return {"format": "webdataset", "records": shards * per_shard,
+            "uri": f"{folder.name}/{{00000..{shards - 1:05d}}}.tar"}
 
 
 def _interleaved(folder: Path, seed: int, shards: int, per_shard: int) -> dict:

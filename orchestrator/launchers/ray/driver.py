@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from unigen.orchestrator.config.recorded import recorded_profile
     from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
     from unigen.orchestrator.launchers.ray.group import RayGroup
 
@@ -68,19 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ledgers = [RunLedger(d) for d in args.run_dirs]
 
     def attempts_for(ledger: RunLedger) -> RunAttempts:
-        profile = ledger.read()["profile"]
-        cfg = profile.get("ray") or {}
-        group_args = dict(workers=int(cfg.get("workers", 1)), cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
-                          gpus_per_worker=float(cfg.get("gpus_per_worker", 0)),
-                          strategy=cfg.get("placement_strategy") or "PACK")
-        threads = str(max(1, int(group_args["cpus_per_worker"])))
-        env = {"OMP_NUM_THREADS": threads, **{str(k): str(v) for k, v in (profile.get("env") or {}).items()}}
-        if not group_args["gpus_per_worker"]:
+        profile = recorded_profile(ledger.read())
+        cfg = profile.ray
+        env = {"OMP_NUM_THREADS": str(max(1, int(cfg.cpus_per_worker))), **profile.env}
+        if not cfg.gpus_per_worker:
             env.setdefault("DS_ACCELERATOR", "cpu")
-        settings = Settings(job_id=args.job_id, gpus=group_args["gpus_per_worker"] > 0,
-                            max_failures=int(cfg.get("max_failures", 2)),
-                            cancel_grace_s=float(cfg.get("cancel_grace_s", 300)), cwd=args.cwd, env=env)
-        return RunAttempts(ledger, lambda: RayGroup(**group_args), settings, stopping=stop)
+        settings = Settings(job_id=args.job_id, gpus=cfg.gpus_per_worker > 0, max_failures=cfg.max_failures,
+                            cancel_grace_s=float(cfg.cancel_grace_s), cwd=args.cwd, env=env)
+        return RunAttempts(ledger, lambda: RayGroup(workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
+                                                    gpus_per_worker=cfg.gpus_per_worker,
+                                                    strategy=cfg.placement_strategy), settings, stopping=stop)
 
     try:
         return run_stages(ledgers, attempts_for, stopping=stop)

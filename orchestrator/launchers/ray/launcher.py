@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
 from unigen.orchestrator.launchers.ray.job import (
@@ -176,7 +177,7 @@ class RayLauncher:
             return (f"asked Ray job {job} to stop {run_id}: its ranks save a checkpoint, then the run is "
                     "marked cancelled")
         if state == "unreachable":
-            return (f"cannot reach Ray at {record['profile']['ray']['address']}: the cancel request is in "
+            return (f"cannot reach Ray at {recorded_profile(record).ray.address}: the cancel request is in "
                     f"run.json; the job's driver acts on it if it is still running")
         ledger.set_status("cancelled",
                           error=f"cancelled (the Ray job {job or '(none)'} was {state or 'not submitted'})")
@@ -189,14 +190,17 @@ class RayLauncher:
         job = (record.get("ray") or {}).get("job_id")
         if not job:
             return None
-        profile_ray = (record.get("profile") or {}).get("ray") or {}
-        address = (record.get("ray") or {}).get("address") or profile_ray.get("address", "auto")
         try:
-            return job_status(self._client(address), job)
+            return job_status(self._client(_address(record)), job)
         except UserError:
             return "unreachable"
         except Exception as e:  # noqa: BLE001 - Ray answers 404 for a job it no longer knows
             return "unknown job" if "not" in str(e).lower() and "exist" in str(e).lower() else "unreachable"
+
+
+def _address(record: dict[str, Any]) -> str:
+    """Where the run's Ray job was submitted (recorded at submit), else its profile's ``ray.address``."""
+    return (record.get("ray") or {}).get("address") or recorded_profile(record).ray.address
 
 
 def _request_cancel(ledger: RunLedger) -> None:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.launchers.slurm import tools
 from unigen.orchestrator.launchers.slurm.policy import Decision, budget_exhausted, decide, requeue_cause
 from unigen.orchestrator.launchers.slurm.submission import cancel as cancel_job, ranks_per_node
@@ -96,7 +97,7 @@ class Driver:
             return 0 if record["status"] == "completed" else 1
         if record.get("cancel_requested"):
             return self._finish("cancelled", "cancelled by `unigen cancel` before it started")
-        why = budget_exhausted(_counted(record), record["profile"].get("slurm") or {})
+        why = budget_exhausted(_counted(record), recorded_profile(record).slurm)
         if why:
             return self._finish("failed", why)
         return self._attempt(record)
@@ -113,17 +114,17 @@ class Driver:
 
     # -- one attempt ----------------------------------------------------------------------------
     def _attempt(self, record: dict[str, Any]) -> int:
-        profile = record["profile"]
-        res, slurm = profile.get("resources") or {}, profile.get("slurm") or {}
+        profile = recorded_profile(record)
+        res = profile.resources
         from submitit import JobEnvironment  # the job runs under submitit: its node-list parser
 
         nodelist = self.env.get("SLURM_JOB_NODELIST") or socket.gethostname()
         hosts = JobEnvironment().hostnames
         here = self.env.get("SLURMD_NODENAME") or socket.gethostname()
-        env_port = (profile.get("env") or {}).get("MASTER_PORT")
+        env_port = profile.env.get("MASTER_PORT")
         port = int(env_port) if env_port else pick_port(int(self.job_id), self.restart, on_master=hosts[0] == here)
-        addr = (profile.get("env") or {}).get("MASTER_ADDR") or tools.node_address(hosts[0])
-        world = int(res.get("nodes") or 1) * ranks_per_node(res)
+        addr = profile.env.get("MASTER_ADDR") or tools.node_address(hosts[0])
+        world = res.nodes * ranks_per_node(res)
         attempt = self.ledger.start_attempt(job_id=self.job_id, nodes=nodelist, hosts=hosts,
                                             restart=self.restart, master=f"{addr}:{port}")
         attempt_dir = self.run_dir / "slurm" / f"attempt-{attempt}"
@@ -131,8 +132,7 @@ class Driver:
         env = dict(self.env, MASTER_ADDR=addr, MASTER_PORT=str(port), UNIGEN_ATTEMPT=str(attempt),
                    UNIGEN_JOB_ID=self.job_id, PYTHONUNBUFFERED="1")
         argv = ["srun", f"--ntasks={world}", f"--ntasks-per-node={ranks_per_node(res)}",
-                f"--cpus-per-task={int(res.get('cpus_per_task') or 1)}", "--kill-on-bad-exit=0",
-                *(slurm.get("srun_args") or []),
+                f"--cpus-per-task={res.cpus_per_task}", "--kill-on-bad-exit=0", *profile.slurm.srun_args,
                 sys.executable, "-m", "unigen.orchestrator.launchers.slurm.task", str(self.run_dir), str(attempt_dir)]
         log.info("attempt %d: %d ranks on %s, MASTER_ADDR=%s MASTER_PORT=%d", attempt, world, nodelist, addr, port)
         srun_tail = self._run_srun(argv, env)
@@ -175,12 +175,12 @@ class Driver:
     # -- the end of an attempt ------------------------------------------------------------------
     def _conclude(self, codes: list[int | None], srun_tail: list[str]) -> int:
         record = self.ledger.read()
-        slurm = record["profile"].get("slurm") or {}
+        slurm = recorded_profile(record).slurm
         done = _counted(record)[:-1]
         info = self._job_info()
         cancelled = bool(record.get("cancel_requested")) or \
             (self.terminated and info is not None and info.get("JobState") == "CANCELLED")
-        cause = requeue_cause(info, grace_s=int(slurm.get("signal_grace_s") or 120), now_ts=time.time())
+        cause = requeue_cause(info, grace_s=slurm.signal_grace_s, now_ts=time.time())
         error = record.get("error")
         if None in codes:
             missing = [r for r, c in enumerate(codes) if c is None]

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
 from unigen.orchestrator.launchers.slurm import submission
@@ -43,8 +44,8 @@ class SlurmLauncher:
             workdir = (record.get("slurm") or {}).get("workdir") or os.getcwd()
             dependency = f"afterok:{previous}" if previous else None
             try:
-                job_id, path = submission.submit(record["profile"], run_id=record["run_id"], run_dir=ledger.paths.root,
-                                                 workdir=workdir, dependency=dependency)
+                job_id, path = submission.submit(recorded_profile(record), run_id=record["run_id"],
+                                                 run_dir=ledger.paths.root, workdir=workdir, dependency=dependency)
             except tools.SlurmError as err:
                 self._abandon(ledgers, submitted, f"sbatch refused stage {i + 1}: {err}")
                 raise UserError(f"sbatch refused stage {i + 1} ({record['run_id']}): {err}. Fix the profile's slurm "
@@ -95,7 +96,6 @@ class SlurmLauncher:
 
     # -- preview, cancel, state -----------------------------------------------------------------
     def describe(self, sub) -> str:
-        profile = sub.profile.model_dump(mode="json")
         out = []
         for stage in sub.stages:
             recipe = stage.recipe
@@ -104,7 +104,7 @@ class SlurmLauncher:
             dependency = "afterok:<job id of stage {}>".format(stage.index - 1) if stage.index > 1 else None
             out.append(f"# ---- stage {stage.index} ({recipe.stage}, {stage.path}): the script submitit hands to "
                        f"sbatch, kept as {run_dir}/slurm/<job id>_submission.sh")
-            out.append(submission.preview(profile, run_id=run_id, run_dir=run_dir, workdir=os.getcwd(),
+            out.append(submission.preview(sub.profile, run_id=run_id, run_dir=run_dir, workdir=os.getcwd(),
                                           dependency=dependency))
         return "\n".join(out)
 

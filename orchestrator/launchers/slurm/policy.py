@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from unigen.orchestrator.config.profile import SlurmSection
 from unigen.orchestrator.launchers import attempt_policy as policy
 
 REQUEUE_REASONS = ("preempted", "timeout", "requeue")
@@ -39,29 +40,23 @@ def used_budgets(attempts: Iterable[dict[str, Any]]) -> tuple[int, int]:
     return requeues, failures
 
 
-def _limits(slurm: dict[str, Any]) -> tuple[int, int]:
-    return int(slurm.get("max_requeues", 10)), int(slurm.get("max_failures", 2))
-
-
-def _over_message(over: str, requeues: int, failures: int, slurm: dict[str, Any]) -> str:
-    max_requeues, max_failures = _limits(slurm)
+def _over_message(over: str, requeues: int, failures: int, slurm: SlurmSection) -> str:
     if over == "requeues":
         return (f"requeued {requeues} times after preemption or time limit, more than slurm.max_requeues="
-                f"{max_requeues}: raise it, or slurm.time so fewer attempts are needed")
-    return (f"crashed {failures} times, more than slurm.max_failures={max_failures}: see the rank logs "
+                f"{slurm.max_requeues}: raise it, or slurm.time so fewer attempts are needed")
+    return (f"crashed {failures} times, more than slurm.max_failures={slurm.max_failures}: see the rank logs "
             "(unigen logs RUN --rank R)")
 
 
-def budget_exhausted(attempts: list[dict[str, Any]], slurm: dict[str, Any]) -> str | None:
+def budget_exhausted(attempts: list[dict[str, Any]], slurm: SlurmSection) -> str | None:
     """Why no further attempt may start (checked at the start of every attempt too, because SLURM
     may requeue a job by itself, e.g. when a preempted job did not finish its save in time)."""
     requeues, failures = used_budgets(attempts)
-    max_requeues, max_failures = _limits(slurm)
-    over = policy.over_budget(failures, requeues, max_restarts=max_failures, max_requeues=max_requeues)
+    over = policy.over_budget(failures, requeues, max_restarts=slurm.max_failures, max_requeues=slurm.max_requeues)
     return _over_message(over, requeues, failures, slurm) if over else None
 
 
-def decide(codes: list[int | None], *, cause: str, attempts: list[dict[str, Any]], slurm: dict[str, Any],
+def decide(codes: list[int | None], *, cause: str, attempts: list[dict[str, Any]], slurm: SlurmSection,
            cancel_requested: bool = False, error: str | None = None) -> Decision:
     """The outcome of one attempt (``attempt_policy.decide`` with SLURM's budgets). ``codes``: per rank,
     None when a rank left no exit code. ``cause``: what a requeue request is counted as (preempted |
@@ -69,9 +64,8 @@ def decide(codes: list[int | None], *, cause: str, attempts: list[dict[str, Any]
     one excluded). ``error``: run.json's error text written by the runtime, if any."""
     outcome = policy.classify(codes)
     requeues, failures = used_budgets(attempts)
-    max_requeues, max_failures = _limits(slurm)
-    d = policy.decide(outcome, restarts_used=failures, requeues_used=requeues, max_restarts=max_failures,
-                      max_requeues=max_requeues, cancelled=cancel_requested)
+    d = policy.decide(outcome, restarts_used=failures, requeues_used=requeues, max_restarts=slurm.max_failures,
+                      max_requeues=slurm.max_requeues, cancelled=cancel_requested)
     code = outcome.exit_code
     if d.action == "cancel":
         return Decision("cancelled", "cancelled", False, code, "cancelled by `unigen cancel`")

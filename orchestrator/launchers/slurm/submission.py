@@ -34,6 +34,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.profile import Profile, ResourcesSection
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers.slurm.tools import SlurmError
 
@@ -71,11 +72,11 @@ def requote(script: str) -> str:
     return "\n".join(lines)
 
 
-def ranks_per_node(resources: dict[str, Any]) -> int:
-    per_node = resources.get("ranks_per_node") or resources.get("gpus_per_node") or 0
+def ranks_per_node(resources: ResourcesSection) -> int:
+    per_node = resources.ranks_per_node or resources.gpus_per_node
     if per_node < 1:
         raise UserError("resources: a CPU job (gpus_per_node: 0) needs resources.ranks_per_node")
-    return int(per_node)
+    return per_node
 
 
 def mem_value(mem_gb: float) -> str:
@@ -94,10 +95,10 @@ def extra_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def setup_lines(profile: dict[str, Any], workdir: str) -> list[str]:
+def setup_lines(profile: Profile, workdir: str) -> list[str]:
     """Shell lines before the driver: the profile's setup (kept as written), its env, the ``cd``."""
-    lines = ["# profile slurm.setup", *((profile.get("slurm") or {}).get("setup") or [])]
-    env = profile.get("env") or {}
+    lines = ["# profile slurm.setup", *profile.slurm.setup]
+    env = profile.env
     for key in sorted(env):
         if not _ENV_NAME.match(key):
             raise UserError(f"env.{key}: not a valid environment variable name (letters, digits, _)")
@@ -107,25 +108,24 @@ def setup_lines(profile: dict[str, Any], workdir: str) -> list[str]:
     return lines
 
 
-def parameters(profile: dict[str, Any], *, run_id: str, run_dir: Path, workdir: str,
+def parameters(profile: Profile, *, run_id: str, run_dir: Path, workdir: str,
                dependency: str | None) -> dict[str, Any]:
-    """The profile as ``SlurmExecutor.update_parameters`` arguments."""
-    res, slurm = profile.get("resources") or {}, profile.get("slurm") or {}
-    params: dict[str, Any] = {"job_name": _control_free(run_id, "run id"), "nodes": int(res.get("nodes") or 1),
-                              "ntasks_per_node": ranks_per_node(res),
-                              "cpus_per_task": int(res.get("cpus_per_task") or 1),
+    """The profile (a SLURM one: its ``slurm`` section is set) as ``SlurmExecutor.update_parameters`` arguments."""
+    res, slurm = profile.resources, profile.slurm
+    params: dict[str, Any] = {"job_name": _control_free(run_id, "run id"), "nodes": res.nodes,
+                              "ntasks_per_node": ranks_per_node(res), "cpus_per_task": res.cpus_per_task,
                               # USR2 reaches the job steps (the ranks), not the batch host's driver.
-                              "signal_delay_s": int(slurm.get("signal_grace_s") or 120),
+                              "signal_delay_s": slurm.signal_grace_s,
                               "use_srun": False, "stderr_to_stdout": True, "setup": setup_lines(profile, workdir),
                               "wckey": None}  # submitit's default tags every job "submitit"; keep the site's
     for key in ("partition", "account", "qos", "time", "constraint"):
-        if slurm.get(key) not in (None, ""):
-            params[key] = _control_free(str(slurm[key]), f"slurm.{key}")
-    if int(res.get("gpus_per_node") or 0):
-        params["gpus_per_node"] = int(res["gpus_per_node"])
-    if res.get("mem_gb"):
-        params["mem"] = mem_value(float(res["mem_gb"]))
-    if slurm.get("exclusive"):
+        if getattr(slurm, key) not in (None, ""):
+            params[key] = _control_free(str(getattr(slurm, key)), f"slurm.{key}")
+    if res.gpus_per_node:
+        params["gpus_per_node"] = res.gpus_per_node
+    if res.mem_gb:
+        params["mem"] = mem_value(res.mem_gb)
+    if slurm.exclusive:
         params["exclusive"] = True
     extra: dict[str, Any] = {"requeue": True, "chdir": _control_free(str(run_dir / "logs"), "run folder"),
                              "output": BATCH_LOG}
@@ -134,7 +134,7 @@ def parameters(profile: dict[str, Any], *, run_id: str, run_dir: Path, workdir: 
         # A dependency that can never be met (stage N failed) cancels this job instead of leaving it
         # PENDING forever; the driver of stage N also marks this run cancelled.
         extra["kill-on-invalid-dep"] = "yes"
-    extra.update(extra_options(slurm.get("extra_sbatch") or []))
+    extra.update(extra_options(slurm.extra_sbatch))
     params["additional_parameters"] = extra
     return params
 
@@ -161,22 +161,22 @@ def _executor_class():
     return Executor
 
 
-def executor(profile: dict[str, Any], *, run_id: str, run_dir: Path, workdir: str, dependency: str | None):
+def executor(profile: Profile, *, run_id: str, run_dir: Path, workdir: str, dependency: str | None):
     """The executor of one run; its folder is ``RUN_DIR/slurm`` (created only when submitting)."""
-    python = (profile.get("slurm") or {}).get("python")
+    python = profile.slurm.python
     ex = _executor_class()(run_dir / "slurm", python=shlex.quote(python) if python else None)
     ex.update_parameters(**parameters(profile, run_id=run_id, run_dir=run_dir, workdir=workdir,
                                       dependency=dependency))
     return ex
 
 
-def preview(profile: dict[str, Any], **where: Any) -> str:
+def preview(profile: Profile, **where: Any) -> str:
     """The script ``submit`` would hand to sbatch (for ``--dry-run``)."""
     ex = executor(profile, **where)
     return ex._make_submission_file_text(ex._submitit_command_str, "preview")
 
 
-def submit(profile: dict[str, Any], **where: Any) -> tuple[str, Path]:
+def submit(profile: Profile, **where: Any) -> tuple[str, Path]:
     """Submit the run's job; returns (job id, the script submitted)."""
     from submitit.core.utils import FailedJobError  # what submitit raises when sbatch exits non-zero
 

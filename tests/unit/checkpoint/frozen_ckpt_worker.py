@@ -22,6 +22,7 @@ import deepspeed  # noqa: E402
 import torch  # noqa: E402
 
 from tests.unit.model.model_helpers import seed_example  # noqa: E402
+from unigen.orchestrator.config.recipe import Recipe  # noqa: E402
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config  # noqa: E402
 from unigen.orchestrator.runtime import rng  # noqa: E402
 from unigen.orchestrator.runtime.build import build_pipeline  # noqa: E402
@@ -33,19 +34,23 @@ torch.set_num_threads(1)
 _skip_cpu_shm_op()
 deepspeed.init_distributed(dist_backend="gloo", timeout=datetime.timedelta(seconds=120), verbose=False)
 
-# train.seed 7, not 0: the export must seed like the runtime, not with a constant of its own.
-RECIPE = {"model": {"preset": "tiny", "backbone_training": mode},
-          "train": {"seed": 7, "global_batch_size": 1, "micro_batch_size": 1, "precision": "fp32", "grad_clip": 1.0},
-          "deepspeed": {"zero_stage": stage}}
+# train.seed 7, not 0: the export must seed like the runtime, not with a constant of its own. The data section
+# is never read (the batch is seed_example's).
+RECIPE = Recipe.model_validate({
+    "name": "frozen-ckpt", "stage": "pretrain", "model": {"preset": "tiny", "backbone_training": mode},
+    "data": {"sources": [{"uri": "unused.jsonl", "format": "jsonl", "task": "t2i"}]},
+    "train": {"max_steps": 2, "seed": 7, "global_batch_size": 1, "micro_batch_size": 1, "lr": 1e-2,
+              "precision": "fp32", "grad_clip": 1.0},
+    "deepspeed": {"zero_stage": stage}})
 
 
 def fresh_engine():
     """What Trainer.setup does before a resume: seed, build, initialize."""
-    rng.seed_everything(build_seed(RECIPE))
-    pipe = build_pipeline(RECIPE, init_weights=None)
+    rng.seed_everything(build_seed(RECIPE.train))
+    pipe = build_pipeline(RECIPE.model_dump(mode="json"), init_weights=None)
     optimizer = torch.optim.AdamW([p for p in pipe.model.parameters() if p.requires_grad], lr=1e-2)
     engine, *_ = deepspeed.initialize(model=pipe.model, optimizer=optimizer,
-                                      config=build_deepspeed_config(RECIPE, 1))
+                                      config=build_deepspeed_config(RECIPE.train, RECIPE.deepspeed, 1))
     return pipe, engine
 
 

@@ -83,5 +83,8 @@ def test_a_module_state_missing_a_trained_tensor_is_refused():
 
 
 def test_the_build_seed_is_the_recipes_train_seed():
-    assert build_seed({"train": {"seed": 7}}) == 7
-    assert build_seed({"train": {}}) == 0
+    from unigen.orchestrator.config.recipe import TrainSection
+
+    train = {"max_steps": 1, "global_batch_size": 1, "micro_batch_size": 1, "lr": 1e-4}
+    assert build_seed(TrainSection(**train, seed=7)) == 7
+    assert build_seed(TrainSection(**train)) == 0  # the field's default, as in every run.json

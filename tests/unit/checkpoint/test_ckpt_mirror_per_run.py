@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.checkpoint.ckpt_helpers import payload, writer
+from tests.unit.tracking.tracking_helpers import make_recipe, make_run
 from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.commands.runref import checkpoint_manager
+from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.config.resolve import resolve_submission
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime.init_from import locate_init
@@ -22,10 +24,9 @@ ROOT = Path(__file__).resolve().parents[3]
 def _stage1_with_only_a_durable_copy(tmp_path: Path) -> tuple[RunLedger, str]:
     """A completed stage-1 run whose step 10 lives only in its mirror (the local copy was cleaned up)."""
     store = tmp_path / "store"
-    ledger = RunLedger.create(tmp_path / "runs", run_id="pre-1", stage="pretrain",
-                              recipe={"train": {"max_steps": 10}, "checkpoint": {"uri": str(store)}},
-                              recipe_path="r.yaml", recipe_sha256="0" * 64, profile={}, launcher="local")
-    mirror = checkpoint_mirror(ledger.read())
+    ledger = make_run(tmp_path / "runs", "pre-1", make_recipe("pre", "pretrain", max_steps=10,
+                                                            checkpoint={"uri": str(store)}))
+    mirror = checkpoint_mirror(recorded_recipe(ledger.read()), "pre-1")
     assert mirror == f"{store}/pre-1"
     manager = CheckpointManager(ledger.paths.checkpoints, remote_uri=mirror)
     try:
@@ -59,9 +60,8 @@ def test_resume_plan_lists_the_same_mirror(tmp_path):
 
 
 def test_init_from_a_run_without_any_checkpoint_says_so(tmp_path):
-    RunLedger.create(tmp_path / "runs", run_id="pre-2", stage="pretrain",
-                     recipe={"train": {}, "checkpoint": {"uri": str(tmp_path / "store")}},
-                     recipe_path="r.yaml", recipe_sha256="0" * 64, profile={}, launcher="local")
+    make_run(tmp_path / "runs", "pre-2", make_recipe("pre", "pretrain", max_steps=10,
+                                                     checkpoint={"uri": str(tmp_path / "store")}))
     with pytest.raises(Exception, match="has no committed checkpoint yet"):
         locate_init("run:pre-2", run_dir=tmp_path / "runs" / "sft-2", storage_options=None)
 

@@ -116,7 +116,7 @@ def smoke_workdir(tmp_path, monkeypatch):
     """A cwd with the shipped recipes/profiles and placeholder data files, no GPU, no env run root."""
     for name in ("recipes", "cluster_profiles"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    for rel in ("t2i/00000.tar", "interleaved/00000.tar", "heldout/t2i/00000.tar"):
+    for rel in ("t2i/00000.tar", "t2i-single/00000.tar", "interleaved/00000.tar", "heldout/t2i/00000.tar"):
         (tmp_path / "unigen-data/shapes" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "unigen-data/shapes" / rel).touch()
     (tmp_path / "unigen-data/shapes/edit/instructpix2pix").mkdir(parents=True)
@@ -156,6 +156,7 @@ def test_submit_without_a_recipe_is_one_error_line(smoke_workdir, capsys):
 
 def test_submit_warns_when_the_grace_time_is_shorter_than_the_last_save(smoke_workdir, monkeypatch, capsys):
     from unigen.orchestrator import submission as submit
+    from unigen.orchestrator.config import load_profile, load_recipe
     from unigen.orchestrator.runs import RunLedger
 
     monkeypatch.setattr(submit, "submit_stages", lambda sub, *, wait: 0)
@@ -164,8 +165,9 @@ def test_submit_warns_when_the_grace_time_is_shorter_than_the_last_save(smoke_wo
     argv = ["submit", "recipes/pretrain.yaml", "--profile", "slurm-a100", "--dry-run"]
     assert cli.main(argv) == 0
     assert "signal_grace_s" not in capsys.readouterr().err  # no earlier run: nothing measured yet
-    earlier = RunLedger.create(root, run_id="pretrain-old", stage="pretrain", recipe={"name": "unigen-3b-pretrain", "train": {}},
-                               recipe_path="recipes/pretrain.yaml", recipe_sha256="x", profile={}, launcher="slurm")
+    earlier = RunLedger.create(root, run_id="pretrain-old", recipe=load_recipe("recipes/pretrain.yaml"),
+                               recipe_path="recipes/pretrain.yaml", recipe_sha256="x",
+                               profile=load_profile("slurm-a100"))
     earlier.update(lambda r: r["checkpoints"].__setitem__("last_save_s", 450.0))
     assert cli.main(argv) == 0
     err = capsys.readouterr().err

@@ -7,10 +7,11 @@ import pytest
 
 from tests.unit.config.test_config_cli import smoke_workdir  # noqa: F401  (the fixture)
 from unigen.orchestrator import cli
+from unigen.orchestrator.config.recipe import DeepSpeedSection, TrainSection
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config, gpu_zero_settings
 from unigen.orchestrator.estimate import ModelDims, checkpoint_bytes
 
-RECIPE = {"train": {"global_batch_size": 8, "micro_batch_size": 2, "precision": "bf16"}}
+TRAIN = TrainSection(max_steps=10, global_batch_size=8, micro_batch_size=2, lr=1e-4, precision="bf16")
 
 # What CPU runs have used all along (the bit-exact resume tests run these): nothing may change here.
 CPU_ZERO = {
@@ -23,13 +24,13 @@ CPU_ZERO = {
 
 
 def config(stage: int, *, gpus: bool, extra: dict | None = None) -> dict:
-    return build_deepspeed_config(RECIPE | {"deepspeed": {"zero_stage": stage, "config": extra or {}}}, 2, gpus=gpus)
+    return build_deepspeed_config(TRAIN, DeepSpeedSection(zero_stage=stage, config=extra or {}), 2, gpus=gpus)
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_cpu_ranks_keep_program_order(stage):
     assert config(stage, gpus=False)["zero_optimization"] == CPU_ZERO[stage]
-    assert build_deepspeed_config(RECIPE | {"deepspeed": {"zero_stage": stage}}, 2) == config(stage, gpus=False)
+    assert build_deepspeed_config(TRAIN, DeepSpeedSection(zero_stage=stage), 2) == config(stage, gpus=False)
 
 
 @pytest.mark.parametrize("stage,expected", [

@@ -221,14 +221,13 @@ def test_resume_checks_the_recorded_recipe_with_the_same_batch_rule(work):
     from unigen.orchestrator.submission import submission_from_record
 
     recipe = load_recipe("recipes/smoke-pretrain.yaml", ["train.global_batch_size=64", "train.micro_batch_size=16"])
-    profile = load_profile("local").model_dump(mode="json")
+    profile = load_profile("local")
 
     def ledger(run_id: str, cpu_ranks: int) -> RunLedger:
-        return RunLedger.create(work / "unigen-runs", run_id=run_id, stage="pretrain",
-                                recipe=recipe.model_dump(mode="json"), recipe_path="recipes/smoke-pretrain.yaml",
-                                recipe_sha256="x", profile={**profile, "local": {**profile["local"],
-                                                                                 "cpu_ranks": cpu_ranks}},
-                                launcher="local")
+        return RunLedger.create(work / "unigen-runs", run_id=run_id, recipe=recipe,
+                                recipe_path="recipes/smoke-pretrain.yaml", recipe_sha256="x",
+                                profile=profile.model_copy(update={
+                                    "local": profile.local.model_copy(update={"cpu_ranks": cpu_ranks})}))
 
     assert submission_from_record(ledger("fits-1", 2)).stages[0].accumulation == 2  # 64 = 16 x 2 x 2
     with pytest.raises(UserError, match=r"^run odd-1 \(here\): train\.global_batch_size: 64 is not a "

@@ -10,6 +10,8 @@ import threading
 
 from tests.services.procs import wait_until
 
+from tests.unit.tracking.tracking_helpers import recipe_model
+from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.launchers.local import LocalSupervisor
 from unigen.orchestrator.runs import RunLedger
 
@@ -32,11 +34,12 @@ sys.exit(code)
 
 
 def make_run(root, name, plan, max_restarts=1):
-    ledger = RunLedger.create(root, run_id=name, stage="pretrain", recipe={"train": {"max_steps": 4}},
-                              recipe_path="r.yaml", recipe_sha256="0", launcher="local",
-                              profile={"name": "p", "launcher": "local",
-                                       "local": {"backend": "gloo", "cpu_ranks": 2, "max_restarts": max_restarts},
-                                       "env": {"OMP_NUM_THREADS": "1"}})
+    ledger = RunLedger.create(root, run_id=name, recipe=recipe_model("r", "pretrain", max_steps=4),
+                              recipe_path="r.yaml", recipe_sha256="0",
+                              profile=Profile.model_validate({
+                                  "name": "p", "launcher": "local",
+                                  "local": {"backend": "gloo", "cpu_ranks": 2, "max_restarts": max_restarts},
+                                  "env": {"OMP_NUM_THREADS": "1"}}))
     ledger.paths.logs.mkdir(parents=True, exist_ok=True)
     (ledger.paths.root / "plan.json").write_text(json.dumps(plan))
     return ledger

@@ -10,6 +10,8 @@ import threading
 import time
 
 
+from tests.unit.tracking.tracking_helpers import recipe_model
+from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
 from unigen.orchestrator.launchers.ray.plan import WorkerInfo
 from unigen.orchestrator.runs import RunLedger
@@ -84,9 +86,9 @@ class ScriptedGroup:
 
 
 def make_ledger(root, name="r1"):
-    return RunLedger.create(root, run_id=name, stage="pretrain", recipe={"train": {"max_steps": 4}},
-                            recipe_path="r.yaml", recipe_sha256="0", profile={"name": "p", "launcher": "ray"},
-                            launcher="ray")
+    return RunLedger.create(root, run_id=name, recipe=recipe_model("r", "pretrain", max_steps=4),
+                            recipe_path="r.yaml", recipe_sha256="0",
+                            profile=Profile.model_validate({"name": "p", "launcher": "ray"}))
 
 
 def attempts_for(ledger, scripts, log, *, max_failures=2, stopping=lambda: False, places=True, **kw):

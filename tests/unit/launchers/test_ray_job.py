@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.unit.tracking.tracking_helpers import recipe_model
 from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers.ray.launcher import LAUNCHER
@@ -66,8 +67,8 @@ def test_describe_shows_entrypoint_runtime_env_and_resources(tmp_path):
 
 def make_run(root, name="run-a", **extra):
     profile = {"name": "r", "launcher": "ray", "ray": {"address": extra.pop("address", "auto")}}
-    ledger = RunLedger.create(root, run_id=name, stage="pretrain", recipe={"train": {"max_steps": 4}},
-                              recipe_path="r.yaml", recipe_sha256="0", profile=profile, launcher="ray")
+    ledger = RunLedger.create(root, run_id=name, recipe=recipe_model("r", "pretrain", max_steps=4),
+                              recipe_path="r.yaml", recipe_sha256="0", profile=Profile.model_validate(profile))
     if extra:
         ledger.update(lambda r: r.update(extra))
     return ledger

@@ -86,10 +86,9 @@ def slurm_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("UNIGEN_RUN_ROOT", str(tmp_path / "runs"))
     sub = resolve_submission(["recipes/pretrain.yaml", "recipes/instruct.yaml"], "slurm-a100")
-    profile = sub.profile.model_dump(mode="json")
-    ledgers = [RunLedger.create(sub.run_root, run_id=new_run_id(st.recipe.name), stage=st.recipe.stage,
-                                recipe=st.resolved(), recipe_path=str(st.path), recipe_sha256=st.recipe_sha256,
-                                profile=profile, launcher="slurm") for st in sub.stages]
+    ledgers = [RunLedger.create(sub.run_root, run_id=new_run_id(st.recipe.name), recipe=st.recipe,
+                                recipe_path=str(st.path), recipe_sha256=st.recipe_sha256, profile=sub.profile)
+               for st in sub.stages]
     return sub, ledgers
 
 
@@ -143,11 +142,12 @@ def test_holds_without_a_job_or_without_slurm(slurm_runs, monkeypatch, tmp_path)
 
 
 def test_budgets_count_only_the_attempts_since_the_last_submission():
+    from unigen.orchestrator.config.profile import SlurmSection
     from unigen.orchestrator.launchers.slurm.job import _counted
     from unigen.orchestrator.launchers.slurm.policy import budget_exhausted
 
     attempts = [{"exit_reason": "crashed"}] * 3 + [{"exit_reason": "preempted"}]
-    slurm = {"max_failures": 2, "max_requeues": 5}
+    slurm = SlurmSection(max_failures=2, max_requeues=5)
     assert "slurm.max_failures=2" in budget_exhausted(_counted({"attempts": attempts}), slurm)
     resumed = {"attempts": attempts, "slurm": {"budget_from": 3}}  # `unigen resume` after the 3 crashes
     assert _counted(resumed) == [{"exit_reason": "preempted"}]

@@ -7,10 +7,11 @@ import socket
 
 import pytest
 
+from unigen.orchestrator.config.profile import SlurmSection
 from unigen.orchestrator.launchers.slurm.job import PORT_BASE, PORT_SPAN, master_port, pick_port
 from unigen.orchestrator.launchers.slurm.policy import budget_exhausted, decide, requeue_cause, used_budgets
 
-SLURM = {"max_requeues": 2, "max_failures": 1}
+SLURM = SlurmSection(max_requeues=2, max_failures=1)
 
 
 def ended(*reasons: str) -> list[dict]:
@@ -49,7 +50,7 @@ def test_a_rank_without_exit_code_is_a_crash_even_if_the_others_saved():
 
 @pytest.mark.parametrize("codes", [[2, 1], [1, 2], [2, 137]])
 def test_a_user_error_is_never_requeued(codes):
-    d = decide(codes, cause="requeue", attempts=[], slurm={"max_failures": 99},
+    d = decide(codes, cause="requeue", attempts=[], slurm=SlurmSection(max_failures=99),
                error="init_from run:x has no committed checkpoint")
     assert (d.status, d.requeue, d.exit_code) == ("failed", False, 2)
     assert d.error == "init_from run:x has no committed checkpoint"

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from unigen.orchestrator.config import load_profile
+from unigen.orchestrator.config import Profile, load_profile
 from unigen.orchestrator.errors import ConfigError, UserError
-from unigen.orchestrator.launchers.slurm.submission import preview, sbatch_value
+from unigen.orchestrator.launchers.slurm import submission
+from unigen.orchestrator.launchers.slurm.submission import sbatch_value
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
@@ -27,7 +28,12 @@ NASTY = "sp ace 'sq' \"dq\" ;semi $(touch PWNED) `touch PWNED` \\back *star\nnew
 
 
 def a100() -> dict:
+    """The shipped profile as run.json records it (a dict the tests change before ``preview`` types it again)."""
     return load_profile(REPO / "cluster_profiles" / "slurm-a100.yaml").model_dump(mode="json")
+
+
+def preview(profile: dict, **where) -> str:
+    return submission.preview(Profile.model_validate(profile), **where)
 
 
 def check_golden(name: str, text: str) -> None:

@@ -1,6 +1,7 @@
 """Shared builders for the model tests: tiny pipelines, images, conversations."""
 from __future__ import annotations
 
+import pathlib
 import numpy as np
 import torch
 from PIL import Image
@@ -193,3 +194,30 @@ def assert_grads_match(grads: dict, want: dict, tol: float, per_tensor: bool = T
         assert worst[0] <= tol, worst
     for name in ("queries", "slot_boundaries", "connector.layers.0.qkv.weight", "dit.proj_out.weight"):
         assert want[name].norm() > 0 and rel(grads[name], want[name]) <= tol, name
+
+
+def run_worker_ranks(worker: str, args_of_rank, reports: list, hang_message: str, timeout: float = 240) -> list[str]:
+    """Start ``tests/unit/model/<worker>`` once per entry of ``reports`` (rank r gets ``args_of_rank(r)``),
+    wait for all of them (killing every one if any hangs), assert each exited 0 and return their outputs."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    procs = [subprocess.Popen([sys.executable, str(root / "tests/unit/model" / worker), *map(str, args_of_rank(rank))],
+                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(len(reports))]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(hang_message)
+    for proc, text in zip(procs, outputs):
+        assert proc.returncode == 0, text[-4000:]
+    return outputs

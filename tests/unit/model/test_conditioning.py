@@ -88,6 +88,7 @@ def test_a_short_training_makes_the_pictures_follow_their_prompts(one_thread):
     import torch
 
     from unigen.model import UniGenPipeline
+    from unigen.orchestrator.config.recipe import TrainSection
     from unigen.orchestrator.runtime.build import build_optimizer
 
     torch.manual_seed(0)
@@ -102,7 +103,8 @@ def test_a_short_training_makes_the_pictures_follow_their_prompts(one_thread):
     untrained = _prompt_use(model, processor, heldout, heldout_latents)
     assert abs(untrained) < 0.05, f"before training the prompt cannot matter yet: prompt_use {untrained:.3f}"
 
-    optimizer = build_optimizer(model, {"lr": LR, "weight_decay": 0.0})
+    optimizer = build_optimizer(model, TrainSection(max_steps=STEPS, global_batch_size=BATCH, micro_batch_size=BATCH,
+                                                    lr=LR, weight_decay=0.0))
     order = np.random.default_rng(0)
     for _ in range(STEPS):
         model.train()
@@ -116,6 +118,7 @@ def test_a_short_training_makes_the_pictures_follow_their_prompts(one_thread):
     model.eval()
     accuracy = _attribute_accuracy(pipe)
     figures = f"prompt_use {use:.3f}, wall {accuracy['background']:.2f}, colour {accuracy['colour']:.2f}"
+    print(f"conditioning after {STEPS} steps: {figures}")  # in the log with -s, to compare runs
     assert use > 0.5, f"held-out loss barely depends on the caption: {figures}"
     assert accuracy["background"] >= 0.9, f"the wall asked for is not drawn (chance 0.25): {figures}"
     # Broken conditioning draws the asked colour at chance (0.125; 0.12 measured untrained). Working runs

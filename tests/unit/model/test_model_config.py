@@ -10,7 +10,7 @@ from unigen.model.config import PRESET_NAMES, UniGenConfig, get_preset
 
 
 def test_presets_exist_and_have_the_contract_fields():
-    assert PRESET_NAMES == ("tiny", "tiny-shapes", "unigen-3b", "unigen-7b")
+    assert PRESET_NAMES == ("tiny", "tiny-shapes", "unigen-3b", "unigen-7b", "medium")
     three = get_preset("unigen-3b")
     assert three.backbone_source == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert three.decoder_source == "Efficient-Large-Model/Sana_1600M_512px_diffusers"

@@ -5,14 +5,20 @@ import torch
 from tests.unit.model.model_helpers import tiny_pipeline
 from unigen.model import UniGenModel
 from unigen.model.config import get_preset
+from unigen.orchestrator.config.recipe import TrainSection
 from unigen.orchestrator.runtime.build import build_optimizer
+
+
+def optimizer_settings(**fields) -> TrainSection:
+    """A recipe's train section with the given optimizer fields (the step and batch fields do not matter here)."""
+    return TrainSection(max_steps=1, global_batch_size=1, micro_batch_size=1, **fields)
 
 
 def test_the_optimizer_holds_no_vocabulary_table():
     """MetaQuery's recipe trains the 151,936-row embedding for 258 rows; unigen's queries are their own
     parameter, so AdamW holds exactly queries, slot boundaries, connector and DiT."""
     model = tiny_pipeline().model
-    optimizer = build_optimizer(model, {"lr": 1e-4})
+    optimizer = build_optimizer(model, optimizer_settings(lr=1e-4))
     held = [p for group in optimizer.param_groups for p in group["params"]]
     vocab = model.config.backbone_config["text_config"]["vocab_size"]
     assert not any(p.shape[0] == vocab for p in held)
@@ -23,7 +29,7 @@ def test_the_optimizer_holds_no_vocabulary_table():
     config = get_preset("unigen-3b", backbone_source=None, decoder_source=None)
     with torch.device("meta"):
         real = UniGenModel(config)
-    held = [p for group in build_optimizer(real, {"lr": 1e-4}).param_groups for p in group["params"]]
+    held = [p for group in build_optimizer(real, optimizer_settings(lr=1e-4)).param_groups for p in group["params"]]
     assert sum(p.numel() for p in held) == config.parameter_counts()["trainable"] > 3e9
     assert max(p.shape[0] for p in held) < 151936 and real.queries.shape == (256, 2048)
 
@@ -68,7 +74,7 @@ def test_the_optimizer_is_fused_adamw_on_cuda_only():
         torch.manual_seed(0)
         return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
 
-    train = {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.99)}
+    train = optimizer_settings(lr=1e-2, weight_decay=0.1, betas=(0.8, 0.99))
     fused_net, plain_net = net(), net()
     fused = build_optimizer(fused_net, train, device=torch.device("cuda"))
     plain = build_optimizer(plain_net, train, device=torch.device("cpu"))

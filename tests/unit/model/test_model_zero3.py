@@ -1,40 +1,19 @@
 """The model under DeepSpeed ZeRO-3 on two CPU ranks whose batches differ (the runtime's setting), and with
 regional compilation under ZeRO-2 (the stages that allow it)."""
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from tests.services.ports import free_port
-from tests.unit.model.model_helpers import seed_example, tiny_pipeline
-
-ROOT = pathlib.Path(__file__).resolve().parents[3]
+from tests.unit.model.model_helpers import run_worker_ranks, seed_example, tiny_pipeline
 
 
 def run_two_ranks(mode, tmp_path):
-    port = str(free_port())
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs, reports = [], []
-    for rank in (0, 1):
-        report = tmp_path / f"rank{rank}.json"
-        reports.append(report)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/unit/model/zero3_worker.py"), str(rank), port, mode, str(report)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("ZeRO-3 ranks hung (a module ran on one rank only?)")
-    for proc, text in zip(procs, outputs):
-        assert proc.returncode == 0, text[-4000:]
+    port = free_port()
+    reports = [tmp_path / f"rank{rank}.json" for rank in (0, 1)]
+    outputs = run_worker_ranks("zero3_worker.py", lambda rank: (rank, port, mode, reports[rank]), reports,
+                               "ZeRO-3 ranks hung (a module ran on one rank only?)")
     for text in outputs:
         assert "unknown inputs or outputs type" not in text  # ZeRO-3 would miss the output's tensors
     return [json.loads(r.read_text()) for r in reports]

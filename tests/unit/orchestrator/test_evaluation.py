@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from tests.unit.model.model_helpers import tiny_pipeline
+from unigen.model.data.spec import DataSpec
 from unigen.model.data.synth.writers import write_corpus
+from unigen.orchestrator.config.recipe import EvalSection
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runtime.evaluation import Evaluator
 
-DATA = {"image_size": 64, "num_workers": 0}
+# The recipe's data section: the evaluator takes its settings (image_size, ...), never its training sources.
+DATA = DataSpec(sources=[{"uri": "train.jsonl", "format": "jsonl", "task": "t2i"}], image_size=64, num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def _section(root, manifest, **extra):
 
 
 def _evaluator(pipe, section, run_dir, rank=0, world=1):
-    return Evaluator(section, DATA, pipe=pipe, run_dir=run_dir, device="cpu", rank=rank, world_size=world,
+    return Evaluator(EvalSection.model_validate(section), DATA, pipe=pipe, run_dir=run_dir, device="cpu", rank=rank, world_size=world,
                      micro_batch_size=2, max_steps=10)
 
 

@@ -4,24 +4,33 @@ import multiprocessing as mp
 
 import pytest
 
+from tests.unit.tracking.tracking_helpers import recipe_model
+from unigen.orchestrator.config.profile import Profile
+from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import RunLedger, find_run, list_runs, new_run_id, safe_name
 
 
 def _make(tmp_path, run_id="smoke-20261125-000000-abcd", **kw):
+    # A data source option that looks like a credential: run.json must never hold its value.
+    sources = [{"uri": "s3://bucket/t2i/{0..3}.tar", "format": "webdataset", "task": "t2i",
+                "options": {"secret_key": "hunter2-hunter2"}}]
     return RunLedger.create(
-        tmp_path, run_id=run_id, stage="pretrain", recipe={"name": "smoke", "train": {"max_steps": 10}},
+        tmp_path, run_id=run_id, recipe=recipe_model("smoke", "pretrain", max_steps=10, sources=sources),
         recipe_path="recipes/smoke.yaml", recipe_sha256="0" * 64,
-        profile={"name": "local", "storage": {"secret_key": "hunter2-hunter2"}}, launcher="local", **kw)
+        profile=Profile.model_validate({"name": "local", "launcher": "local"}), **kw)
 
 
 def test_create_writes_a_queued_record_without_secrets(tmp_path):
     ledger = _make(tmp_path)
     rec = ledger.read()
     assert rec["status"] == "queued" and rec["attempts"] == []
-    assert rec["progress"]["max_steps"] == 10
+    # What the typed recipe and profile say, recorded where the CLI and the launchers read them.
+    assert rec["progress"]["max_steps"] == 10 and rec["stage"] == "pretrain" and rec["init_from"] is None
+    assert rec["launcher"] == "local" and rec["profile_name"] == "local"
+    assert recorded_profile(rec) == Profile.model_validate({"name": "local", "launcher": "local"})  # round trip
     text = ledger.paths.ledger.read_text()
-    assert "hunter2" not in text and rec["profile"]["storage"]["secret_key"] == "***"
+    assert "hunter2" not in text and rec["recipe"]["data"]["sources"][0]["options"]["secret_key"] == "***"
     assert (ledger.paths.root / "logs").is_dir() and (ledger.paths.root / "checkpoints").is_dir()
 
 

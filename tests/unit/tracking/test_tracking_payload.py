@@ -1,6 +1,7 @@
 """Params, inputs and environment records: complete, and free of secrets."""
 import json
 
+from unigen.model.data.spec import DataSpec, SourceSpec
 from unigen.orchestrator.tracking import payload
 
 SECRET = "sk-live-0a1b2c3d4e5f6a7b"
@@ -34,15 +35,27 @@ def test_keys_are_made_valid_and_long_ones_stay_unique():
 
 
 def test_data_sources_have_names_digests_and_types():
-    recipe = {"data": {"sources": [
+    data = DataSpec.model_validate({"sources": [
         {"uri": "s3://data/cc3m/{00000..00099}.tar", "format": "webdataset", "task": "t2i", "weight": 2.0},
         {"uri": "/data/edits.jsonl", "format": "jsonl", "task": "edit", "name": "my-edits"},
-        {"uri": "s3://data/cc3m/{00000..00099}.tar", "format": "webdataset", "task": "depth"}]}}
-    a, b, c = payload.data_sources(recipe)
+        {"uri": "s3://data/cc3m/{00000..00099}.tar", "format": "webdataset", "task": "depth",
+         "name": "cc3m-depth"}]})
+    a, b, c = payload.data_sources(data)
     assert (a["name"], a["source_type"], a["weight"], a["task"]) == ("cc3m", "s3", 2.0, "t2i")
-    assert (b["name"], b["source_type"], b["weight"]) == ("my-edits", "local", 1.0)
+    # No weight in the recipe: the one SourceSpec.weight defaults to, not a copy of it.
+    default_weight = SourceSpec.model_fields["weight"].default
+    assert (b["name"], b["source_type"], b["weight"]) == ("my-edits", "local", default_weight)
     assert len(a["digest"]) == 16 and a["digest"] != c["digest"]  # same URI, another task: another input
-    assert payload.data_sources(recipe)[0]["digest"] == a["digest"]  # stable across attempts
+    # Stable across attempts, each of which rebuilds the spec from run.json.
+    assert payload.data_sources(DataSpec.model_validate(data.model_dump(mode="json")))[0]["digest"] == a["digest"]
+
+
+def test_data_source_records_hold_no_secret_option(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    data = DataSpec.model_validate({"sources": [
+        {"uri": f"s3://data/{SECRET}/x.jsonl", "format": "jsonl", "task": "t2i",
+         "options": {"api_token": "tok-123456"}}]})
+    assert SECRET not in json.dumps(payload.data_sources(data))
 
 
 def test_environment_report_lists_packages_and_redacts_env(monkeypatch):

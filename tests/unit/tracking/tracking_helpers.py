@@ -5,6 +5,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.profile import Profile
+from unigen.orchestrator.config.recipe import Recipe
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.tracking import Tracker
 
@@ -30,13 +32,24 @@ def make_recipe(name: str, stage: str, *, max_steps: int, tracking: dict[str, An
     return recipe
 
 
+def recipe_model(name: str, stage: str, *, max_steps: int, **kw: Any) -> Recipe:
+    """``make_recipe`` as the typed ``Recipe`` that ``RunLedger.create`` records."""
+    return Recipe.model_validate(make_recipe(name, stage, max_steps=max_steps, **kw))
+
+
 def make_run(run_root: Path, run_id: str, recipe: dict[str, Any], *, profile: dict[str, Any] | None = None,
              init_from: Any = None, parent: str | None = None) -> RunLedger:
+    """A queued run of ``recipe``; ``init_from`` (any form run.json has held: a ``run:<id>`` text, or the
+    lineage the runtime records once it started) replaces what the recipe's own ``init_from`` recorded."""
     text = repr(recipe).encode()
-    return RunLedger.create(run_root, run_id=run_id, stage=recipe["stage"], recipe=recipe,
-                            recipe_path=f"recipes/{recipe['name']}.yaml", recipe_sha256=hashlib.sha256(text).hexdigest(),
-                            profile=profile or {"name": "local", "launcher": "local"}, launcher="local",
-                            init_from=init_from, parent=parent)
+    ledger = RunLedger.create(run_root, run_id=run_id, recipe=Recipe.model_validate(recipe),
+                              recipe_path=f"recipes/{recipe['name']}.yaml",
+                              recipe_sha256=hashlib.sha256(text).hexdigest(),
+                              profile=Profile.model_validate(profile or {"name": "local", "launcher": "local"}),
+                              parent=parent)
+    if init_from is not None:
+        ledger.set_init_from(init_from)
+    return ledger
 
 
 def loss_at(step: int) -> float:
