@@ -7,11 +7,11 @@ ways that a model ignoring its prompt cannot pass:
 - the pictures drawn for held-out prompts have the wall and the shape colour they ask for, read by the
   shapes detector (chance: 0.25 and 0.125).
 
-Measured with this seed on 1 thread (800 steps of 32): prompt_use 0.87, wall 1.00, colour 0.42 before the
-tiny-shapes DiT read source latents, prompt_use 0.63, wall 1.00, colour 0.27 after (text-to-image gives it
-zeros there, so only the float summation order changed); colour emerges after ~600 steps, the wall after
-~100 (runbooks/evaluation.md). The assertions sit below those figures and above what a model that ignores
-its prompt gets.
+Measured with this seed on 1 thread (800 steps of 32): prompt_use 0.87, wall 1.00, colour 0.42 with the first
+4-layer tiny-shapes DiT; 0.63, 1.00, 0.27 once it read source latents (text-to-image gives it zeros there, so
+only the float summation order changed); 0.535, 0.98, 0.48 with the 8-layer DiT shipped since 2026-12-05.
+Colour emerges after ~600 steps, the wall after ~100 (runbooks/evaluation.md). The assertions sit below those
+figures and far above what a model that ignores its prompt gets (prompt_use ~0, colour at chance).
 """
 from __future__ import annotations
 
@@ -119,9 +119,9 @@ def test_a_short_training_makes_the_pictures_follow_their_prompts(one_thread):
     accuracy = _attribute_accuracy(pipe)
     figures = f"prompt_use {use:.3f}, wall {accuracy['background']:.2f}, colour {accuracy['colour']:.2f}"
     print(f"conditioning after {STEPS} steps: {figures}")  # in the log with -s, to compare runs
-    assert use > 0.5, f"held-out loss barely depends on the caption: {figures}"
+    # Ignoring the prompt gives ~0 (0.0004 measured on the random-backbone smoke model); working runs 0.53-0.87.
+    assert use > 0.3, f"held-out loss barely depends on the caption: {figures}"
     assert accuracy["background"] >= 0.9, f"the wall asked for is not drawn (chance 0.25): {figures}"
     # Broken conditioning draws the asked colour at chance (0.125; 0.12 measured untrained). Working runs
-    # measured 0.42 and 0.27: the same seed, different float summation orders (the DiT's input conv with and
-    # without the source-latent channels), so the bar sits between chance and the lower of the two.
+    # measured 0.27, 0.42 and 0.48 (see the module docstring), so the bar sits between chance and the lowest.
     assert accuracy["colour"] >= 0.22, f"the shape colour asked for is not drawn (chance 0.125): {figures}"
