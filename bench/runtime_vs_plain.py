@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ def plain_loop(recipe, steps: int, warmup: int) -> float:
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    pipe = build_pipeline(recipe.model_dump(mode="json"), init_weights=None)
+    pipe = build_pipeline(recipe.model, init_weights=None)
     train = recipe.train
     loader = build_loader(recipe.data, pipe.processor, seed=0, global_batch_size=train.global_batch_size,
                           micro_batch_size=train.micro_batch_size, rank=0, world_size=1)

@@ -27,8 +27,9 @@ class ModelSection(BaseModel):
     # so the list of valid keys stays the model package's.
     model_config = ConfigDict(extra="allow")
 
-    preset: str | None = Field(None, description="Model preset: tiny (random, CPU tests), unigen-3b, unigen-7b. "
-                               "Required unless `pretrained` is given.")
+    preset: str | None = Field(None, description="Model preset: tiny (random, CPU tests), tiny-shapes (the smoke "
+                               "model, pretrained frozen parts shipped), medium (random, host-memory benchmarks), "
+                               "unigen-3b, unigen-7b. Required unless `pretrained` is given.")
     pretrained: str | None = Field(None, description="Folder written by UniGenPipeline.save_pretrained (or "
                                    "`unigen export`); its config.json replaces the preset's.")
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unigen.orchestrator.config.recipe import TrainSection
+from unigen.orchestrator.config.recipe import ModelSection, TrainSection
 from unigen.orchestrator.errors import UserError
 
 log = logging.getLogger("unigen.runtime")
@@ -19,9 +19,9 @@ def model_overrides(model_section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model_section.items() if k not in _MODEL_KEYS and v is not None}
 
 
-def build_pipeline(recipe: dict[str, Any], init_weights: Path | None, *, ds_config: dict[str, Any] | None = None,
+def build_pipeline(model: ModelSection, init_weights: Path | None, *, ds_config: dict[str, Any] | None = None,
                    partitioned: bool | None = None):
-    """The UniGenPipeline of the recipe's model section, with stage-1 weights loaded when given.
+    """The UniGenPipeline of a recipe's ``model`` section, with stage-1 weights loaded when given.
 
     All ranks call this with the same seed set beforehand: ZeRO-3 partitions each rank's own copy of
     the parameters, so every rank must build identical ones. Given the run's DeepSpeed config (``ds_config``)
@@ -30,7 +30,7 @@ def build_pipeline(recipe: dict[str, Any], init_weights: Path | None, *, ds_conf
     """
     from unigen.model import UniGenPipeline
 
-    section = dict(recipe["model"])
+    section = model.model_dump(mode="json")
     overrides = model_overrides(section)
     if partitioned is None:
         partitioned = ds_config is not None and int(ds_config["zero_optimization"]["stage"]) == 3

@@ -39,7 +39,7 @@ def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: 
     # Checkpoints hold no frozen parameter: those come from this build, which must equal the run's. Pretrained
     # parts load from their source; a preset's random ones (`tiny`) need the seed every rank built with.
     rng.seed_everything(build_seed(recipe.train))
-    pipe = build_pipeline(recipe.model_dump(mode="json") | {"init_from": None}, init_weights=None)
+    pipe = build_pipeline(recipe.model, init_weights=None)
     missing, unexpected = pipe.model.load_state_dict(state, strict=False)
     if unexpected:
         raise UserError(f"checkpoint {step_dir} does not match the run's model ({len(unexpected)} unexpected "

@@ -64,7 +64,7 @@ class Trainer:
         ds_config = build_deepspeed_config(train, self.recipe.deepspeed, self.ctx.world_size,
                                            gpus=str(self.device).startswith("cuda"))
         # Under ZeRO-3 the model is built partitioned with this same config (unigen.model.zero_init).
-        self.pipe = build_pipeline(self.record["recipe"], init_weights, ds_config=ds_config)
+        self.pipe = build_pipeline(self.recipe.model, init_weights, ds_config=ds_config)
         model = self.pipe.model
         self.ds_config = ds_config
         self.accumulation = ds_config["gradient_accumulation_steps"]

@@ -19,8 +19,9 @@ def test_the_smoke_checkpoints_hold_no_frozen_parameter(reference_run):
     from unigen.orchestrator.runtime.state import build_seed, frozen_parameter_names
 
     run = record(reference_run)
-    rng.seed_everything(build_seed(recorded_recipe(run).train))
-    built = build_pipeline(run["recipe"], init_weights=None).model
+    recipe = recorded_recipe(run)
+    rng.seed_everything(build_seed(recipe.train))
+    built = build_pipeline(recipe.model, init_weights=None).model
     frozen = frozen_parameter_names(built)
     trainable = {n for n, p in built.named_parameters() if p.requires_grad}
     assert len(frozen) > 100 and trainable

@@ -47,7 +47,7 @@ RECIPE = Recipe.model_validate({
 def fresh_engine():
     """What Trainer.setup does before a resume: seed, build, initialize."""
     rng.seed_everything(build_seed(RECIPE.train))
-    pipe = build_pipeline(RECIPE.model_dump(mode="json"), init_weights=None)
+    pipe = build_pipeline(RECIPE.model, init_weights=None)
     optimizer = torch.optim.AdamW([p for p in pipe.model.parameters() if p.requires_grad], lr=1e-2)
     engine, *_ = deepspeed.initialize(model=pipe.model, optimizer=optimizer,
                                       config=build_deepspeed_config(RECIPE.train, RECIPE.deepspeed, 1))

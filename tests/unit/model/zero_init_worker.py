@@ -19,6 +19,7 @@ import deepspeed  # noqa: E402
 import torch  # noqa: E402
 
 from tests.unit.model.model_helpers import edit, pattern, seed_example, t2i  # noqa: E402
+from unigen.orchestrator.config.recipe import ModelSection  # noqa: E402
 from unigen.orchestrator.runtime.build import build_pipeline  # noqa: E402
 from unigen.orchestrator.runtime.distributed import _skip_cpu_shm_op  # noqa: E402
 
@@ -33,7 +34,7 @@ ds_config = {"train_batch_size": world, "train_micro_batch_size_per_gpu": 1, "gr
                                    "stage3_gather_16bit_weights_on_model_save": False},
              "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9}
 torch.manual_seed(0)  # the runtime seeds every rank alike before building (state.build_seed)
-pipe = build_pipeline({"model": {"preset": preset}}, None if init == "-" else init, ds_config=ds_config,
+pipe = build_pipeline(ModelSection(preset=preset), None if init == "-" else init, ds_config=ds_config,
                       partitioned=build == "partitioned")
 model, processor = pipe.model, pipe.processor
 
