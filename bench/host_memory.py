@@ -60,6 +60,7 @@ def rank_main(rank: int, world: int, port: str, build: str, preset: str, precisi
     import torch
 
     from tests.unit.model.model_helpers import seed_example
+    from unigen.orchestrator.config.recipe import ModelSection
     from unigen.orchestrator.runtime.build import build_pipeline
     from unigen.orchestrator.runtime.distributed import _skip_cpu_shm_op
 
@@ -69,7 +70,7 @@ def rank_main(rank: int, world: int, port: str, build: str, preset: str, precisi
     peaks = {"start": peak_rss_bytes()}
     ds_config = zero3_config(world, precision)
     torch.manual_seed(0)
-    pipe = build_pipeline({"model": {"preset": preset}}, None, ds_config=ds_config, partitioned=build == "partitioned")
+    pipe = build_pipeline(ModelSection(preset=preset), None, ds_config=ds_config, partitioned=build == "partitioned")
     peaks["build"] = peak_rss_bytes()
     model = pipe.model
     # foreach=False: the default foreach AdamW allocates temporaries the size of the rank's whole shard at

@@ -4,7 +4,8 @@
   its runs page URL is printed and nothing is started.
 - Otherwise (the default ``sqlite:///<run_root>/mlflow.db``, or a database URI): an ``mlflow server``
   is started on 127.0.0.1 only (port P, default 5000 or a free one when 5000 is taken) with
-  ``--workers 1``, its runs page URL printed once it answers, and it runs until Ctrl-C, which stops it by pid.
+  ``--workers 1``, its runs page URL printed once it answers, and it runs until Ctrl-C (or SIGINT / SIGTERM,
+  also when started in the background), which stops it by pid.
   Its output goes to ``<run_root>/mlflow-ui.log``.
 
 The URL printed is the runs page of the newest run's experiment (``<server>/#/experiments/<id>/runs``,
@@ -152,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     port = pick_port(getattr(args, "port", None))
     server = UiServer.start(uri, port=port, artifact_root=default_artifact_root(root),
                             log_path=root / "mlflow-ui.log")
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` must not orphan the server
+    # `kill` must not orphan the server, nor SIGINT: a shell that starts a command in the background (`&`,
+    # nohup, CI runners) starts it with SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:  # from here on, Ctrl-C at any moment stops the server we started
         page = runs_page_url(server.url, newest_experiment(root, remote=None))
         print(f"MLflow UI: {page}  (store {display_uri(uri)}; Ctrl-C stops it)", flush=True)
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         server.stop()
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"the MLflow UI server exited with code {code}; see {server.log_path}", file=sys.stderr)
     return 1

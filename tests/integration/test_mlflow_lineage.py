@@ -26,7 +26,7 @@ import pytest
 
 from tests.services.browser import chromium_available, headless_chromium
 from tests.services.mlflow_server import MlflowServer, listening
-from tests.services.procs import find_pids
+from tests.services.procs import find_pids, stop_pids
 from tests.unit.tracking.tracking_helpers import (SOURCES, ckpt_uri, commit_sha, loss_at, make_recipe, make_run,
                                                   run_attempt)
 from unigen.orchestrator.commands import lineage as lineage_cmd
@@ -495,10 +495,15 @@ def test_unigen_ui_serves_the_default_store_on_loopback(env, tmp_path):
         assert proc.wait(90) == 0  # the server gets 10 s to stop, then its group is killed
         assert not listening(port)
         assert find_pids(cmdline_contains=str(root)) == []  # the server went with the command
-    finally:
+    finally:  # after a failed assertion too: the server lives in its own session, so stop it through `unigen ui`
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        stop_pids(find_pids(cmdline_contains=str(root)))  # what is left of the server we started, by pid
 
 
 def test_no_planted_secret_in_any_param_tag_artifact_spool_or_log(lineage_runs, server, client, run_root, env,
