@@ -135,6 +135,11 @@ class UniGenConfig:
     input weights for the new channels, so it starts as the text-to-image model it was."""
     timestep_sampling: str = "logit_normal"
     """Training flow time s: 'logit_normal' (sigmoid of N(0,1), Sana/SD3) or 'uniform'."""
+    timestep_shift: float = 1.0
+    """Training time shift: each sampled s becomes k s / (1 + (k-1) s), as SD3's training shifts its
+    logit-normal times by the scheduler's shift. k > 1 trains more at high noise, where a picture's layout
+    (is there a shape, where, which colour) is decided: on the tiny-shapes world k = 3 raised the
+    text-to-image colour accuracy from 0.80 to 0.88 at equal samples (runbooks/evaluation.md)."""
     flow_shift: float = 3.0
     """Inference time shift s' = k s / (1 + (k-1) s); 3.0 is what diffusers uses for Sana 512/1024."""
 
@@ -194,8 +199,10 @@ class UniGenConfig:
         drops = [getattr(self, n) for n in ("cfg_drop_text", "cfg_drop_image", "cfg_drop_both")]
         if all(isinstance(d, (int, float)) for d in drops) and sum(drops) > 1.0:
             errors.append(f"cfg_drop_text + cfg_drop_image + cfg_drop_both = {sum(drops)}: must be <= 1")
-        if not isinstance(self.flow_shift, (int, float)) or self.flow_shift <= 0:
-            errors.append(f"flow_shift={self.flow_shift!r}: must be > 0")
+        for name in ("flow_shift", "timestep_shift"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                errors.append(f"{name}={value!r}: must be > 0")
         if not isinstance(self.connector_mlp_ratio, (int, float)) or self.connector_mlp_ratio <= 0:
             errors.append(f"connector_mlp_ratio={self.connector_mlp_ratio!r}: must be > 0")
         if (isinstance(self.input_min_pixels, int) and isinstance(self.input_max_pixels, int)

@@ -20,6 +20,13 @@ def sample_flow_times(count: int, sampling: str, device: torch.device) -> torch.
     raise ValueError(f"timestep_sampling={sampling!r}: choose 'logit_normal' or 'uniform'")
 
 
+def shift_times(times: torch.Tensor, shift: float) -> torch.Tensor:
+    """s' = k s / (1 + (k-1) s): the same map as the sampling schedule's shift (k = 1: unchanged)."""
+    if shift == 1.0:
+        return times
+    return shift * times / (1.0 + (shift - 1.0) * times)
+
+
 def noisy_latents(latents: torch.Tensor, noise: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
     """x_s = (1 - s) x0 + s e, with s broadcast over (C, H, W)."""
     s = times.view(-1, *([1] * (latents.ndim - 1))).to(latents.dtype)

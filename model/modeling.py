@@ -29,7 +29,8 @@ from unigen.model import components, frozen_prefix
 from unigen.model.cfg_dropout import DROP_BOTH, DROP_IMAGE, KEEP, condition_mask, sample_drop_modes
 from unigen.model.config import UniGenConfig
 from unigen.model.connector import Connector
-from unigen.model.flow import TIMESTEP_SCALE, noisy_latents, per_sample_mse, sample_flow_times, velocity_target
+from unigen.model.flow import (TIMESTEP_SCALE, noisy_latents, per_sample_mse, sample_flow_times, shift_times,
+                               velocity_target)
 from unigen.model.positions import rope_positions
 from unigen.model.weights import load_weights, save_weights
 
@@ -313,7 +314,8 @@ class UniGenModel(nn.Module):
                   sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slot rectified-flow loss of the DiT, and the sampled flow times. ``sources``: the slots' source
         latents (image_latent_conditioning), read beside the noisy latents."""
-        times = sample_flow_times(latents.shape[0], self.config.timestep_sampling, self.device)
+        times = shift_times(sample_flow_times(latents.shape[0], self.config.timestep_sampling, self.device),
+                            self.config.timestep_shift)
         noise = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
         prediction = self.dit(hidden_states=dit_input(noisy_latents(latents, noise, times), sources),
                               encoder_hidden_states=conditions.to(self.dit.dtype),
@@ -354,6 +356,16 @@ class UniGenModel(nn.Module):
         them); float32. ``unigen data encode`` stores these as precomputed ``latents``."""
         latents = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent
         return latents.float() * self.vae.config.scaling_factor
+
+    def vae_fingerprint(self) -> str:
+        """sha256 of the VAE's weights (as float32) and scaling factor: what precomputed latents were
+        encoded with, so training can refuse latents of another VAE (same shapes, other numbers)."""
+        import hashlib
+        digest = hashlib.sha256(repr(float(self.vae.config.scaling_factor)).encode())
+        for name, tensor in sorted(self.vae.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,18 @@ class LatentStore:
                 index[(key, slot)] = (p, row)
         return cls(root, meta, parts, index, row_groups, storage_options)
 
+    def check_model(self, vae_sha256: str, where: str) -> None:
+        """Raise unless these latents were encoded by the VAE whose ``UniGenModel.vae_fingerprint`` is
+        ``vae_sha256``: latents of another VAE can have the same shape and still be wrong targets."""
+        recorded = self.meta.get("vae_sha256")
+        if recorded is None:
+            raise DataError(f"{where}.options.latents: {self.root}/latents.json does not say which VAE encoded "
+                            "it (written before unigen recorded it); re-run `unigen data encode` for this model")
+        if recorded != vae_sha256:
+            raise DataError(f"{where}.options.latents: {self.root} was encoded by another VAE "
+                            f"({self.meta.get('model')}) than this model's; re-run `unigen data encode` with this "
+                            "model (--preset or --pretrained), or drop options.latents")
+
     def get(self, key: str, slot: int) -> np.ndarray:
         loc = self.index.get((key, slot))
         if loc is None:

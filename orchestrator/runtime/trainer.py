@@ -16,6 +16,7 @@ from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
 from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
+from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
 from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline, build_scheduler
@@ -93,10 +94,25 @@ class Trainer:
                                    global_batch_size=train.global_batch_size,
                                    micro_batch_size=train.micro_batch_size,
                                    rank=self.ctx.rank, world_size=self.ctx.world_size, state=data_state)
+        self._check_latents()
         self.evaluator = Evaluator(self.recipe.eval, self.recipe.data, pipe=self.pipe,
                                    run_dir=self.ledger.paths.root, device=self.device, rank=self.ctx.rank,
                                    world_size=self.ctx.world_size, max_steps=self.max_steps,
                                    micro_batch_size=train.micro_batch_size)
+
+    def _check_latents(self) -> None:
+        """Precomputed latents must come from this model's VAE: other numbers of the same shape would train
+        silently on wrong targets. A mismatch is the user's to fix (re-encode), so no restart tries it again."""
+        from unigen.model.data.errors import DataError
+        stores = [s for s in self.loader.sources if s.latents is not None]
+        if not stores:
+            return
+        fingerprint = self.pipe.model.vae_fingerprint()
+        try:
+            for source in stores:
+                source.latents.check_model(fingerprint, where=f"data.sources[{source.index}]")
+        except DataError as err:
+            raise UserError(str(err)) from None
 
     def _restore(self, step_dir: Path, saved_world: int) -> dict[str, Any]:
         """Load the engine and this rank's state from a committed checkpoint; returns the data state."""

@@ -65,8 +65,8 @@ def run(args) -> int:
                 flush()
         done += 1
     flush()
-    meta = writer.close({"image_size": size, "model": model_name, "source": spec.uri, "task": spec.task,
-                         "records": done})
+    meta = writer.close({"image_size": size, "model": model_name, "vae_sha256": model.vae_fingerprint(),
+                         "source": spec.uri, "task": spec.task, "records": done})
     print(f"encoded {meta['count']} targets of {done} records of {src.name} into {args.out} "
           f"({meta['latent_shape']} {meta['dtype']}) in {time.time() - start:.1f}s; {len(bad)} bad records skipped")
     for key, reason in bad[:10]:

@@ -48,7 +48,10 @@ def test_base_merges_mappings_replaces_lists_and_points_at_the_right_file(tmp_pa
                    "data:\n  sources:\n    - {uri: x.tar, format: webdataset, task: t2i}\n")
     recipe = load_recipe(child)
     assert recipe.name == "child" and recipe.train.lr == 2e-4
-    assert recipe.train.max_steps == 2400 and recipe.train.global_batch_size == 32  # from the base
+    base = load_recipe(SMOKE)
+    assert base.train.lr != 2e-4  # so the child's own value is what is seen
+    assert (recipe.train.max_steps, recipe.train.global_batch_size) == (base.train.max_steps,
+                                                                       base.train.global_batch_size)  # from the base
     assert [s.uri for s in recipe.data.sources] == ["x.tar"]  # the list was replaced, not merged
     assert recipe.data.image_size == 64  # sibling keys of the replaced list survive
     assert recipe.base == str(SMOKE)

@@ -1,5 +1,7 @@
 """``unigen data encode`` with the tiny model: stored latents are what the model computes from the
 very pixels the processor builds for the same batch."""
+from types import SimpleNamespace
+
 import pytest
 
 from tests.unit.data.data_helpers import spec_for
@@ -72,3 +74,38 @@ def test_every_synthetic_source_collates_with_the_model_processor(corpus, tiny):
     assert len([n for n, s in loader.stats()["sources"].items() if s["served"]]) >= 12
     with torch.no_grad():
         assert torch.isfinite(tiny.model(**batch).loss)
+
+
+def test_latents_name_the_vae_that_encoded_them(corpus, tiny, tmp_path):
+    """Latents of another VAE have the same shape and are still wrong targets: training refuses them."""
+    import torch
+
+    from unigen.model.data.latents import LatentStore
+    from unigen.orchestrator.errors import UserError
+    from unigen.orchestrator.runtime.trainer import Trainer
+    root, manifest = corpus
+    tiny, model_dir = tiny
+    out = tmp_path / "latents-ip2p"
+    assert cli("encode", f"{root}/edit/instructpix2pix", "--task", "edit", "--pretrained", model_dir,
+               "--out", out) == 0
+    store = LatentStore.open(str(out), image_size=tiny.model.config.image_size)
+    store.check_model(tiny.model.vae_fingerprint(), where="data.sources[0]")  # the encoder's own VAE: fine
+    weight = next(tiny.model.vae.parameters())
+    with torch.no_grad():
+        weight.add_(1e-3)
+    try:
+        with pytest.raises(DataError, match=r"data.sources\[0\].options.latents: .* was encoded by another VAE"):
+            store.check_model(tiny.model.vae_fingerprint(), where="data.sources[0]")
+        # The runtime makes it a user error (exit 2, no restart), naming the recipe's source.
+        ip2p = next(s for s in manifest["sources"] if s["name"] == "shapes-ip2p")
+        spec = spec_for([{**ip2p, "options": {"latents": str(out)}}], image_size=tiny.model.config.image_size)
+        loader = build_loader(spec, tiny.processor, seed=0, global_batch_size=2, micro_batch_size=2, rank=0,
+                              world_size=1)
+        with pytest.raises(UserError, match=r"data.sources\[0\].options.latents: .* another VAE"):
+            Trainer._check_latents(SimpleNamespace(loader=loader, pipe=tiny))
+    finally:
+        with torch.no_grad():
+            weight.sub_(1e-3)
+    store.meta.pop("vae_sha256")
+    with pytest.raises(DataError, match=r"does not say which VAE encoded it"):
+        store.check_model(tiny.model.vae_fingerprint(), where="data.sources[0]")

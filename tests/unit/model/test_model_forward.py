@@ -185,3 +185,26 @@ def test_slot_count_mismatch_is_reported(pipe):
     batch["gen_slot_has_target"] = torch.tensor([True, True])
     with pytest.raises(ValueError, match=r"gen_slot_has_target has 2 entries but input_ids hold 1"):
         pipe.model(**batch)
+
+
+def test_training_times_take_the_timestep_shift(pipe, monkeypatch):
+    """timestep_shift k maps each drawn time u to k u / (1 + (k - 1) u), the sampling schedule's map, and the
+    DiT trains at the shifted times; k = 1 leaves them as drawn."""
+    import unigen.model.modeling as modeling
+    from unigen.model.flow import shift_times
+    drawn = torch.tensor([0.1, 0.5, 0.8, 0.95])
+    monkeypatch.setattr(modeling, "sample_flow_times", lambda count, sampling, device: drawn[:count].clone())
+    model = pipe.model.train()
+    seen = []
+    hook = model.dit.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["timestep"].clone()), with_kwargs=True)
+    try:
+        for shift in (1.0, 3.0):
+            monkeypatch.setattr(model.config, "timestep_shift", shift)
+            out = model(**training_batch(pipe.processor))
+            expected = drawn if shift == 1.0 else 3 * drawn / (1 + 2 * drawn)
+            assert torch.allclose(out.flow_times, expected) and torch.allclose(seen[-1], expected * 1000)
+    finally:
+        hook.remove()
+        model.eval()
+    assert torch.allclose(shift_times(drawn, 3.0), 3 * drawn / (1 + 2 * drawn)) and shift_times(drawn, 1.0) is drawn
+    assert shift_times(torch.tensor([0.5]), 3.0).item() == pytest.approx(0.75)  # more time at high noise
