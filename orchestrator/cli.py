@@ -171,6 +171,8 @@ def _add_run_commands(sub) -> None:
     p = sub.add_parser("export", help="ZeRO-3 checkpoint -> a UniGenPipeline.from_pretrained folder")
     p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the model into")
+    p.add_argument("--last-weights", action="store_true",
+                   help="the weights after the last step instead of their average (runs with train.ema_decay)")
     _run_root(p)
 
     p = sub.add_parser("resume", help="restart a stopped run from its newest verified checkpoint")

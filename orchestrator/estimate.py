@@ -72,6 +72,9 @@ class ModelDims:
     frozen_dtype: str | None = None
     dtype: str = "float32"
     """The model's parameter dtype (UniGenConfig.dtype): what a whole build makes the trainable parts in."""
+    averaged: bool = False
+    """The run keeps an fp32 average of the trained weights (train.ema_decay): 4 B more per trainable
+    parameter, in the optimizer column and in checkpoints, partitioned under ZeRO-3 only."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,9 @@ def checkpoint_bytes(dims: ModelDims, *, zero_stage: int, data_parallel: int, pr
     moments = trainable * ADAM_MOMENTS_BYTES
     optimizer = master + moments
     per_rank = module + (optimizer if zero_stage == 0 else optimizer / data_parallel)
-    return CheckpointBytes(float(module + optimizer), float(per_rank), left_out)
+    average = trainable * FP32_BYTES if dims.averaged else 0  # rank 0 writes it whole unless ZeRO-3 partitions it
+    per_rank += average / data_parallel if zero_stage == 3 else average
+    return CheckpointBytes(float(module + optimizer + average), float(per_rank), left_out)
 
 
 def frozen_weight_bytes(precision: str, frozen_dtype: str | None) -> int:
@@ -125,8 +130,10 @@ def frozen_weight_bytes(precision: str, frozen_dtype: str | None) -> int:
 
 
 def model_state_bytes(total: int, trainable: int, *, zero_stage: int, data_parallel: int,
-                      precision: str, frozen_dtype: str | None = None) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per rank under ZeRO ``zero_stage`` over ``data_parallel`` ranks."""
+                      precision: str, frozen_dtype: str | None = None,
+                      averaged: bool = False) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per rank under ZeRO ``zero_stage`` over ``data_parallel`` ranks;
+    ``averaged``: the optimizer column also holds the weight average (ModelDims.averaged)."""
     if zero_stage not in (0, 1, 2, 3) or data_parallel < 1:
         raise ValueError(f"zero_stage {zero_stage} / data_parallel {data_parallel} out of range")
     weights = trainable * WEIGHT_BYTES[precision] + (total - trainable) * frozen_weight_bytes(precision, frozen_dtype)
@@ -138,6 +145,8 @@ def model_state_bytes(total: int, trainable: int, *, zero_stage: int, data_paral
         gradients /= data_parallel
     if zero_stage >= 3:
         weights /= data_parallel
+    if averaged:
+        optimizer += trainable * FP32_BYTES / (data_parallel if zero_stage == 3 else 1)
     return float(weights), float(gradients), float(optimizer)
 
 
@@ -176,7 +185,7 @@ def estimate(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batc
     """Bytes per rank for one ZeRO stage."""
     weights, gradients, optimizer = model_state_bytes(dims.total, dims.trainable, zero_stage=zero_stage,
                                                       data_parallel=data_parallel, precision=precision,
-                                                      frozen_dtype=dims.frozen_dtype)
+                                                      frozen_dtype=dims.frozen_dtype, averaged=dims.averaged)
     gather = 2.0 * dims.largest_module * WEIGHT_BYTES[precision] if zero_stage == 3 and data_parallel > 1 else 0.0
     acts = activation_bytes(dims.stacks, micro_batch=micro_batch, precision=precision, checkpointing=checkpointing)
     return Estimate(zero_stage, weights, gradients, optimizer, gather, acts)
@@ -347,6 +356,8 @@ def _checkpoint_line(dims: ModelDims, *, zero_stage: int, data_parallel: int, pr
     else:
         held = "fp32 master + Adam m, v: 12 B, partitioned" + (f", + the module's {w} B copy from rank 0"
                                                                 if zero_stage < 3 else "")
+    if dims.averaged:
+        held += " + their fp32 average (train.ema_decay): 4 B"
     return (f"  checkpoint per step (ZeRO {zero_stage}): {_size(ckpt.total)} in total, {_size(ckpt.per_rank)} from "
             f"the rank writing most = {dims.trainable:,} trainable params x ({held}); frozen parameters are not "
             f"saved ({_size(ckpt.frozen_left_out)} left out of each save).")
@@ -376,6 +387,8 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
     frozen_b = frozen_weight_bytes(precision, dims.frozen_dtype)
     weights = f"{w} B/param (all)" if frozen_b == w else f"{w} B/trainable + {frozen_b} B/frozen param (frozen_dtype)"
     states = "fp32 master + Adam m, v" if precision == "bf16" else "Adam m, v; the weights are the master copy"
+    if dims.averaged:
+        states += "; + 4 B for the weight average of train.ema_decay, partitioned by ZeRO-3 only"
     lines += [
         f"  * = deepspeed.zero_stage. weights {weights}, gradients {w} B and optimizer {o} B per trainable "
         f"param ({states}); ZeRO 1 shards the optimizer, 2 + gradients, 3 + weights.",

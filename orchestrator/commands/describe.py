@@ -1,6 +1,7 @@
 """Text shown by ``unigen validate`` and ``unigen submit --dry-run``: what a submission resolved to."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import yaml
@@ -42,7 +43,8 @@ def stage_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
             f"  global batch {t.global_batch_size} = micro {t.micro_batch_size} x accumulation {stage.accumulation} "
             f"x world {sub.world_size}",
             f"  steps {t.max_steps} (warmup {t.warmup_steps}), lr {t.lr:g} -> {t.lr * t.min_lr_ratio:g} cosine, "
-            f"{t.precision}, ZeRO {stage.recipe.deepspeed.zero_stage}",
+            f"{t.precision}, ZeRO {stage.recipe.deepspeed.zero_stage}"
+            + (f", weight average (ema_decay {t.ema_decay:g})" if t.ema_decay else ""),
             f"  init_from: {_init_text(stage)}",
             f"  eval: {_eval_text(stage)}",
             f"  recipe sha256: {stage.recipe_sha256}"]
@@ -77,6 +79,7 @@ def memory_lines(stage: ResolvedStage, sub: Submission) -> list[str]:
 
     counts = UniGenConfig.from_dict(stage.model_config).parameter_counts()
     dims = dims_from_config(stage.model_config, counts, max_length=stage.recipe.data.max_length)
+    dims = dataclasses.replace(dims, averaged=stage.recipe.train.ema_decay is not None)
     return render(dims, zero_stage=stage.recipe.deepspeed.zero_stage, data_parallel=sub.world_size,
                   micro_batch=stage.recipe.train.micro_batch_size, precision=stage.recipe.train.precision,
                   checkpointing=checkpointing_of(stage.model_config), gpus=sub.world.gpus,

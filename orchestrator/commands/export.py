@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not (out / "unigen_export.json").is_file():
         raise UserError(f"--out {out} exists and is not an earlier unigen export: pick an empty or new folder")
     step_dir = newest_local_checkpoint(ledger)
-    export_checkpoint(recorded_recipe(record), step_dir, out, run_id=record["run_id"])
+    export_checkpoint(recorded_recipe(record), step_dir, out, run_id=record["run_id"], average=not args.last_weights)
 
     def change(r):
         r["export"] = {"path": ledger.paths.record_path(out), "step": int(step_dir.name.split("-")[-1])}

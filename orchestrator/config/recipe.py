@@ -53,6 +53,9 @@ class TrainSection(_Strict):
     log_every: int = Field(10, gt=0, description="Log loss, lr, grad norm and throughput every N steps.")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 mixed precision (DeepSpeed bf16) or "
                                                "full fp32.")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="Keep an exponential moving average of the "
+                                    "trained weights with this decay per optimizer step (e.g. 0.999); the export, "
+                                    "evaluation and the next stage use it. null: the last weights.")
 
     @field_validator("betas")
     @classmethod

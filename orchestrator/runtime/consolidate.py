@@ -5,7 +5,9 @@
 - Without ZeRO (``deepspeed.zero_stage: 0``, e.g. one CPU rank) there are no partitions: the module's
   weights are in ``mp_rank_00_model_states.pt`` whole, in the training dtype (fp32 masters too in fp32
   training, which is what the smoke recipes use); ``zero_to_fp32`` refuses such a folder.
-Either way the result holds the trained parameters and the buffers, no frozen parameter (checkpoints
+A run with ``train.ema_decay`` kept an average of its trained weights (unigen.orchestrator.runtime.weight_average):
+that average replaces the last weights here, so everything that reads a checkpoint's model reads the weights
+the run hands on. Either way the result holds the trained parameters and the buffers, no frozen parameter (checkpoints
 leave them out; older checkpoints that still have them give them too): the callers load it with
 ``strict=False`` into a pipeline built from the recipe, whose frozen parts come from the same source as
 the run's, and refuse a missing trained tensor.
@@ -24,11 +26,21 @@ def is_zero_partitioned(step_dir: Path) -> bool:
     return any(Path(step_dir).glob("*zero_pp_rank_*optim_states.pt"))
 
 
-def fp32_state_dict(step_dir: Path) -> dict:
-    """The model's weights in a committed step folder, as float32 tensors by parameter name."""
+def fp32_state_dict(step_dir: Path, *, average: bool = True) -> dict:
+    """The model's weights in a committed step folder, as float32 tensors by parameter name: the weight
+    average where the run kept one, unless ``average`` is False (the last weights)."""
+    from unigen.orchestrator.runtime.weight_average import full_average
+
+    state = _last_weights(Path(step_dir))
+    kept = full_average(step_dir) if average else None
+    if kept:
+        state.update(kept)
+    return state
+
+
+def _last_weights(step_dir: Path) -> dict:
     import torch
 
-    step_dir = Path(step_dir)
     if is_zero_partitioned(step_dir):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

@@ -23,9 +23,11 @@ log = logging.getLogger("unigen.runtime")
 EXPORT_INFO = "unigen_export.json"
 
 
-def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: str | None) -> Path:
+def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: str | None,
+                      average: bool = True) -> Path:
     """Write the pipeline of ``recipe`` (the run's, ``config.recorded.recorded_recipe``) with the weights of
-    ``step_dir`` to ``out_dir`` (atomically)."""
+    ``step_dir`` to ``out_dir`` (atomically): their average with ``train.ema_decay``, unless ``average`` is
+    False."""
     from unigen.orchestrator.runtime import rng
     from unigen.orchestrator.runtime.build import build_pipeline
     from unigen.orchestrator.runtime.consolidate import fp32_state_dict
@@ -35,7 +37,7 @@ def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: 
     if not (step_dir / "COMMIT.json").is_file():
         raise UserError(f"{step_dir} is not a committed checkpoint (no COMMIT.json)")
     commit = json.loads((step_dir / "COMMIT.json").read_text())
-    state = fp32_state_dict(step_dir)
+    state = fp32_state_dict(step_dir, average=average)
     # Checkpoints hold no frozen parameter: those come from this build, which must equal the run's. Pretrained
     # parts load from their source; a preset's random ones (`tiny`) need the seed every rank built with.
     rng.seed_everything(build_seed(recipe.train))
@@ -54,7 +56,8 @@ def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: 
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
     (tmp / EXPORT_INFO).write_text(json.dumps({
-        "run_id": run_id, "step": commit["step"], "checkpoint": str(step_dir), "exported_at": now_iso()},
+        "run_id": run_id, "step": commit["step"], "checkpoint": str(step_dir), "exported_at": now_iso(),
+        "weights": "average" if average and recipe.train.ema_decay else "last"},
         indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -3,7 +3,8 @@
 Per rank, in ``step-<N>/``:
 - DeepSpeed ZeRO files (``zero_pp_rank_<r>_mp_rank_00_{model,optim}_states.pt``; the optimizer and
   LR scheduler state are inside);
-- ``unigen-rank<r>.pt``: this rank's RNG states (python, numpy, torch) and the trainer state.
+- ``unigen-rank<r>.pt``: this rank's RNG states (python, numpy, torch), the trainer state and, with
+  ``train.ema_decay``, this rank's part of the weight average (unigen.orchestrator.runtime.weight_average).
 
 A checkpoint holds what trains, nothing frozen: every save passes DeepSpeed's
 ``exclude_frozen_parameters``, so the frozen backbone and VAE (about 4B parameters at unigen-3b, which
@@ -25,6 +26,7 @@ from typing import Any
 
 from unigen.orchestrator.config.recipe import TrainSection
 from unigen.orchestrator.runtime import rng
+from unigen.orchestrator.runtime.weight_average import STATE_KEY
 
 # DeepSpeed names the files of data-parallel rank r "zero_pp_rank_<r>_mp_rank_00_...", optionally with
 # a "bf16_" prefix for the optimizer states; files without a rank ("mp_rank_00_model_states.pt",
@@ -44,8 +46,9 @@ def rank_state_name(rank: int) -> str:
     return f"unigen-rank{rank}.pt"
 
 
-def make_write_fn(engine, *, rank: int, trainer_state: dict[str, Any]):
-    """The ``write_fn`` CheckpointManager.save calls on every rank: DeepSpeed files + our state."""
+def make_write_fn(engine, *, rank: int, trainer_state: dict[str, Any], weight_average=None):
+    """The ``write_fn`` CheckpointManager.save calls on every rank: DeepSpeed files + our state (with the
+    run's ``weight_average.WeightAverage``, if it keeps one)."""
 
     def write(step_dir: Path) -> list[str]:
         import torch
@@ -53,7 +56,10 @@ def make_write_fn(engine, *, rank: int, trainer_state: dict[str, Any]):
         with _frozen_aliases_left_out(engine):
             engine.save_checkpoint(str(step_dir.parent), tag=step_dir.name, save_latest=False,
                                    client_state={"unigen": trainer_state}, exclude_frozen_parameters=True)
-        torch.save({"rng": rng.capture(), "trainer": trainer_state}, step_dir / rank_state_name(rank))
+        own = {"rng": rng.capture(), "trainer": trainer_state}
+        if weight_average is not None:
+            own[STATE_KEY] = weight_average.state(rank)
+        torch.save(own, step_dir / rank_state_name(rank))
         return sorted(p.name for p in step_dir.iterdir() if p.is_file() and
                       (owned_by(p.name, rank) or p.name == rank_state_name(rank)))
 

@@ -7,6 +7,7 @@ checkpoint (commit protocol).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from unigen.orchestrator.runtime.evaluation import Evaluator
 from unigen.orchestrator.runtime.init_from import resolve_init
 from unigen.orchestrator.runtime.reporting import Reporter
 from unigen.orchestrator.runtime.state import build_seed, load_engine_state, load_rank_state, make_write_fn
+from unigen.orchestrator.runtime.weight_average import WeightAverage
 from unigen.orchestrator.signals import EXIT_REQUEUE, install_handlers
 
 log = logging.getLogger("unigen.runtime")
@@ -75,6 +77,8 @@ class Trainer:
                                     min_lr_ratio=train.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
+        # Starts at the weights training starts from (stage 1's for a stage 2); a resume overwrites it.
+        self.average = WeightAverage(self.engine.module, train.ema_decay) if train.ema_decay else None
         ckpt = self.recipe.checkpoint
         remote = checkpoint_mirror(self.recipe, self.record["run_id"])
         self.reporter = Reporter(self.ledger, self.ctx, train=train, ds_config=ds_config, lineage=self.lineage)
@@ -128,8 +132,11 @@ class Trainer:
         own = load_rank_state(step_dir, self.ctx.rank)
         rank0 = own if self.ctx.rank == 0 else load_rank_state(step_dir, 0)
         trainer_state = (own or rank0)["trainer"]
-        if own is not None and saved_world == self.ctx.world_size:
+        same_ranks = own is not None and saved_world == self.ctx.world_size
+        if same_ranks:
             rng.restore(own["rng"])
+        if self.average is not None:
+            self.average.load(step_dir, rank=self.ctx.rank, own=own if same_ranks else None)
         self.step = int(trainer_state["step"])
         log.info("rank %d resumed at step %d from %s", self.ctx.rank, self.step, step_dir)
         return trainer_state["data"]
@@ -144,7 +151,8 @@ class Trainer:
                 return EXIT_REQUEUE
             self._one_step()
             if self.evaluator.due(self.step):
-                self.reporter.evaluation(self.evaluator.run(self.step))
+                with self._handed_on_weights():
+                    self.reporter.evaluation(self.evaluator.run(self.step))
             if self.save_every and self.step % self.save_every == 0 and self.step < self.max_steps:
                 self._save(reason="periodic")
         self._save(reason="final")
@@ -170,6 +178,8 @@ class Trainer:
                 unclipped = self._grad_norm_without_zero()
             self.engine.step()
             losses.append(out.loss.detach().float())
+        if self.average is not None:
+            self.average.update()
         loss = _mean_over_ranks(torch.stack(losses).mean())
         self.step += 1
         step_time = time.perf_counter() - t0
@@ -183,6 +193,10 @@ class Trainer:
             # mfu and model_tflops of this rank, on GPUs only (unigen.orchestrator.runtime.throughput)
             **throughput.mfu_metrics(self.pipe.model.config, micro_batches, step_time, self.device),
         })
+
+    def _handed_on_weights(self):
+        """The weights this run hands on (its export reads the same): the average with train.ema_decay."""
+        return self.average.in_place() if self.average is not None else contextlib.nullcontext()
 
     def _grad_norm_without_zero(self) -> float | None:
         """The gradient norm before clipping when DeepSpeed does not report one: without ZeRO it clips a
@@ -198,7 +212,8 @@ class Trainer:
         state = {"step": self.step, "samples_seen": self.step * self.train_section.global_batch_size,
                  "data": self.loader.state_dict(), "mlflow_run_id": self.reporter.mlflow_run_id,
                  "attempt": self.ctx.attempt}
-        info = self.ckpt.save(self.step, make_write_fn(self.engine, rank=self.ctx.rank, trainer_state=state),
+        write = make_write_fn(self.engine, rank=self.ctx.rank, trainer_state=state, weight_average=self.average)
+        info = self.ckpt.save(self.step, write,
                               metadata={k: v for k, v in state.items() if k != "data"} | {"reason": reason})
         if self.ctx.is_main:
             self.reporter.checkpoint_saved(info)

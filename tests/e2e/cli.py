@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # A few steps with a checkpoint every 3: enough to resume mid-run, minutes in total on 2 cores. No mirror
 # (the smoke recipes' local object store): these runs are copied under other roots with their run ids, and
 # copies of one run would share its mirror folder; the mirror has its own tests (test_smoke_pipeline.py,
-# test_s3_checkpoints.py).
+# test_s3_checkpoints.py). They keep a weight average (train.ema_decay), so every resume test checks that it
+# continues bit for bit (the export is the average) and the evaluation test that lending it to evaluation
+# leaves training unchanged.
 SHORT = [*SHAPE, "train.max_steps=12", "train.warmup_steps=2", "checkpoint.every=3", "train.log_every=1",
-         "checkpoint.uri=null"]
+         "checkpoint.uri=null", "train.ema_decay=0.9"]
 
 
 def make_workspace(path: Path) -> Path:

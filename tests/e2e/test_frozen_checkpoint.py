@@ -39,3 +39,35 @@ def test_the_smoke_checkpoints_hold_no_frozen_parameter(reference_run):
     for name, tensor in built.state_dict().items():
         if name in frozen:
             assert torch.equal(exported[name].to(tensor.dtype), tensor), name
+
+
+def test_the_export_is_the_weight_average_and_the_last_weights_export_on_request(reference_run, workspace,
+                                                                                  tmp_path):
+    """SHORT keeps a weight average (train.ema_decay=0.9): the run's export holds it, joined from the two
+    ranks' ZeRO-3 partitions; `unigen export --last-weights` gives the weights after the last step instead."""
+    import json
+    import shutil
+
+    import torch
+
+    from tests.e2e.cli import cli, cli_env, exported_tensors
+    from unigen.model.export_layout import export_tensors
+    from unigen.orchestrator.runtime.consolidate import fp32_state_dict
+    from unigen.orchestrator.runtime.weight_average import full_average
+
+    step_dir = reference_run / "checkpoints" / "step-12"
+    average, last = full_average(step_dir), fp32_state_dict(step_dir, average=False)
+    assert average and average.keys() <= last.keys() and any(name.startswith("dit.") for name in average)
+    assert all(not torch.equal(average[k], last[k]) for k in average if k.endswith(".weight"))
+    exported = exported_tensors(reference_run)
+    assert all(torch.equal(exported[k].float(), v) for k, v in average.items())
+    assert json.loads((reference_run / "export" / "unigen_export.json").read_text())["weights"] == "average"
+
+    copy = tmp_path / "runs" / reference_run.name  # the export is recorded on the run: not on the shared one
+    shutil.copytree(reference_run, copy, ignore=shutil.ignore_patterns("export", "tracking"))
+    out = cli(workspace, "export", str(copy), "--out", str(tmp_path / "last"), "--last-weights",
+              env=cli_env(copy.parent), check=True)
+    assert "exported" in out.stdout
+    other = export_tensors(tmp_path / "last")
+    assert all(torch.equal(other[k].float(), last[k]) for k in average)
+    assert json.loads((tmp_path / "last" / "unigen_export.json").read_text())["weights"] == "last"

@@ -28,6 +28,26 @@ def test_model_states_fp32_and_one_rank():
         model_state_bytes(1, 1, zero_stage=4, data_parallel=1, precision="bf16")
 
 
+@pytest.mark.parametrize("stage,optimizer", [(0, 4800 + 1600), (2, 1200 + 1600), (3, 1200 + 400)])
+def test_the_weight_average_adds_4_bytes_per_trainable_param_partitioned_by_zero3_only(stage, optimizer):
+    assert model_state_bytes(1000, 400, zero_stage=stage, data_parallel=4, precision="bf16",
+                             averaged=True)[2] == optimizer
+
+
+def test_the_weight_average_is_in_the_checkpoint_bytes():
+    from dataclasses import replace
+
+    from unigen.orchestrator.estimate import checkpoint_bytes
+
+    dims = ModelDims(total=1000, trainable=400, largest_module=10, largest_module_name="x", stacks=())
+    plain = checkpoint_bytes(dims, zero_stage=3, data_parallel=4, precision="bf16")
+    averaged = checkpoint_bytes(replace(dims, averaged=True), zero_stage=3, data_parallel=4, precision="bf16")
+    assert (averaged.total - plain.total, averaged.per_rank - plain.per_rank) == (1600, 400)
+    plain0 = checkpoint_bytes(dims, zero_stage=0, data_parallel=4, precision="bf16")
+    averaged0 = checkpoint_bytes(replace(dims, averaged=True), zero_stage=0, data_parallel=4, precision="bf16")
+    assert averaged0.per_rank - plain0.per_rank == 1600  # rank 0 writes the whole average
+
+
 def test_activations_with_and_without_checkpointing():
     stacks = [Stack("a", tokens=10, width=4, layers=3), Stack("b", tokens=5, width=2, layers=1)]
     # micro 2 x tokens x width x 17 per layer x layers x 2 B: 2*10*4*51*2 + 2*5*2*17*2
