@@ -5,7 +5,7 @@ sends SIGTERM. A DeepSpeed ZeRO-3 checkpoint must be written by ALL ranks togeth
 usually reaches only some of them (submitit even calls its ``checkpoint()`` on global rank 0 only,
 inside the handler, where a ZeRO-3 save hangs). So the handler does nothing but set a flag; at each
 step boundary the training loop calls :func:`should_stop`, which all-reduces the flag so every rank
-takes the same branch: save a committed checkpoint together, then exit with :data:`EXIT_REQUEUE`.
+takes the same branch: save a committed checkpoint together, then exit with ``exitcodes.EXIT_REQUEUE`` (75).
 
 A second (third, ...) signal while that save runs only sets the flag again: the handler never
 raises, never logs (a handler can interrupt the logging module while it holds its lock) and never
@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from typing import Iterable
 
 from unigen.orchestrator.comm import Comm
-# "Requeue me" (75): the process saved a committed checkpoint because it was asked to stop, and wants to
-# be started again (the local launcher restarts it at once; the SLURM launcher requeues the job).
-from unigen.orchestrator.exitcodes import EXIT_REQUEUE  # noqa: F401 - re-exported (signals.EXIT_REQUEUE)
 
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -35,7 +31,6 @@ class PreemptionFlag:
     def __init__(self) -> None:
         self._signum: int | None = None
         self._count = 0
-        self._first_at: float | None = None
         self._reason: str | None = None
         self._previous: dict[int, object] = {}
 
@@ -61,7 +56,6 @@ class PreemptionFlag:
         # Keep this to plain attribute writes: it may run in the middle of a save, or of anything.
         if self._signum is None:
             self._signum = signum
-            self._first_at = time.time()
         self._count += 1
 
     # -- state ------------------------------------------------------------------------------------
@@ -69,7 +63,6 @@ class PreemptionFlag:
         """Raise the flag from code (a watchdog, a deadline), as if a signal had arrived."""
         if self._reason is None and self._signum is None:
             self._reason = reason
-            self._first_at = time.time()
         self._count += 1
 
     @property
@@ -89,11 +82,6 @@ class PreemptionFlag:
             return signal.Signals(self._signum).name
         return self._reason
 
-    @property
-    def first_at(self) -> float | None:
-        """Unix time of the first signal, to measure how much of the grace time a save used."""
-        return self._first_at
-
     def should_stop(self, comm: Comm) -> bool:
         """Collective: True on every rank when any rank got a signal. Call at a step boundary on all
         ranks, then (when True) save a checkpoint together and ``sys.exit(EXIT_REQUEUE)``."""
@@ -101,26 +89,16 @@ class PreemptionFlag:
 
     def reset(self) -> None:
         """Lower the flag (tests, or a runtime that decided to carry on)."""
-        self._signum = self._first_at = self._reason = None
+        self._signum = self._reason = None
         self._count = 0
 
 
 _default = PreemptionFlag()
 
 
-def default_flag() -> PreemptionFlag:
-    """The process-wide flag used by :func:`install_handlers` and :func:`should_stop`."""
-    return _default
-
-
 def install_handlers(signals: Iterable[int] = DEFAULT_SIGNALS) -> PreemptionFlag:
     """Install the flag-only handlers for SIGUSR2 and SIGTERM on the process-wide flag."""
     return _default.install(signals)
-
-
-def stop_requested() -> bool:
-    """This rank's own view (no collective): did a preemption signal arrive here?"""
-    return _default.requested
 
 
 def should_stop(comm: Comm) -> bool:

@@ -28,7 +28,7 @@ from unigen.orchestrator.checkpoint.layout import (
     resolve_inside,
     step_dir_name,
 )
-from unigen.orchestrator.checkpoint.transfer import FileJob, TransferPolicy, call_with_retry, run_transfers
+from unigen.orchestrator.checkpoint.transfer import FileJob, TransferPolicy, run_transfers
 from unigen.orchestrator.checkpoint.verify import LocalStepView, Verdict, verify_step
 from unigen.orchestrator.secrets import is_secret_key, register_secret, scrub
 
@@ -217,8 +217,6 @@ class Remote:
                     from None
             raise
 
-    def list_with_retry(self, stop: Any = None, on_event: Any = None) -> Listing:
-        return call_with_retry(self.list, "list", self.policy, stop=stop, on_event=on_event)
 
 
 def storage_options_from_profile(profile: Profile) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ import sys
 from unigen.orchestrator.commands.runref import checkpoint_manager, ledger_arg
 from unigen.orchestrator.errors import UserError
 
-RESUMABLE = ("failed", "cancelled", "requeued", "queued", "running")
 
 
 def _plan(ledger) -> int:

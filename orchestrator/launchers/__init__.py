@@ -2,7 +2,8 @@
 
 One per ``profile.launcher`` value: ``local``, the ``slurm/`` and ``ray/`` subpackages, each with a
 module exposing ``LAUNCHER``, an object with the small interface of ``base.Launcher``. Shared by all
-three: ``attempt_policy`` (what an exit code means and what follows) and ``progress`` (--wait).
+three: ``attempt_policy`` (what an exit code means and what follows) and ``progress`` (--wait); by the
+local and Ray launchers: ``attempts`` (the attempt loop over a group of ranks, and the rank layout).
 Launchers are imported only when a command needs them: the SLURM one imports submitit only to submit
 or cancel, the Ray one imports ray only to talk to a cluster.
 """

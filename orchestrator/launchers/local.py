@@ -1,7 +1,7 @@
 """The local launcher: every rank of a run as a child process of one supervisor on this machine.
 
 The supervisor owns the attempt loop that a scheduler owns on a cluster; it is the Ray driver's loop
-(``ray.attempts.RunAttempts``, Ray-free) over a ``LocalGroup`` of child processes, with the decisions of
+(``attempts.RunAttempts``, ``attempts.run_stages``) over a ``LocalGroup`` of child processes, with the decisions of
 ``attempt_policy``:
 - all ranks exit 0                   -> the run is completed;
 - ranks exit 0 or EXIT_REQUEUE (75)  -> they saved a committed checkpoint on a preemption signal: start
@@ -33,8 +33,7 @@ from typing import Callable, Sequence
 from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.config.world import world_of
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
-from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, _guarded
-from unigen.orchestrator.launchers.ray.plan import RankSlot, WorkerInfo
+from unigen.orchestrator.launchers.attempts import RankSlot, RunAttempts, Settings, WorkerInfo, run_stages
 from unigen.orchestrator.runs import RunLedger
 
 log = logging.getLogger("unigen.launcher")
@@ -68,31 +67,10 @@ class LocalSupervisor:
             log.warning("signal %d: asking ranks to save and stop", signum)
         self._cancel = True
 
-    # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
         """Run every stage in order; 0 when all completed."""
-        for i, run_dir in enumerate(self.run_dirs):
-            ledger = RunLedger(run_dir)
-            if self._cancel:
-                ledger.set_status("cancelled", error="cancelled before it started")
-                continue
-            if i and RunLedger(self.run_dirs[i - 1]).read()["status"] != "completed":
-                prev = RunLedger(self.run_dirs[i - 1]).read()["run_id"]
-                ledger.set_status("cancelled", error=f"not started: the previous stage {prev} did not complete")
-                continue
-            self._run_one(ledger)
-        statuses = [RunLedger(d).read()["status"] for d in self.run_dirs]
-        return 0 if all(s == "completed" for s in statuses) else 1
-
-    def _run_one(self, ledger: RunLedger) -> None:
-        handler = logging.FileHandler(ledger.paths.logs / "launcher.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        try:
-            _guarded(ledger, self._attempts)  # a supervisor error fails the run instead of leaving it running
-        finally:
-            log.removeHandler(handler)
-            handler.close()
+        return run_stages([RunLedger(d) for d in self.run_dirs], self._attempts, stopping=lambda: self._cancel,
+                          driver="the local supervisor")
 
     def _attempts(self, ledger: RunLedger) -> RunAttempts:
         profile = recorded_profile(ledger.read())
@@ -110,7 +88,7 @@ class LocalSupervisor:
 
 
 class LocalGroup:
-    """The ranks of one attempt as child processes of the supervisor (a ``ray.attempts.RankGroup``).
+    """The ranks of one attempt as child processes of the supervisor (an ``attempts.RankGroup``).
     Each rank leads its own process group (with its loader workers) and sees the GPUs the supervisor sees
     (``visible``: CUDA_VISIBLE_DEVICES of the supervisor or the profile's env; LOCAL_RANK picks one)."""
 

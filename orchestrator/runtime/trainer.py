@@ -18,6 +18,7 @@ from unigen.orchestrator.checkpoint.remote import storage_options_from_profile
 from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 from unigen.orchestrator.deepspeed_config import build_deepspeed_config
 from unigen.orchestrator.errors import UserError
+from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror
 from unigen.orchestrator.runtime import rng, throughput
 from unigen.orchestrator.runtime.build import build_optimizer, build_pipeline, build_scheduler
@@ -27,7 +28,7 @@ from unigen.orchestrator.runtime.init_from import resolve_init
 from unigen.orchestrator.runtime.reporting import Reporter
 from unigen.orchestrator.runtime.state import build_seed, load_engine_state, load_rank_state, make_write_fn
 from unigen.orchestrator.runtime.weight_average import WeightAverage
-from unigen.orchestrator.signals import EXIT_REQUEUE, install_handlers
+from unigen.orchestrator.signals import install_handlers
 
 log = logging.getLogger("unigen.runtime")
 

@@ -212,15 +212,6 @@ class Tracker:
         self._submit({"op": "export", "path": self.ledger.paths.record_path(where)})
         record_export_in_ledger(self.ledger, where)
 
-    def link_stage1(self, mlflow_run_id: str | None, checkpoint_uri: str | None, *, run_id: str | None = None,
-                    step: int | None = None) -> None:
-        """Tag this (stage-2) run with the stage-1 MLflow run and checkpoint it started from.
-        ``open`` already does this from run.json's ``init_from``; call it when the runtime resolves a
-        different checkpoint."""
-        self._submit({"op": "link_stage1", "mlflow_run_id": mlflow_run_id,
-                      "checkpoint_uri": scrub(checkpoint_uri) if checkpoint_uri else None, "run_id": run_id,
-                      "step": step})
-
     def log_artifacts(self, folder: str | Path, artifact_path: str) -> None:
         """Upload the files of a local ``folder`` (which must stay in place until sent, e.g. in the run folder)
         under ``artifact_path`` of the run, e.g. the sample images of an evaluation."""
@@ -260,7 +251,7 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        from unigen.orchestrator.signals import EXIT_REQUEUE
+        from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 
         if exc_type is None:
             self.close("completed")

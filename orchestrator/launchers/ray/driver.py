@@ -1,5 +1,5 @@
 """The Ray job driver: the entrypoint of the Ray Job that ``unigen submit --profile <ray profile>``
-submits. It runs the stages of one submission in order, each through ``ray.attempts.RunAttempts``
+submits. It runs the stages of one submission in order, each through ``launchers.attempts.RunAttempts``
 with its workers placed by ``ray.group.RayGroup``, and exits 0 only when every stage completed.
 
     python -m unigen.orchestrator.launchers.ray.driver --job-id ID [--cwd DIR] RUN_DIR [RUN_DIR ...]
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from unigen.orchestrator.config.recorded import recorded_profile
-    from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
+    from unigen.orchestrator.launchers.attempts import RunAttempts, Settings, run_stages
     from unigen.orchestrator.launchers.ray.group import RayGroup
 
     ray.init(log_to_driver=False)  # RAY_ADDRESS comes from the job supervisor

@@ -4,7 +4,7 @@ Why actors we place ourselves rather than Ray Train's TorchTrainer: the per-rank
 does what Train would add (torch.distributed + DeepSpeed init, committed checkpoints, resume), and it
 must run as the same ``python -m unigen.orchestrator.runtime RUN_DIR`` process under every launcher,
 with the same exit codes (75 "requeue me", 2 "do not restart"). A rank is a child process of its
-actor (``ray.rank.RankProcess``); the driver decides what an exit means (``ray.attempts``).
+actor (``ray.rank.RankProcess``); the driver decides what an exit means (``launchers.attempts``).
 
 Imported only by the driver, inside a Ray job: it imports ray at the top.
 """
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from unigen.orchestrator.launchers.ray.plan import LOST, RankSlot, WorkerInfo, bundles
+from unigen.orchestrator.launchers.attempt_policy import LOST
+from unigen.orchestrator.launchers.attempts import RankSlot, WorkerInfo
 from unigen.orchestrator.launchers.ray.rank import RankProcess
 
 log = logging.getLogger("unigen.launcher.ray")
@@ -27,11 +28,19 @@ log = logging.getLogger("unigen.launcher.ray")
 CALL_TIMEOUT_S = 60.0  # a quick actor call that takes longer means its node is in trouble
 WAIT_LOG_S = 60.0  # how often "still waiting for workers" is logged
 
+def bundles(workers: int, cpus: float, gpus: float) -> list[dict[str, Any]]:
+    """The placement group's bundles: one per worker (Ray rejects zero-valued resources)."""
+    one: dict[str, Any] = {"CPU": cpus}
+    if gpus:
+        one["GPU"] = gpus
+    return [dict(one) for _ in range(workers)]
+
+
 _RankActor = ray.remote(max_restarts=0, max_task_retries=0)(RankProcess)
 
 
 class RayGroup:
-    """``ray.attempts.RankGroup`` on a Ray cluster."""
+    """``attempts.RankGroup`` on a Ray cluster."""
 
     def __init__(self, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                  strategy: str = "PACK", python: str | None = None):

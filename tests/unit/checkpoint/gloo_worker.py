@@ -27,6 +27,7 @@ def main() -> int:
     rank, world = int(rank), int(world)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from unigen.orchestrator import signals
+    from unigen.orchestrator.exitcodes import EXIT_REQUEUE
     from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
 
     flag = signals.install_handlers()  # before the slow imports: the test may signal early
@@ -85,7 +86,7 @@ def main() -> int:
                 mgr.close()
                 Path(out).write_text(json.dumps(report))
                 dist.destroy_process_group()
-                return signals.EXIT_REQUEUE
+                return EXIT_REQUEUE
             if step > 2000:
                 report["error"] = "no signal arrived"
                 break

@@ -12,6 +12,7 @@ from unigen.orchestrator import signals
 from unigen.orchestrator.checkpoint import CheckpointManager
 from unigen.orchestrator.checkpoint.verify import LocalStepView, verify_step
 from unigen.orchestrator.comm import LocalComm
+from unigen.orchestrator.exitcodes import EXIT_REQUEUE
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_sigterm_and_sigusr2_only_set_the_flag(flag):
     time.sleep(0.01)
     assert flag.count == 2 and flag.reason == "SIGTERM"  # the first signal is the reason
     assert flag.should_stop(LocalComm()) is True
-    assert signals.EXIT_REQUEUE == 75
+    assert EXIT_REQUEUE == 75
 
 
 def test_uninstall_restores_previous_handlers():
@@ -76,7 +77,7 @@ def test_signal_on_one_rank_makes_both_ranks_save_and_exit_requeue(tmp_path):
     ranks.signal(1, signal.SIGTERM)  # only rank 1 is told
     results = ranks.wait()
     for code, report, text in results:
-        assert code == signals.EXIT_REQUEUE, text
+        assert code == EXIT_REQUEUE, text
     (_, r0, _), (_, r1, _) = results
     # Rank 0 never got a signal, yet stopped at the same step boundary thanks to the all-reduce.
     assert r0["signal_count_before_save"] == 0 and r1["signal_count_before_save"] == 1

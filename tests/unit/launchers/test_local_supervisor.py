@@ -93,3 +93,24 @@ def test_a_signal_to_the_supervisor_makes_the_ranks_save_and_cancels_every_stage
     assert supervise(sup=sup) == 1
     assert reasons(first) == ("cancelled", [("cancelled", 75)])
     assert second.read()["status"] == "cancelled" and not second.read()["attempts"]
+
+
+def test_a_supervisor_failure_fails_its_run_names_the_supervisor_and_logs_the_attempts(tmp_path, monkeypatch):
+    first, second = make_run(tmp_path, "r1", [[0, 0]]), make_run(tmp_path, "r2", [[0, 0]])
+
+    def broken(self, ledger):
+        raise OSError("no ranks today")
+
+    monkeypatch.setattr(LocalSupervisor, "_attempts", broken)
+    assert supervise(first, second) == 1
+    assert first.read()["status"] == "failed"
+    assert "the local supervisor failed: OSError: no ranks today" in first.read()["error"]
+    assert second.read()["status"] == "cancelled" and not second.read()["attempts"]
+    assert "r1: driver started" in (first.paths.logs / "launcher.log").read_text()
+
+
+def test_the_supervisor_records_every_attempt_in_the_runs_launcher_log(tmp_path):
+    ledger = make_run(tmp_path, "r1", [[0, 1], [0, 0]], max_restarts=1)
+    assert supervise(ledger) == 0
+    log = (ledger.paths.logs / "launcher.log").read_text()
+    assert "attempt 1 on" in log and "attempt 2 on" in log and "restart 1 of 1" in log

@@ -107,7 +107,7 @@ def test_cancel_of_a_run_whose_job_already_ended_marks_it_cancelled(tmp_path, mo
 
 
 def test_the_launcher_modules_import_no_ray_or_torch():
-    code = ("import sys, unigen.orchestrator.launchers.ray.launcher, unigen.orchestrator.launchers.ray.attempts\n"
+    code = ("import sys, unigen.orchestrator.launchers.ray.launcher, unigen.orchestrator.launchers.attempts\n"
             "print([m for m in ('ray', 'torch', 'deepspeed') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])

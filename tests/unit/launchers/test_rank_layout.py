@@ -1,4 +1,4 @@
-"""Ray launcher decisions without Ray: rank layout over nodes and GPUs, and the profile fields that
+"""Rank layout over nodes and GPUs (local and Ray launchers), the Ray bundles, and the profile fields that
 drive them (what exit codes mean: test_attempt_policy.py, shared with the other launchers)."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from unigen.orchestrator.config.profile import Profile
-from unigen.orchestrator.launchers.ray.plan import WorkerInfo, bundles, rank_layout
+from unigen.orchestrator.launchers.attempts import WorkerInfo, rank_layout
+from unigen.orchestrator.launchers.ray.group import bundles
 
 
 def worker(bundle, node, gpus=()):

@@ -1,6 +1,6 @@
-"""The Ray driver's attempt loop on real child processes instead of Ray actors: restarts within
-ray.max_failures, 75 restarted at once, 2 never restarted, cancel (ranks save, run cancelled),
-peers of a dead rank stopped, stages in order, and what run.json records for every attempt."""
+"""The attempt loop of the Ray driver and the local supervisor, on real child processes instead of Ray
+actors: restarts within ray.max_failures, 75 restarted at once, 2 never restarted, cancel (ranks save, run
+cancelled), peers of a dead rank stopped, stages in order, and what run.json records for every attempt."""
 from __future__ import annotations
 
 import signal
@@ -12,8 +12,7 @@ import time
 
 from tests.unit.tracking.tracking_helpers import recipe_model
 from unigen.orchestrator.config.profile import Profile
-from unigen.orchestrator.launchers.ray.attempts import RunAttempts, Settings, run_stages
-from unigen.orchestrator.launchers.ray.plan import WorkerInfo
+from unigen.orchestrator.launchers.attempts import RunAttempts, Settings, WorkerInfo, run_stages
 from unigen.orchestrator.runs import RunLedger
 
 JOB = "unigen-test-job"

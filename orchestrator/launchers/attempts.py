@@ -1,5 +1,5 @@
-"""The attempt loop, free of Ray: it drives any ``RankGroup`` (the Ray driver's actors in ``ray.group``,
-the local supervisor's child processes in ``local``), so both launchers run the same loop.
+"""The attempt loop shared by the local and Ray launchers: it drives any ``RankGroup`` (the Ray driver's
+actors in ``ray.group``, the local supervisor's child processes in ``local``) and is free of Ray.
 
 Per run (stage), until it ends:
 - place the workers (waiting for resources; a cancel while waiting ends the run as cancelled);
@@ -27,13 +27,68 @@ from typing import Callable, Protocol, Sequence
 from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.launchers import attempt_policy as policy
 from unigen.orchestrator.launchers.attempt_policy import LOST, PEER_GRACE_S, Outcome, classify, describe_code, first_failure
-from unigen.orchestrator.launchers.ray.plan import RankSlot, WorkerInfo, rank_layout
 from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
 from unigen.orchestrator.secrets import ScrubFilter, scrub
 
-log = logging.getLogger("unigen.launcher.ray")
+log = logging.getLogger("unigen.launcher")
 
 LEDGER_READ_S = 1.0  # how often the driver looks for a cancel request in run.json
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where one placed worker (a Ray actor in bundle ``bundle``) landed."""
+
+    bundle: int
+    node_id: str
+    node_ip: str
+    hostname: str
+    gpu_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankSlot:
+    """One rank of an attempt: the worker that runs it and the variables that make it that rank."""
+
+    rank: int
+    worker: WorkerInfo
+    env: dict[str, str]
+
+
+def rank_layout(workers: Sequence[WorkerInfo], *, master_port: int, gpus: bool) -> list[RankSlot]:
+    """Ranks for the placed workers, grouped by node so that LOCAL_RANK counts 0.. on every node.
+
+    The first worker's node (bundle 0) hosts rank 0 and the rendezvous (MASTER_ADDR, with a port
+    that was found free there). Ray gives each GPU worker only its own GPU in CUDA_VISIBLE_DEVICES,
+    but the runtime picks ``cuda:LOCAL_RANK``; so, as Ray Train does, every rank on a node sees the
+    GPUs of all workers on that node, in local-rank order, and LOCAL_RANK indexes its own.
+    """
+    if not workers:
+        raise ValueError("rank_layout needs at least one worker")
+    node_order: dict[str, int] = {}
+    for w in sorted(workers, key=lambda w: w.bundle):
+        node_order.setdefault(w.node_id, len(node_order))
+    ordered = sorted(workers, key=lambda w: (node_order[w.node_id], w.bundle))
+    by_node: dict[str, list[WorkerInfo]] = {}
+    for w in ordered:
+        by_node.setdefault(w.node_id, []).append(w)
+    master = ordered[0]
+    slots = []
+    for rank, w in enumerate(ordered):
+        peers = by_node[w.node_id]
+        env = {"RANK": str(rank), "WORLD_SIZE": str(len(ordered)), "LOCAL_RANK": str(peers.index(w)),
+               "LOCAL_WORLD_SIZE": str(len(peers)), "NODE_RANK": str(node_order[w.node_id]),
+               "MASTER_ADDR": master.node_ip, "MASTER_PORT": str(master_port)}
+        if gpus:
+            missing = [p.bundle for p in peers if not p.gpu_ids]
+            if missing:
+                raise ValueError(f"workers in bundles {missing} were given no GPU by Ray")
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(p.gpu_ids[0] for p in peers)
+        else:
+            # CPU ranks train over gloo even on a node with GPUs.
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        slots.append(RankSlot(rank, w, env))
+    return slots
 
 
 class RankGroup(Protocol):
@@ -52,7 +107,7 @@ class RankGroup(Protocol):
         """Start one rank per slot; returns per rank {pid, host, ...}."""
 
     def poll(self) -> list[int | None]:
-        """Exit code per rank (None: running, ray.plan.LOST: the worker vanished)."""
+        """Exit code per rank (None: running, attempt_policy.LOST: the worker vanished)."""
 
     def signal(self, signum: int) -> None:
         """Send a signal to every rank still running."""
@@ -226,9 +281,10 @@ class RunAttempts:
         self.ledger.set_error(message, keep_first=True)
 
 
-def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger], RunAttempts],
-               stopping: Callable[[], bool] = lambda: False) -> int:
-    """Run the stages in order; 0 when every one completed."""
+def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger], RunAttempts], *,
+               stopping: Callable[[], bool] = lambda: False, driver: str = "the Ray driver") -> int:
+    """Run the stages in order; 0 when every one completed. ``driver`` names what runs the loop in the
+    message of a run it failed (the Ray driver, the local supervisor)."""
     previous: RunLedger | None = None
     for ledger in ledgers:
         record = ledger.read()
@@ -239,19 +295,19 @@ def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger]
         elif previous is not None and previous.read()["status"] != "completed":
             ledger.set_status("cancelled", error=f"not started: the previous stage {previous.run_id} did not complete")
         else:
-            _with_run_log(ledger, lambda: _guarded(ledger, make_attempts))
+            _with_run_log(ledger, lambda: _guarded(ledger, make_attempts, driver))
         previous = ledger
     return 0 if all(ledger.read()["status"] == "completed" for ledger in ledgers) else 1
 
 
-def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts]) -> None:
+def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts], driver: str) -> None:
     """A bug or a Ray failure in the driver ends this run as failed (with the reason in run.json)
     instead of leaving it "running" forever; the next stages are then not started."""
     try:
         make_attempts(ledger).run()
     except Exception as e:  # noqa: BLE001 - recorded, then the driver goes on to the next stage
-        log.exception("%s: the Ray driver failed", ledger.run_id)
-        message = scrub(f"the Ray driver failed: {type(e).__name__}: {e}")[:500]
+        log.exception("%s: %s failed", ledger.run_id, driver)
+        message = scrub(f"{driver} failed: {type(e).__name__}: {e}")[:500]
         ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed", detail=message)
         ledger.set_error(message, keep_first=True)
 
