@@ -14,7 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from unigen.orchestrator import __version__
 from unigen.orchestrator.errors import UserError
@@ -38,17 +38,14 @@ _EPILOG = """examples:
 docs: runbooks/first-run.md, runbooks/recipes-and-overrides.md, runbooks/evaluation.md,
       runbooks/troubleshooting.md"""
 
+_RUN_HELP = "run id, unique id prefix or run folder"
 _INPUTS_HELP = ("recipe files (several = stages in order, each started from the previous run) and "
                 "KEY=VALUE overrides, e.g. train.lr=5e-5 data.sources.0.weight=0.5 instruct:train.max_steps=50 "
                 "profile.resources.nodes=4")
 
 
-def _run_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-root", metavar="DIR", help="folder holding the runs (default: $UNIGEN_RUN_ROOT, "
-                   "else ./unigen-runs)")
-
-
-def _add_submit(sub) -> None:
+def _add_recipe_commands(sub) -> None:
+    """submit, validate and prefetch: recipe files and KEY=VALUE overrides on a cluster profile."""
     p = sub.add_parser("submit", help="start training: one run per recipe, in order",
                        description="Validate the recipes against the profile, create one run per recipe and "
                        "launch them in order (stage N+1 starts from stage N's final checkpoint).")
@@ -59,20 +56,17 @@ def _add_submit(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config of every stage and submit nothing")
     p.add_argument("--wait", action="store_true", help="stay attached: show progress until every stage ends")
 
-
-def _add_validate(sub) -> None:
     p = sub.add_parser("validate", help="check recipes and a profile; print the resolved config and memory per GPU",
                        description="Check recipe files (with their base and overrides) against a profile without "
                        "running anything: every problem is listed with its file and line. On success prints the "
                        "resolved config, the derived batch numbers, the DeepSpeed config and a memory estimate.")
-    p.add_argument("inputs", nargs="*", metavar="RECIPE|KEY=VALUE", help=_INPUTS_HELP + " (none: check the profile only)")
+    p.add_argument("inputs", nargs="*", metavar="RECIPE|KEY=VALUE",
+                   help=_INPUTS_HELP + " (none: check the profile only)")
     p.add_argument("--profile", default="local", metavar="P", help="cluster profile, as for submit (default: local)")
     p.add_argument("--quiet", action="store_true", help="print only the summary lines, not the resolved configs")
     p.add_argument("--fields", action="store_true", help="print every recipe and profile field with its type, "
                    "default and description, then exit")
 
-
-def _add_prefetch(sub) -> None:
     p = sub.add_parser("prefetch", help="download the pretrained weights the recipes name into the profile's cache",
                        description="Fetch every hub repository the recipes' models load from (backbone, tokenizer, "
                        "Sana transformer and DC-AE, at the presets' pinned revisions) into the hub cache the "
@@ -83,29 +77,35 @@ def _add_prefetch(sub) -> None:
 
 
 def _add_run_commands(sub) -> None:
-    p = sub.add_parser("status", help="state of one run, or of every run")
-    p.add_argument("run", nargs="?", metavar="RUN", help="run id, unique id prefix or run folder (default: all runs)")
-    _run_root(p)
+    """The commands on the runs under a run root (each takes --run-root) and on the models they trained."""
+    parsers = []
 
-    p = sub.add_parser("runs", help="table of runs (stage, status, step, loss, checkpoint, MLflow id)")
+    def command(name: str, help: str, *, run: bool = False, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand on the runs (with the RUN positional when ``run``); it gets --run-root below."""
+        p = sub.add_parser(name, help=help, **kwargs)
+        if run:
+            p.add_argument("run", metavar="RUN", help=_RUN_HELP)
+        parsers.append(p)
+        return p
+
+    p = command("status", "state of one run, or of every run")
+    p.add_argument("run", nargs="?", metavar="RUN", help=_RUN_HELP + " (default: all runs)")
+
+    p = command("runs", "table of runs (stage, status, step, loss, checkpoint, MLflow id)")
     p.add_argument("--experiment", metavar="E", help="only runs of this MLflow experiment")
     p.add_argument("--stage", choices=STAGES, help="only runs of this stage")
     p.add_argument("--status", choices=RUN_STATUSES, help="only runs in this state")
     p.add_argument("--sync", action="store_true", help="send tracking calls spooled while MLflow was unreachable")
-    _run_root(p)
 
-    p = sub.add_parser("lineage", help="where a model came from: data -> stage runs -> checkpoints -> export")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
-    _run_root(p)
+    command("lineage", "where a model came from: data -> stage runs -> checkpoints -> export", run=True)
 
-    p = sub.add_parser("ui", help="start the MLflow UI for the runs' tracking store (127.0.0.1)")
+    p = command("ui", "start the MLflow UI for the runs' tracking store (127.0.0.1)")
     p.add_argument("--port", type=int, metavar="P", help="port (default 5000, or a free one)")
-    _run_root(p)
 
-    p = sub.add_parser("generate", help="generate images with a trained run or checkpoint",
-                       description="Generate from a prompt (with any number of input images) or from a "
-                       "conversation file whose empty image_gen slots are filled in order, each seeing the "
-                       "images before it. See runbooks/generating.md.")
+    p = command("generate", "generate images with a trained run or checkpoint",
+                description="Generate from a prompt (with any number of input images) or from a "
+                "conversation file whose empty image_gen slots are filled in order, each seeing the "
+                "images before it. See runbooks/generating.md.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN", help="a run: its exported model, else its last checkpoint")
     src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or exported model folder")
@@ -128,14 +128,13 @@ def _add_run_commands(sub) -> None:
     sampling_options(p)
     p.add_argument("--height", type=int, metavar="H", help="image height in pixels")
     p.add_argument("--width", type=int, metavar="W", help="image width in pixels")
-    _run_root(p)
 
-    p = sub.add_parser("chat", help="talk with a trained run: questions about images, and images drawn or edited",
-                       description="With --prompt: one answer about the --image inputs. Without: an interactive "
-                       "session on stdin (a pipe works too): a line is a question; /image PATH adds an input "
-                       "image; /gen TEXT (or /draw) draws, or edits the latest image; /reset; /quit.")
+    p = command("chat", "talk with a trained run: questions about images, and images drawn or edited",
+                description="With --prompt: one answer about the --image inputs. Without: an interactive "
+                "session on stdin (a pipe works too): a line is a question; /image PATH adds an input "
+                "image; /gen TEXT (or /draw) draws, or edits the latest image; /reset; /quit.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="RUN", help="run id, unique id prefix or run folder")
+    src.add_argument("--run", metavar="RUN", help=_RUN_HELP)
     src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or exported model folder")
     p.add_argument("--image", action="append", metavar="IN", help="image to ask about (repeat for several); "
                    "in a session, input images of the first turn")
@@ -144,13 +143,11 @@ def _add_run_commands(sub) -> None:
                    "turn-<k>.png (default: ./unigen-chat)")
     sampling_options(p)
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer in tokens")
-    _run_root(p)
 
-    p = sub.add_parser("eval", help="score a run's model on the evaluation suites (t2i, edit, depth, ...)",
-                       description="Generate from held-out cases of each task and score them with the task's "
-                       "standard metric beside a trivial baseline. Results: a table here, --out (suites.json, "
-                       "suites.md, pictures), eval.jsonl, run.json and MLflow. See runbooks/evaluation.md.")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p = command("eval", "score a run's model on the evaluation suites (t2i, edit, depth, ...)", run=True,
+                description="Generate from held-out cases of each task and score them with the task's "
+                "standard metric beside a trivial baseline. Results: a table here, --out (suites.json, "
+                "suites.md, pictures), eval.jsonl, run.json and MLflow. See runbooks/evaluation.md.")
     p.add_argument("--step", type=int, metavar="N", help="evaluate checkpoints/step-N (default: the final model: "
                    "the export, else the newest checkpoint)")
     p.add_argument("--suite", nargs="+", action="extend", metavar="S", help="suites to run (default: the recipe's "
@@ -166,30 +163,26 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--image-guidance", type=float, metavar="G", help="image guidance scale (default: the "
                    "recipe's eval.image_guidance_scale)")
     p.add_argument("--seed", type=int, metavar="S", help="cases and noise (default: the recipe's eval.seed)")
-    _run_root(p)
 
-    p = sub.add_parser("export", help="ZeRO-3 checkpoint -> a UniGenPipeline.from_pretrained folder")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p = command("export", "ZeRO-3 checkpoint -> a UniGenPipeline.from_pretrained folder", run=True)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the model into")
     p.add_argument("--last-weights", action="store_true",
                    help="the weights after the last step instead of their average (runs with train.ema_decay)")
-    _run_root(p)
 
-    p = sub.add_parser("resume", help="restart a stopped run from its newest verified checkpoint")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
-    p.add_argument("--plan", action="store_true", help="only print which checkpoint would load and why newer ones would not")
+    p = command("resume", "restart a stopped run from its newest verified checkpoint", run=True)
+    p.add_argument("--plan", action="store_true",
+                   help="only print which checkpoint would load and why newer ones would not")
     p.add_argument("--wait", action="store_true", help="stay attached until the run ends")
-    _run_root(p)
 
-    p = sub.add_parser("cancel", help="stop a run (it saves a checkpoint first)")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
-    _run_root(p)
+    command("cancel", "stop a run (it saves a checkpoint first)", run=True)
 
-    p = sub.add_parser("logs", help="print a run's logs")
-    p.add_argument("run", metavar="RUN", help="run id, unique id prefix or run folder")
+    p = command("logs", "print a run's logs", run=True)
     p.add_argument("--rank", type=int, metavar="R", help="only this rank's log (default: the launcher's and rank 0's)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
-    _run_root(p)
+
+    for p in parsers:  # last, so that --run-root ends every command's option list
+        p.add_argument("--run-root", metavar="DIR", help="folder holding the runs (default: $UNIGEN_RUN_ROOT, "
+                       "else ./unigen-runs)")
 
 
 def _add_data(sub, load: bool) -> None:
@@ -215,23 +208,10 @@ def build_parser(load_data: bool = False) -> argparse.ArgumentParser:
                                      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_submit(sub)
-    _add_validate(sub)
-    _add_prefetch(sub)
+    _add_recipe_commands(sub)
     _add_run_commands(sub)
     _add_data(sub, load_data)
     return parser
-
-
-def _command_runner(name: str) -> Callable[[argparse.Namespace], int] | None:
-    module_name = f"unigen.orchestrator.commands.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise  # a dependency of the command is missing: that is not "command not built yet"
-        return None
-    return module.run
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -245,12 +225,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.data_parser.print_help(sys.stderr)
             return EXIT_USAGE
         return int(func(args) or 0)
-    runner = _command_runner(args.command)
-    if runner is None:
-        print(f"error: `unigen {args.command}` is not available in this build "
-              f"(unigen.orchestrator.commands.{args.command} is missing)", file=sys.stderr)
+    module_name = f"unigen.orchestrator.commands.{args.command}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise  # a dependency of the command is missing: that is not "command not built yet"
+        print(f"error: `unigen {args.command}` is not available in this build ({module_name} is missing)",
+              file=sys.stderr)
         return EXIT_USAGE
-    return int(runner(args) or 0)
+    return int(module.run(args) or 0)
 
 
 def report_user_error(err: UserError) -> None:

@@ -95,12 +95,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write_bytes(path, data, fsync=True)
 
 
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def atomic_write_json(path: Path, obj: Any) -> bytes:
-    """Atomically write ``obj`` as JSON; returns the exact bytes written (their sha256 goes in COMMIT)."""
-    data = json_bytes(obj)
-    atomic_write_bytes(path, data)
-    return data
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON with sorted keys."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -2,6 +2,7 @@
 deletion in the background."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import secrets
@@ -55,10 +56,8 @@ class LocalStore:
             target = qdir / f"{path.name}.{stamp}.{secrets.token_hex(2)}"
         os.replace(path, target)
         fsync_dir(self.root)
-        try:
+        with contextlib.suppress(OSError):  # the move is what matters; the note is a courtesy
             (target / REASON_FILE).write_text(reason + "\n")
-        except OSError:  # the move is what matters; the note is a courtesy
-            pass
         return target
 
     def discard(self, path: Path) -> None:

@@ -10,7 +10,6 @@ import datetime as _dt
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,7 +17,6 @@ from unigen.orchestrator.checkpoint.errors import CheckpointError
 from unigen.orchestrator.checkpoint.layout import (
     FORMAT,
     UnsafePath,
-    check_relpath,
     is_reserved_name,
     manifest_name,
     resolve_inside,
@@ -49,27 +47,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_files(paths: list[Path], *, fsync: bool = False, workers: int | None = None) -> list[tuple[int, str]]:
+def hash_files(paths: list[Path], *, fsync: bool = False) -> list[tuple[int, str]]:
     """:func:`sha256_file` over many files, in parallel threads, results in input order."""
     if not paths:
         return []
-    workers = workers or min(8, len(paths), max(1, os.cpu_count() or 1))
+    workers = min(8, len(paths), os.cpu_count() or 1)
     if workers == 1:
         return [sha256_file(p, fsync=fsync) for p in paths]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-sha256") as pool:
         return list(pool.map(lambda p: sha256_file(p, fsync=fsync), paths))
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a checkpoint, relative to its step folder."""
-
-    path: str
-    size: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
 def normalise_written(step_dir: Path, written: Iterable[Any], rank: int) -> list[str]:
@@ -95,8 +81,7 @@ def normalise_written(step_dir: Path, written: Iterable[Any], rank: int) -> list
                     "write every file of a checkpoint inside the folder it is given") from None
         rel = p.as_posix()
         try:
-            check_relpath(rel)
-            full = resolve_inside(step_dir, rel)
+            full = resolve_inside(step_dir, rel)  # checks the path itself first
         except UnsafePath as e:
             raise CheckpointError(f"rank {rank}: write_fn returned an unusable path: {e}") from None
         if full.is_dir():
@@ -109,14 +94,15 @@ def normalise_written(step_dir: Path, written: Iterable[Any], rank: int) -> list
         out.add(rel)
     reserved = sorted(r for r in out if is_reserved_name(r))
     if reserved:
-        raise CheckpointError(f"rank {rank}: write_fn may not write {reserved}: those names belong to the commit protocol")
+        raise CheckpointError(
+            f"rank {rank}: write_fn may not write {reserved}: those names belong to the commit protocol")
     return sorted(out)
 
 
 def build_manifest(step_dir: Path, rels: list[str], *, step: int, rank: int, world_size: int,
                    fsync: bool = True) -> dict[str, Any]:
     sums = hash_files([step_dir / r for r in rels], fsync=fsync)
-    files = [FileEntry(r, size, digest).to_dict() for r, (size, digest) in zip(rels, sums)]
+    files = [{"path": r, "size": size, "sha256": digest} for r, (size, digest) in zip(rels, sums)]
     return {"format": FORMAT, "step": step, "rank": rank, "world_size": world_size, "files": files}
 
 

@@ -156,14 +156,13 @@ def make_plan(local_dir: Path, remote: Any = None, *, level: str = "sha256", str
             break
 
     older = []
-    if chosen:
+    if chosen is None:
+        rejected += known_bad
+    else:
         for step in sorted(set(local) | remote_steps, reverse=True):
             if step < chosen.step:
                 older += [(step, src) for src, have in (("local", local), ("remote", remote_steps)) if step in have]
-    if chosen is not None:
         rejected += [c for c in known_bad if c.step > chosen.step]
-    else:
-        rejected += list(known_bad)
     rejected.sort(key=lambda c: (-c.step, c.source))
     plan = ResumePlan(str(local_dir), remote.uri if remote is not None else None, chosen, rejected, older,
                       latest or (f"{remote_latest} (remote)" if remote_latest else None), remote_error,

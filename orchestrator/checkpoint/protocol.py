@@ -11,6 +11,7 @@ so a crash at any moment leaves the previous checkpoint or the new one as the ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -144,10 +145,8 @@ def save_collective(store: LocalStore, comm: Comm, step: int, write_fn: WriteFn,
     timings["wait_s"] = time.monotonic() - t
     if any_failed:
         if comm.rank == 0:
-            try:
+            with contextlib.suppress(OSError):  # keep the original error; the next resume quarantines it anyway
                 store.quarantine(step_dir, f"save of step {step} failed on at least one rank")
-            except OSError:  # keep the original error; the next resume quarantines it anyway
-                pass
         if error is not None:
             raise CheckpointError(f"rank {comm.rank} could not write step {step}: {scrub(str(error))}") from error
         raise CheckpointError(f"step {step} was not saved: another rank failed to write its files (see its log)")
@@ -158,10 +157,8 @@ def save_collective(store: LocalStore, comm: Comm, step: int, write_fn: WriteFn,
         try:
             outcome = ("ok", _commit(store, step, comm.world_size, payload))
         except Exception as e:
-            try:
+            with contextlib.suppress(OSError):
                 store.quarantine(step_dir, f"commit of step {step} failed: {e}")
-            except OSError:
-                pass
             outcome = ("error", scrub(str(e)))
     state, commit = comm.broadcast_object(outcome, src=0)
     timings["commit_s"] = time.monotonic() - t

@@ -8,6 +8,7 @@ reported. fsspec and s3fs are imported here only, when a remote is opened.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets as _random
@@ -77,7 +78,7 @@ class RemoteStepView:
 
 @dataclass
 class Listing:
-    """What a remote prefix holds: {step: {relative path: size}} and the LATEST text."""
+    """What a remote prefix holds: {step: {relative path: size}}."""
 
     steps: dict[int, dict[str, int]]
 
@@ -157,22 +158,16 @@ class Remote:
     def uncommit(self, step: int) -> None:
         """Remove a step's COMMIT first, so a step being replaced or deleted is never 'valid'; and
         DeepSpeed's ``latest`` before it when it names that step."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if self.fs.cat_file(self.path(DS_LATEST)).decode().strip() == step_dir_name(step):
                 self.fs.rm_file(self.path(DS_LATEST))
-        except FileNotFoundError:
-            pass
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(step_dir_name(step), COMMIT_NAME))
-        except FileNotFoundError:
-            pass
 
     def delete_step(self, step: int) -> None:
         self.uncommit(step)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(step_dir_name(step)), recursive=True)
-        except FileNotFoundError:
-            pass
 
     # -- download -------------------------------------------------------------------------------
     def download(self, step: int, local_root: Path, *, on_event: Any = None) -> tuple[Path, Verdict]:

@@ -59,10 +59,10 @@ class Uploader:
         self._thread.start()
 
     # -- API used by the manager ----------------------------------------------------------------
-    def submit(self, step: int, path: Path, committed_at: float | None = None) -> None:
+    def submit(self, step: int, path: Path) -> None:
         """Queue a committed checkpoint; returns at once."""
         with self._cv:
-            self._queue[step] = UploadJob(step, Path(path), committed_at or time.time())
+            self._queue[step] = UploadJob(step, Path(path), time.time())
             self._cv.notify_all()
         self._emit("upload_queued", {"step": step})
 
@@ -75,7 +75,7 @@ class Uploader:
         return sorted(self.pinned())
 
     def note_durable(self, step: int | None) -> None:
-        """Record a step found durable by someone else (a resume's remote listing)."""
+        """Record a durable step: one just uploaded, or one a resume's remote listing found."""
         if step is not None:
             with self._cv:
                 self.durable_step = max(step, self.durable_step if self.durable_step is not None else step)
@@ -171,8 +171,7 @@ class Uploader:
             scripts = scripts_for(job.path)
             self._retry(lambda: self.remote.write_deepspeed_files(job.step, scripts), "write DeepSpeed's latest")
         seconds = time.monotonic() - started
-        with self._cv:
-            self.durable_step = max(job.step, self.durable_step if self.durable_step is not None else job.step)
+        self.note_durable(job.step)
         self.last_error = None
         self._emit("durable", {
             "step": job.step, "uri": self.remote.url(name), "bytes": local.bytes, "already": already,

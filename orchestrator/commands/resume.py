@@ -14,13 +14,6 @@ from unigen.orchestrator.commands.runref import checkpoint_manager, ledger_arg
 from unigen.orchestrator.errors import UserError
 
 
-
-def _plan(ledger) -> int:
-    plan = checkpoint_manager(ledger).plan_resume(strict=False)
-    print(plan.describe())
-    return 2 if plan.error else 0
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen resume``."""
     from unigen.orchestrator.launchers import get_launcher
@@ -28,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     ledger = ledger_arg(args)
     if args.plan:
-        return _plan(ledger)
+        plan = checkpoint_manager(ledger).plan_resume(strict=False)
+        print(plan.describe())
+        return 2 if plan.error else 0
     record = ledger.read()
     if record["status"] == "completed":
         raise UserError(f"run {record['run_id']} already completed; to train further submit a new run with "

@@ -12,9 +12,9 @@ from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import RunLedger, checkpoint_mirror, find_run
 
 
-def ledger_arg(args: argparse.Namespace, attr: str = "run") -> RunLedger:
-    """The run named by ``args.<attr>`` (id, unique prefix or folder) under the run root."""
-    return find_run(run_root_arg(args), getattr(args, attr))
+def ledger_arg(args: argparse.Namespace) -> RunLedger:
+    """The run named by ``args.run`` (id, unique prefix or folder) under the run root."""
+    return find_run(run_root_arg(args), args.run)
 
 
 def checkpoint_manager(ledger: RunLedger, *, with_remote: bool = True):
@@ -69,10 +69,11 @@ def run_model(ledger: RunLedger, step: int | None = None) -> RunModel:
     """The run's model of ``step`` (None: the newest): its export when the export holds that step, else the
     committed checkpoint. Finds and checks files only; ``load_run_model`` loads it."""
     record = ledger.read()
-    export = ledger.paths.resolve((record.get("export") or {}).get("path")) or ledger.paths.export
+    recorded = record.get("export") or {}
+    export = ledger.paths.resolve(recorded.get("path")) or ledger.paths.export
     if is_model_folder(export):
         info = read_json(export / "unigen_export.json") or {}
-        export_step = info.get("step", (record.get("export") or {}).get("step"))
+        export_step = info.get("step", recorded.get("step"))
         if export_step is None:
             export_step = (record.get("progress") or {}).get("step") or 0
         if step is None or step == export_step:
@@ -115,8 +116,8 @@ def load_pipeline(args: argparse.Namespace):
                 raise UserError(f"{path} is a checkpoint outside a run folder: its recipe is unknown; "
                                 f"export it with `unigen export` from its run, or pass the run with --run")
             return _pipeline_from_checkpoint(RunLedger(run_dir), path)
-        raise UserError(f"--checkpoint {path}: neither an export (model_index.json + unigen/, or an older config.json + model.safetensors) nor a "
-                        "committed checkpoint (step-<N>/ with COMMIT.json)")
+        raise UserError(f"--checkpoint {path}: neither an export (model_index.json + unigen/, or an older "
+                        "config.json + model.safetensors) nor a committed checkpoint (step-<N>/ with COMMIT.json)")
     ledger = ledger_arg(args)
     return load_run_model(ledger, run_model(ledger))
 

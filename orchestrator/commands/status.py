@@ -11,7 +11,7 @@ from typing import Any
 
 from unigen.orchestrator.commands.runref import ledger_arg
 from unigen.orchestrator.commands.runs import render_table, run_root_arg
-from unigen.orchestrator.runs import RunPaths, list_runs
+from unigen.orchestrator.runs import TERMINAL, RunPaths, list_runs
 from unigen.orchestrator.runtime.suite_results import suite_lines
 from unigen.orchestrator.tracking.store import display_uri, run_store_uri
 
@@ -52,7 +52,7 @@ def _eval_text(latest: dict[str, Any], paths: RunPaths) -> str:
 
 
 def _status_text(record: dict[str, Any]) -> str:
-    state = _scheduler_state(record) if record.get("status") not in ("completed", "failed", "cancelled") else None
+    state = _scheduler_state(record) if record.get("status") not in TERMINAL else None
     return f"{record['status']} ({state})" if state else record["status"]
 
 

@@ -5,9 +5,7 @@ and `unigen submit`, never by `unigen --help`).
   typed and checked against the profile, or one ``ConfigError`` listing every problem with its place.
 - ``Recipe`` / ``Profile``: the models (``model_dump(mode="json")`` is what run.json records);
   ``load_recipe`` / ``load_profile`` read one file; ``recipe_sha256`` hashes a resolved recipe.
-- ``model_config_for(recipe.model.model_dump())``: the UniGenConfig a model section means.
 """
-from unigen.orchestrator.config.model_section import model_config_for
 from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.config.recipe import Recipe
 from unigen.orchestrator.config.resolve import (ResolvedStage, Submission, load_profile, load_recipe,
@@ -15,4 +13,4 @@ from unigen.orchestrator.config.resolve import (ResolvedStage, Submission, load_
 from unigen.orchestrator.config.world import World, visible_gpus, world_of
 
 __all__ = ["Profile", "Recipe", "ResolvedStage", "Submission", "World", "load_profile", "load_recipe",
-           "model_config_for", "recipe_sha256", "resolve_submission", "run_root_for", "visible_gpus", "world_of"]
+           "recipe_sha256", "resolve_submission", "run_root_for", "visible_gpus", "world_of"]

@@ -7,7 +7,7 @@ from typing import Callable
 from unigen.orchestrator.config.eval_checks import eval_problems
 from unigen.orchestrator.config.profile import ENV_NAME, SLURM_TIME, Profile
 from unigen.orchestrator.config.recipe import Recipe
-from unigen.orchestrator.config.salvage import Salvaged, whole
+from unigen.orchestrator.config.salvage import Salvaged
 from unigen.orchestrator.config.yamlload import Locations
 from unigen.orchestrator.errors import Problem, UserError
 
@@ -51,11 +51,10 @@ def uri_scheme_problem(uri: str | None, path: tuple, locs: Locations) -> list[Pr
     return []
 
 
-def recipe_problems(recipe: Recipe | Salvaged[Recipe], model_config: dict | None, locs: Locations) -> list[Problem]:
-    """Cross-field problems of a recipe. A ``Salvaged`` recipe (one whose schema problems are reported
-    beside these) is checked where the fields a check reads are not in doubt (salvage.py), so one pass
-    lists every problem. ``init_from`` is checked by init_check.py, which needs the run root."""
-    part = recipe if isinstance(recipe, Salvaged) else whole(recipe)
+def recipe_problems(part: Salvaged[Recipe], model_config: dict | None, locs: Locations) -> list[Problem]:
+    """Cross-field problems of a recipe, checked where the fields a check reads are not in doubt
+    (salvage.py: its schema problems are reported beside these), so one pass lists every problem.
+    ``init_from`` is checked by init_check.py, which needs the run root."""
     recipe, ok = part.value, part.readable
     out: list[Problem] = []
     out += _train_problems(recipe, ok, locs)
@@ -105,7 +104,7 @@ def _train_problems(recipe: Recipe, ok: Callable[..., bool], locs: Locations) ->
 
 
 def source_problems(sources: list, prefix: tuple, image_size: int, locs: Locations,
-                    ok: Callable[..., bool] = lambda *paths: True) -> list[Problem]:
+                    ok: Callable[..., bool]) -> list[Problem]:
     """Each source's URI scheme, and its field mapping and options as the data package's own adapters
     check them; problems are placed under ``prefix`` (data.sources or eval.sources). Sources with keys in
     doubt (``ok`` says no, see salvage.py) are left to their schema problems."""
@@ -146,9 +145,8 @@ def slurm_time_seconds(text: str) -> int:
     return parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
-def profile_problems(profile: Profile | Salvaged[Profile], locs: Locations) -> list[Problem]:
-    """Cross-field problems of a profile; a ``Salvaged`` one is checked where its fields are not in doubt."""
-    part = profile if isinstance(profile, Salvaged) else whole(profile)
+def profile_problems(part: Salvaged[Profile], locs: Locations) -> list[Problem]:
+    """Cross-field problems of a profile, checked where its fields are not in doubt (salvage.py)."""
     profile, ok = part.value, part.readable
     out: list[Problem] = []
     if not ok(("launcher",)):

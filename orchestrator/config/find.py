@@ -16,17 +16,10 @@ def profile_dirs(recipe_paths: list[Path]) -> list[Path]:
     if os.environ.get(PROFILES_ENV):
         dirs.append(Path(os.environ[PROFILES_ENV]))
     dirs += [Path(p).parent.parent / "cluster_profiles" for p in recipe_paths]
-    unique: list[Path] = []
+    unique: dict[Path, Path] = {}
     for d in dirs:
-        if all(d.resolve() != u.resolve() for u in unique):
-            unique.append(d)
-    return unique
-
-
-def available_profiles(dirs: list[Path]) -> list[str]:
-    """Profile names found in ``dirs``."""
-    names = {p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")}
-    return sorted(names)
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
 def find_profile(name: str, recipe_paths: list[Path]) -> tuple[Path | None, Problem | None]:
@@ -45,7 +38,7 @@ def find_profile(name: str, recipe_paths: list[Path]) -> tuple[Path | None, Prob
         if (d / file_name).is_file():
             return d / file_name, None
     searched = ", ".join(str(d / file_name) for d in dirs)
-    known = available_profiles(dirs)
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
     choices = f"; profiles there: {', '.join(known)}" if known else ""
     return None, Problem(f"--profile {name}", None, "", f"no such profile file; searched {searched} (set "
                          f"{PROFILES_ENV} to add a folder){choices}")

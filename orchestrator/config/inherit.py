@@ -44,9 +44,7 @@ def _merge(base: Any, child: Any, path: PathT, out_locs: Locations) -> Any:
             merged[key] = _merge(base.get(key), value, path + (key,), out_locs)
         return merged
     # Replaced wholesale: nothing at or below this path keeps the base's position.
-    n = len(path)
-    for key in [k for k in out_locs.entries if len(k) >= n and k[:n] == path]:
-        del out_locs.entries[key]
+    out_locs.replace_subtree(path)
     return copy.deepcopy(child)
 
 

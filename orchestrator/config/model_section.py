@@ -13,8 +13,8 @@ import re
 from typing import Any
 
 from unigen.orchestrator.config.problems import show_value, unknown_key_message
-from unigen.orchestrator.config.yamlload import Loc, Locations
-from unigen.orchestrator.errors import ConfigError, Problem
+from unigen.orchestrator.config.yamlload import Locations
+from unigen.orchestrator.errors import Problem
 
 OWN_KEYS = ("preset", "pretrained")
 _FIELD_ERROR = re.compile(r"^\s*-\s*([A-Za-z_][A-Za-z0-9_]*)[=:. ]")
@@ -88,8 +88,7 @@ def check_model_section(section: Any, locs: Locations) -> tuple[dict | None, lis
     fields, origin, problems = _base_fields(section, locs)
     if fields is None:
         return None, problems
-    for key, value in overrides.items():
-        fields[key] = _deep_merge(fields.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
+    fields = _deep_merge(fields, overrides)
     if section.get("preset") is not None:
         fields["preset"] = section["preset"]
     try:
@@ -98,15 +97,3 @@ def check_model_section(section: Any, locs: Locations) -> tuple[dict | None, lis
         return None, [Problem(p.source, p.line, p.path, f"{p.message} ({origin})")
                       for p in _config_problems(str(err), field_names, locs)]
     return config.to_dict(), []
-
-
-def model_config_for(section: dict[str, Any]):
-    """The ``UniGenConfig`` a resolved recipe's ``model`` section means (what the runtime builds).
-
-    Raises ``ConfigError`` when the section is invalid (``unigen submit`` has already refused those)."""
-    from unigen.model.config import UniGenConfig
-
-    config, problems = check_model_section(section, Locations(Loc("recipe")))
-    if problems:
-        raise ConfigError(problems)
-    return UniGenConfig.from_dict(config)

@@ -36,17 +36,20 @@ class Override:
     @property
     def label(self) -> str:
         """How problems name this override."""
-        shown = self.text if len(self.text) <= 80 else self.text[:77] + "..."
-        return f"override {shown!r}"
+        return _label(self.text)
 
     def selects(self, index: int, stage: str, name: str) -> bool:
         """Whether this override applies to recipe number ``index`` (1-based) of a submission."""
         return self.selector is None or self.selector in (str(index), stage, name)
 
 
-def _bad(text: str, message: str) -> Problem:
+def _label(text: str) -> str:
     shown = text if len(text) <= 80 else text[:77] + "..."
-    return Problem(f"override {shown!r}", None, "", message)
+    return f"override {shown!r}"
+
+
+def _bad(text: str, message: str) -> Problem:
+    return Problem(_label(text), None, "", message)
 
 
 def parse_overrides(items: list[str]) -> tuple[list[Override], list[Problem]]:

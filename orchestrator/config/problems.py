@@ -18,6 +18,16 @@ from unigen.orchestrator.errors import Problem
 
 _SHORT = 60
 _SECRETISH = ("secret", "password", "token", "credential")
+# pydantic error type -> what the value should have been, in YAML terms.
+_EXPECTED = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number (no fraction)",
+    "float_parsing": "a number", "float_type": "a number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "text (quote it in YAML)",
+    "dict_type": "a mapping of key: value", "model_type": "a mapping of key: value",
+    "model_attributes_type": "a mapping of key: value",
+    "list_type": "a list", "tuple_type": "a list of the right length",
+}
 
 
 def unwrap_model(annotation: Any) -> Any:
@@ -48,14 +58,16 @@ def model_at(root: type[BaseModel], path: PathT) -> type[BaseModel] | None:
     return current
 
 
-def valid_keys(cls: type[BaseModel]) -> list[str]:
-    return list(cls.model_fields)
+def closest_key(key: Any, valid: list[str]) -> str | None:
+    """The valid key an unknown ``key`` probably meant (``lrr`` -> ``lr``), if any."""
+    guess = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    return guess[0] if guess else None
 
 
 def unknown_key_message(key: Any, valid: list[str], where: str) -> str:
     """``unknown key 'lrr' in train (did you mean 'lr'?); valid keys: ...``."""
-    guess = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    guess = closest_key(key, valid)
+    hint = f" (did you mean {guess!r}?)" if guess else ""
     return f"unknown key {str(key)!r}{' in ' + where if where else ''}{hint}; valid keys: {', '.join(valid)}"
 
 
@@ -77,27 +89,15 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: PathT) -> str:
     parent = path[:-1]
     if kind == "extra_forbidden":
         cls = model_at(root, parent)
-        valid = valid_keys(cls) if cls is not None else []
+        valid = list(cls.model_fields) if cls is not None else []
         return unknown_key_message(path[-1], valid, dotted(parent))
     if kind == "missing":
         return f"missing required key{_describe(model_at(root, parent), path[-1])}"
     got = f", got {show_value(err.get('input'), path)}"
     if kind in ("literal_error", "enum"):
         return f"invalid value: choose one of {err['ctx']['expected']}{got}"
-    if kind in ("int_parsing", "int_type"):
-        return f"expected a whole number{got}"
-    if kind == "int_from_float":
-        return f"expected a whole number (no fraction){got}"
-    if kind in ("float_parsing", "float_type"):
-        return f"expected a number{got}"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"expected true or false{got}"
-    if kind == "string_type":
-        return f"expected text (quote it in YAML){got}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping of key: value{got}"
-    if kind in ("list_type", "tuple_type"):
-        return f"expected a list{got}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}{got}"
     if kind == "value_error":
         return str(err["ctx"]["error"])
     msg = err["msg"]
@@ -111,16 +111,13 @@ def clean_loc(loc: tuple) -> PathT:
         "function-after", "function-before", "function-wrap", "function-plain"))))
 
 
-def problems_from_validation(err: ValidationError, root: type[BaseModel], locs: Locations,
-                             prefix: PathT = ()) -> list[Problem]:
+def problems_from_validation(err: ValidationError, root: type[BaseModel], locs: Locations) -> list[Problem]:
     """One Problem per pydantic error, in document order (then path order)."""
     out: list[Problem] = []
     seen: set[str] = set()
     for item in err.errors(include_url=False):
-        path = prefix + clean_loc(item["loc"])
-        message = _message(item, root, path[len(prefix):])
-        if item["type"] == "tuple_type" or item["type"].startswith("too_"):
-            message = message.replace("expected a list", "expected a list of the right length")
+        path = clean_loc(item["loc"])
+        message = _message(item, root, path)
         key = f"{dotted(path)}|{message}"
         if key not in seen:
             seen.add(key)

@@ -8,7 +8,6 @@ import typing
 from typing import Any, Iterator
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from unigen.orchestrator.config.problems import unwrap_model
 from unigen.orchestrator.config.profile import Profile
@@ -46,8 +45,6 @@ def _default(field) -> str:
         value = field.default_factory()
         return "{}" if isinstance(value, dict) and not isinstance(value, BaseModel) else "[]" if \
             isinstance(value, list) else "(section defaults)"
-    if field.default is PydanticUndefined:
-        return "required"
     return "null" if field.default is None else str(field.default)
 
 

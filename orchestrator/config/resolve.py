@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,14 +27,14 @@ from unigen.orchestrator.config.overrides import Override, apply_override, parse
 from unigen.orchestrator.config.problems import problems_from_validation
 from unigen.orchestrator.config.profile import Profile
 from unigen.orchestrator.config.recipe import Recipe
-from unigen.orchestrator.config.salvage import Salvaged, salvage, whole
+from unigen.orchestrator.config.salvage import M, Salvaged, salvage
 from unigen.orchestrator.config.secrets_check import literal_secret_problems, url_password_problems
 from unigen.orchestrator.config.world import World, batch_problem, readable_world
 from unigen.orchestrator.config.yamlload import Locations
 from unigen.orchestrator.errors import ConfigError, Problem
+from unigen.orchestrator.runs import DEFAULT_RUN_ROOT
 
 RUN_ROOT_ENV = "UNIGEN_RUN_ROOT"
-DEFAULT_RUN_ROOT = "unigen-runs"
 _BRACES = re.compile(r"\{([^{}]*)\}")
 
 
@@ -77,7 +77,7 @@ class Submission:
     run_root: Path
     name: str | None = None
     overrides: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     @property
     def world_size(self) -> int:
@@ -97,18 +97,22 @@ def run_root_for(profile: Profile) -> Path:
     return Path(os.environ.get(RUN_ROOT_ENV) or profile.storage.run_root or DEFAULT_RUN_ROOT).expanduser().resolve()
 
 
+def _schema(cls: type[M], doc: dict, locs: Locations) -> tuple[Salvaged[M], list[Problem]]:
+    """``doc`` validated as a ``cls`` (nothing in doubt), or what of it salvage.py can read and the schema
+    problems, each in the user's terms (problems.py)."""
+    try:
+        return Salvaged(cls.model_validate(doc)), []
+    except ValidationError as err:
+        return salvage(cls, doc), problems_from_validation(err, cls, locs)
+
+
 def _validate_recipe(doc: dict, locs: Locations, run_root: Path | None = None
                      ) -> tuple[Recipe | None, Salvaged[Recipe], dict | None, list[Problem]]:
     """The recipe (None when anything is wrong), what of it the later checks can read, the model config,
     and every problem: schema, model section, cross-field and init_from, in one pass (a schema problem
     does not hide a cross-field one; salvage.py says which fields the cross-field checks may then read).
     ``run_root``: where ``init_from: run:<id>`` must be (None: not looked up)."""
-    problems: list[Problem] = []
-    try:
-        part = whole(Recipe.model_validate(doc))
-    except ValidationError as err:
-        problems += problems_from_validation(err, Recipe, locs)
-        part = salvage(Recipe, doc)
+    part, problems = _schema(Recipe, doc, locs)
     model_config = None
     if isinstance(doc.get("model"), dict):
         model_config, model_problems = check_model_section(doc["model"], locs)
@@ -123,11 +127,8 @@ def _validate_profile(doc: dict, locs: Locations) -> tuple[Profile | None, Salva
     """Like ``_validate_recipe``, for a profile: literal secrets, schema and cross-field problems at once."""
     problems = literal_secret_problems(doc, locs) + url_password_problems(doc, locs)
     reported = {p.path for p in problems}
-    try:
-        part = whole(Profile.model_validate(doc))
-    except ValidationError as err:
-        problems += [p for p in problems_from_validation(err, Profile, locs) if p.path not in reported]
-        part = salvage(Profile, doc)
+    part, schema_problems = _schema(Profile, doc, locs)
+    problems += [p for p in schema_problems if p.path not in reported]
     problems += profile_problems(part, locs)
     return (part.value if not problems else None), _doubting_problems(part, problems), problems
 
@@ -320,21 +321,23 @@ def resolve_submission(recipe_paths: Sequence[str | os.PathLike], profile_name: 
             resolved.append(ResolvedStage(len(resolved) + 1, d.path, recipe, recipe_sha256(recipe), accumulation,
                                           model_config))
 
-    if problems:
-        raise ConfigError(_dedupe(problems))
+    _raise_any(problems)
     assert profile is not None and world is not None
     return Submission(tuple(resolved), profile, profile_path, world, run_root_for(profile), name,
                       tuple(overrides), tuple(warnings))
 
 
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    """Each problem once; grouped by source (first seen first), by line within a file."""
+def _raise_any(problems: list[Problem]) -> None:
+    """One ``ConfigError`` when there are problems: each once, grouped by source (first seen first), by line
+    within a file."""
+    if not problems:
+        return
     unique = list(dict.fromkeys(problems))
     first_seen = {}
     for i, p in enumerate(unique):
         first_seen.setdefault(p.source, i)
     order = {p: i for i, p in enumerate(unique)}
-    return sorted(unique, key=lambda p: (first_seen[p.source], p.line or 0, order[p]))
+    raise ConfigError(sorted(unique, key=lambda p: (first_seen[p.source], p.line or 0, order[p])))
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
@@ -350,8 +353,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         recipe, _part, _config, more = _validate_recipe(d.doc, d.locs)
         d.problems += more
     problems += d.problems
-    if problems:
-        raise ConfigError(_dedupe(problems))
+    _raise_any(problems)
     return recipe
 
 
@@ -370,6 +372,5 @@ def load_profile(name_or_path: str | os.PathLike, overrides: Sequence[str] = ())
         profile, _part, more = _validate_profile(d.doc, d.locs)
         d.problems += more
     problems += d.problems
-    if problems:
-        raise ConfigError(_dedupe(problems))
+    _raise_any(problems)
     return profile

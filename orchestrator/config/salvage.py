@@ -14,17 +14,16 @@ The schema problems themselves are not made here: they come from pydantic's erro
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from unigen.orchestrator.config.problems import clean_loc, model_at, valid_keys
+from unigen.orchestrator.config.problems import clean_loc, closest_key, model_at
+from unigen.orchestrator.config.yamlload import PathT
 
 M = TypeVar("M", bound=BaseModel)
-PathT = tuple
 _ROUNDS = 5  # drop-and-retry rounds per section; each round drops every key pydantic named
 
 
@@ -52,11 +51,6 @@ class Salvaged(Generic[M]):
 def _overlap(a: PathT, b: PathT) -> bool:
     n = min(len(a), len(b))
     return a[:n] == b[:n]
-
-
-def whole(value: M) -> Salvaged[M]:
-    """A model that validated: nothing in doubt."""
-    return Salvaged(value)
 
 
 def salvage(cls: type[M], doc: dict[str, Any]) -> Salvaged[M]:
@@ -134,8 +128,8 @@ def _guess(cls: type[BaseModel], parent: PathT, key: Any) -> set[PathT]:
     model = model_at(cls, parent)
     if model is None:
         return set()
-    guess = difflib.get_close_matches(str(key), valid_keys(model), n=1, cutoff=0.6)
-    return {parent + (guess[0],)} if guess else set()
+    guess = closest_key(key, list(model.model_fields))
+    return {parent + (guess,)} if guess else set()
 
 
 def _delete(doc: Any, path: PathT) -> None:

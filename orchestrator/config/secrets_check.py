@@ -39,8 +39,7 @@ _ENV_HINTS = {
 
 def is_literal_secret_name(name: str) -> bool:
     """True for names like secret_access_key, HF_TOKEN, WANDB_API_KEY; False for *_env and the like."""
-    text = str(name)
-    return not text.lower().endswith(_PUBLIC_SUFFIXES) and bool(_SECRET_NAME.search(text))
+    return not name.lower().endswith(_PUBLIC_SUFFIXES) and bool(_SECRET_NAME.search(name))
 
 
 def _walk(node: Any, path: PathT = ()) -> Iterator[tuple[PathT, Any, Any]]:

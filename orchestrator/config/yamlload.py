@@ -75,12 +75,14 @@ class Locations:
         loc = self.lookup(path)
         return Problem(loc.source, loc.line, dotted(path), message)
 
-    def replace_subtree(self, path: PathT, loc: Loc) -> None:
-        """``path`` now comes from ``loc``, and nothing below it keeps its old place."""
+    def replace_subtree(self, path: PathT, loc: Loc | None = None) -> None:
+        """``path`` now comes from ``loc`` (None: from wherever its parent does), and nothing below it keeps
+        its old place."""
         n = len(path)
-        for key in [k for k in self.entries if len(k) > n and k[:n] == tuple(path)]:
+        for key in [k for k in self.entries if k[:n] == tuple(path)]:
             del self.entries[key]
-        self.entries[tuple(path)] = loc
+        if loc is not None:
+            self.entries[tuple(path)] = loc
 
 
 def dotted(path: PathT) -> str:

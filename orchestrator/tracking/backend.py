@@ -94,9 +94,13 @@ class MlflowBackend:
 
         rows = [row for op in ops for row in op["metrics"]]
         run_id = self._run()
-        for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
-            chunk = rows[i:i + MAX_METRICS_PER_BATCH]
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), int(t), int(s)) for k, v, t, s in chunk])
+        metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in rows]
+        self._log_batches(run_id, "metrics", metrics, MAX_METRICS_PER_BATCH)
+
+    def _log_batches(self, run_id: str, kind: str, items: list[Any], size: int) -> None:
+        """``items`` (metrics, params or tags) in ``log_batch`` calls of at most ``size`` each."""
+        for i in range(0, len(items), size):
+            self.client.log_batch(run_id, **{kind: items[i:i + size]})
 
     def _run(self) -> str:
         if self.run_id is None:
@@ -166,9 +170,7 @@ class MlflowBackend:
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH])
+        self._log_batches(run_id, "tags", [RunTag(k, str(v)) for k, v in tags.items()], MAX_PARAMS_PER_BATCH)
 
     def _tags(self, op: dict[str, Any]) -> None:
         self._set_tags(self._run(), op["tags"])
@@ -183,8 +185,7 @@ class MlflowBackend:
         wanted: dict[str, str] = op["params"]
         missing = [Param(k, v) for k, v in wanted.items() if k not in existing]
         changed = sorted(k for k, v in wanted.items() if k in existing and existing[k] != v)
-        for i in range(0, len(missing), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=missing[i:i + MAX_PARAMS_PER_BATCH])
+        self._log_batches(run_id, "params", missing, MAX_PARAMS_PER_BATCH)
         if changed:
             log.warning("MLflow run %s: recipe params differ from the first attempt's and were kept as "
                         "logged: %s", run_id, ", ".join(changed[:20]))
@@ -308,6 +309,7 @@ class MlflowBackend:
     def _end(self, op: dict[str, Any]) -> None:
         run_id = self._run()
         self.client.set_terminated(run_id, status=op["status"], end_time=op.get("t") or int(time.time() * 1000))
-        parent_id = (self.ledger.read().get("mlflow") or {}).get("parent_run_id")
+        record = self.ledger.read()
+        parent_id = (record.get("mlflow") or {}).get("parent_run_id")
         if parent_id:
-            update_parent_on_end(self.client, parent_id, self.ledger.read(), op["status"])
+            update_parent_on_end(self.client, parent_id, record, op["status"])

@@ -14,9 +14,12 @@ from typing import Any, Sequence
 
 from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
 from unigen.orchestrator.runs import RunLedger, list_runs
+from unigen.orchestrator.tracking.lineage import parse_init_from
 from unigen.orchestrator.tracking.relocate import rebase_artifacts
 from unigen.orchestrator.tracking.store import (
     artifact_location, display_uri, recorded_uri, resolve_experiment, resolve_tracking_uri, run_store_uri)
+from unigen.orchestrator.tracking.ui_view import (EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, filter_quote,
+                                                 submission_run_name)
 
 log = logging.getLogger("unigen.tracking")
 
@@ -27,8 +30,6 @@ TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (artifacts next to a sqlite store) or restored if needed."""
     from mlflow.exceptions import MlflowException
-
-    from unigen.orchestrator.tracking.ui_view import EXPERIMENT_KIND_TAG, TRAINING_KIND
 
     found = client.get_experiment_by_name(name)
     if found is None:
@@ -51,8 +52,6 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
 def _stage_run_ids(run_root: Path, submission: str) -> list[str]:
     """The submission's stages in run order: a stage initialised from a sibling comes after it
     (creation times tie within a second, so they alone cannot order them)."""
-    from unigen.orchestrator.tracking.lineage import parse_init_from
-
     siblings = {r["run_id"]: r for r in list_runs(run_root) if r.get("parent") == submission}
 
     def depth(run_id: str, seen: frozenset = frozenset()) -> int:
@@ -64,8 +63,6 @@ def _stage_run_ids(run_root: Path, submission: str) -> list[str]:
 
 
 def _create_parent(client, experiment_id: str, submission: str, stages: Sequence[str]) -> str:
-    from unigen.orchestrator.tracking.ui_view import NOTE_TAG, submission_run_name
-
     note = (f"unigen submission `{submission}`: stages {', '.join(f'`{s}`' for s in stages)}, in order. "
             "Their runs are rows of this experiment tagged `unigen.submission`.")
     tags = {"unigen.role": PARENT_ROLE, "unigen.submission": submission, "unigen.stages": ",".join(stages),
@@ -80,15 +77,11 @@ def ensure_parent_run(client, experiment_id: str, ledger: RunLedger, record: dic
     submission = record.get("parent")
     if known or not submission:
         return known
-    query = f"tags.`unigen.submission` = '{_quote(submission)}' and tags.`unigen.role` = '{PARENT_ROLE}'"
+    query = f"tags.`unigen.submission` = '{filter_quote(submission)}' and tags.`unigen.role` = '{PARENT_ROLE}'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:
         return found[0].info.run_id
     return _create_parent(client, experiment_id, submission, _stage_run_ids(ledger.paths.root.parent, submission))
-
-
-def _quote(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("'", "\\'")
 
 
 def update_parent_on_end(client, parent_id: str, record: dict[str, Any], status: str) -> None:

@@ -20,23 +20,25 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.tracking.backend import MAX_METRICS_PER_BATCH, MlflowBackend, is_transient, short_error
-from unigen.orchestrator.tracking.spool import Spool
-from unigen.orchestrator.tracking.store import display_uri
+from unigen.orchestrator.tracking.spool import Spool, spool_path
+from unigen.orchestrator.tracking.store import display_uri, run_tracking_uri
 
 log = logging.getLogger("unigen.tracking")
 
 HTTP_TIMEOUT_S = 5
 HTTP_MAX_RETRIES = 0
+OnDrop = Callable[[list[dict[str, Any]], BaseException], None]  # gets the ops MLflow rejected and why
 
 
-def apply_http_timeouts(timeout_s: int = HTTP_TIMEOUT_S, max_retries: int = HTTP_MAX_RETRIES) -> None:
+def apply_http_timeouts(timeout_s: int = HTTP_TIMEOUT_S) -> None:
     """Short MLflow HTTP timeouts for this process unless the user set their own: MLflow's defaults
     (120 s, 7 retries with backoff) would let one call to a dead server take minutes."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_MAX_RETRIES))
 
 
 def _groups(ops: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -56,8 +58,7 @@ def _groups(ops: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def send_ops(backend: MlflowBackend, ops: list[dict[str, Any]],
-             on_drop: Callable[[list[dict[str, Any]], BaseException], None]) -> tuple[int, BaseException | None]:
+def send_ops(backend: MlflowBackend, ops: list[dict[str, Any]], on_drop: OnDrop) -> tuple[int, BaseException | None]:
     """Send ``ops`` in order. Returns (how many were handled, the transient error that stopped it or
     None). Ops MLflow rejects are handed to ``on_drop`` and count as handled."""
     done = 0
@@ -75,8 +76,7 @@ def send_ops(backend: MlflowBackend, ops: list[dict[str, Any]],
     return done, None
 
 
-def replay_spool(backend: MlflowBackend, spool: Spool,
-                 on_drop: Callable[[list[dict[str, Any]], BaseException], None]) -> tuple[int, int, BaseException | None]:
+def replay_spool(backend: MlflowBackend, spool: Spool, on_drop: OnDrop) -> tuple[int, int, BaseException | None]:
     """Send what waits in ``spool``, in order, keeping whatever could not be sent.
     Returns (sent, left, error)."""
     with spool.locked():
@@ -98,7 +98,6 @@ class Sender:
         self.spool = spool
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
-        self.sent = 0
         self.dropped = 0
         self.started = threading.Event()  # the MLflow run is known (a start op went through)
         self._cond = threading.Condition()
@@ -195,7 +194,8 @@ class Sender:
                 self._enter_backlog(None)
             return
         done, error = send_ops(self.backend, batch, self._drop)
-        self._count_sent(batch[:done])
+        if self.backend.run_id:
+            self.started.set()
         if error is not None:
             self._spool_or_hold(batch[done:])
             self._enter_backlog(error)
@@ -223,7 +223,6 @@ class Sender:
         except OSError as e:  # the spool could not be read or rewritten: try again later
             self._enter_backlog(e)
             return
-        self.sent += sent
         if self.backend.run_id:
             self.started.set()
         if error is not None or left:
@@ -237,11 +236,6 @@ class Sender:
                      display_uri(self.backend.tracking_uri), sent)
         elif sent:
             log.info("sent %d tracking calls that waited in %s", sent, self.spool.path)
-
-    def _count_sent(self, ops: list[dict[str, Any]]) -> None:
-        self.sent += len(ops)
-        if self.backend.run_id:
-            self.started.set()
 
     def _enter_backlog(self, error: BaseException | None) -> None:
         self._backlog = True
@@ -259,3 +253,12 @@ class Sender:
         self.dropped += len(group)
         log.warning("MLflow rejected a tracking call (%s, %d op(s)); dropped: %s", group[0].get("op"), len(group),
                     short_error(error))
+
+
+def open_sender(ledger: RunLedger, record: Mapping[str, Any], tracking_uri: str | None) -> Sender:
+    """A sender (not started yet) for the run of ``ledger`` (``record``: its run.json), to the run's store
+    (``store.run_tracking_uri``), with short HTTP timeouts."""
+    root = ledger.paths.root
+    uri = run_tracking_uri(record, tracking_uri, root.resolve().parent, root)
+    apply_http_timeouts()
+    return Sender(MlflowBackend(root, uri), Spool(spool_path(root)))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from unigen.orchestrator.atomic import atomic_open
+from unigen.orchestrator.tracking.state import tracking_dir
 
 log = logging.getLogger("unigen.tracking")
 
@@ -27,7 +28,12 @@ SPOOL_NAME = "spool.jsonl"
 
 def spool_path(run_dir: str | os.PathLike[str]) -> Path:
     """Where a run's spool lives."""
-    return Path(run_dir) / "tracking" / SPOOL_NAME
+    return tracking_dir(run_dir) / SPOOL_NAME
+
+
+def _lines(ops: list[dict[str, Any]]) -> str:
+    """``ops`` as spool lines: compact JSON, one op a line."""
+    return "".join(json.dumps(op, separators=(",", ":"), allow_nan=True) + "\n" for op in ops)
 
 
 class Spool:
@@ -52,7 +58,7 @@ class Spool:
         """Add ``ops`` at the end. The caller holds no lock; this takes it."""
         if not ops:
             return
-        text = "".join(json.dumps(op, separators=(",", ":"), allow_nan=True) + "\n" for op in ops)
+        text = _lines(ops)
         with self.locked(), open(self.path, "a", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -82,8 +88,7 @@ class Spool:
                 self.path.unlink()
             return
         with atomic_open(self.path, "w") as fh:
-            for op in ops:
-                fh.write(json.dumps(op, separators=(",", ":"), allow_nan=True) + "\n")
+            fh.write(_lines(ops))
 
     def pending(self) -> int:
         """How many ops wait in the file (0 when it does not exist)."""

@@ -145,15 +145,10 @@ def check_uri(uri: str, source: str = "the tracking URI") -> str:
     if base not in _SCHEMES:
         raise UserError(f"{source} is {display_uri(uri)!r}: scheme {scheme!r} is not supported; use one of "
                         f"{', '.join(s + '://' for s in _SCHEMES)}")
-    if base in ("http", "https"):
-        _register_password(uri)
-    return uri
-
-
-def _register_password(uri: str) -> None:
     password = urlsplit(uri).password
-    if password:
+    if base in ("http", "https") and password:
         register_secret(password)
+    return uri
 
 
 def display_uri(uri: str | None) -> str:

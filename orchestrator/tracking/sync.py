@@ -13,7 +13,7 @@ from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking.backend import MlflowBackend, short_error
 from unigen.orchestrator.tracking.payload import safe_key
-from unigen.orchestrator.tracking.sender import Sender, apply_http_timeouts, replay_spool
+from unigen.orchestrator.tracking.sender import apply_http_timeouts, open_sender, replay_spool
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.store import run_tracking_uri
 from unigen.orchestrator.tracking.tracker import record_export_in_ledger
@@ -30,11 +30,6 @@ class SyncResult:
     dropped: int
     left: int
     error: str | None = None
-
-
-def pending_ops(run_dir: str | os.PathLike[str]) -> int:
-    """How many tracking calls of a run wait in its spool."""
-    return Spool(spool_path(run_dir)).pending()
 
 
 def sync_run(run_dir: str | os.PathLike[str], *, tracking_uri: str | None = None) -> SyncResult:
@@ -59,13 +54,12 @@ def sync_run(run_dir: str | os.PathLike[str], *, tracking_uri: str | None = None
 def record_export(ledger: RunLedger, path: str | os.PathLike[str], *, tracking_uri: str | None = None,
                   timeout_s: float = 20.0) -> int:
     """Record an exported model folder on the run (``unigen.export.path`` tag, run.json ``export``, and
-    a logged and registered MLflow model that points at the folder) after training ended. Returns how many calls were left in the spool (0 when MLflow took it)."""
+    a logged and registered MLflow model that points at the folder) after training ended. Returns how many
+    calls were left in the spool (0 when MLflow took it)."""
     record = ledger.read()
     where = str(Path(path).resolve())
     record_export_in_ledger(ledger, where)
-    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent, ledger.paths.root)
-    apply_http_timeouts()
-    sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
+    sender = open_sender(ledger, record, tracking_uri)
     sender.start()
     sender.submit({"op": "tags", "tags": {"unigen.export.path": where}})
     sender.submit({"op": "export", "path": ledger.paths.record_path(where)})  # a registered MLflow model
@@ -80,10 +74,7 @@ def record_evaluation(ledger: RunLedger, step: int, metrics: Mapping[str, float]
     ``metrics`` at ``step``, ``texts`` (artifact file -> text) and ``folders`` (artifact path -> local folder,
     which must stay in place until sent). Never raises for MLflow: what it cannot send now waits in the run's
     spool (``unigen runs --sync``). Returns how many calls were left there (0 when MLflow took everything)."""
-    record = ledger.read()
-    uri = run_tracking_uri(record, tracking_uri, ledger.paths.root.resolve().parent, ledger.paths.root)
-    apply_http_timeouts()
-    sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
+    sender = open_sender(ledger, ledger.read(), tracking_uri)
     sender.start()
     now = int(time.time() * 1000)
     rows = [[safe_key(k), float(v), now, int(step)] for k, v in metrics.items()]

@@ -34,12 +34,11 @@ from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.runs import RunLedger
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking import payload
-from unigen.orchestrator.tracking.backend import REPLAYED_METRIC, MlflowBackend
+from unigen.orchestrator.tracking.backend import REPLAYED_METRIC
 from unigen.orchestrator.tracking.lineage import stage1_link
-from unigen.orchestrator.tracking.sender import Sender, apply_http_timeouts
-from unigen.orchestrator.tracking.spool import Spool, spool_path
+from unigen.orchestrator.tracking.sender import Sender, open_sender
 from unigen.orchestrator.tracking.state import StepState, add_checkpoint
-from unigen.orchestrator.tracking.store import resolve_experiment, run_tracking_uri
+from unigen.orchestrator.tracking.store import resolve_experiment
 from unigen.orchestrator.tracking.ui_view import stage_run_name
 
 log = logging.getLogger("unigen.tracking")
@@ -62,11 +61,10 @@ class Tracker:
     """MLflow tracking for one attempt of one unigen run (rank 0 only). Build with ``open``."""
 
     def __init__(self, ledger: RunLedger, sender: Sender, *, attempt: int, experiment: str,
-                 tracking_uri: str, progress_step: int | None = None):
+                 progress_step: int | None = None):
         self.ledger = ledger
         self.attempt = attempt
         self.experiment = experiment
-        self.tracking_uri = tracking_uri
         self._sender = sender
         self._steps = StepState(ledger.paths.root)
         # The highest step logged before this attempt: ours, or run.json's progress if it is ahead.
@@ -92,13 +90,10 @@ class Tracker:
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1 (1-based), got {attempt}")
         record = ledger.read()
-        run_root = ledger.paths.root.resolve().parent
-        uri = run_tracking_uri(record, tracking_uri, run_root, ledger.paths.root)
+        sender = open_sender(ledger, record, tracking_uri)
         name = resolve_experiment(experiment or (record.get("mlflow") or {}).get("experiment_name"),
                                   recorded_recipe(record, source=str(ledger.paths.ledger)).tracking)
-        apply_http_timeouts()
-        sender = Sender(MlflowBackend(ledger.paths.root, uri), Spool(spool_path(ledger.paths.root)))
-        tracker = cls(ledger, sender, attempt=attempt, experiment=name, tracking_uri=uri,
+        tracker = cls(ledger, sender, attempt=attempt, experiment=name,
                       progress_step=(record.get("progress") or {}).get("step"))
         sender.start()
         for op in tracker._opening_ops(record, _job_list(job_ids), mlflow_run_id, deepspeed_config):

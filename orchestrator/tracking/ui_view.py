@@ -124,7 +124,7 @@ def register_export(client, *, run_id: str, experiment_id: str, model_name: str,
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    for version in client.search_model_versions(f"name = '{_quote(model_name)}' and run_id = '{run_id}'"):
+    for version in client.search_model_versions(f"name = '{filter_quote(model_name)}' and run_id = '{run_id}'"):
         if version.source == model.artifact_location:  # (a sqlite registry does not keep model_id)
             return model.model_id, str(version.version)
     # The source is the logged model's artifact location, not ``models:/<id>``: a local sqlite registry
@@ -160,5 +160,6 @@ def _as_output(client, run_id: str, model_id: str, step: Any) -> None:
     client.log_outputs(run_id, [LoggedModelOutput(model_id, int(step or 0))])
 
 
-def _quote(text: str) -> str:
+def filter_quote(text: str) -> str:
+    """``text`` escaped for a quoted value in an MLflow search filter (``tags.x = '...'``)."""
     return str(text).replace("\\", "\\\\").replace("'", "\\'")

@@ -15,7 +15,7 @@ from tests.unit.model.model_helpers import tiny_pipeline
 from tests.unit.tracking.tracking_helpers import make_recipe, make_run, run_attempt
 from unigen.orchestrator import cli
 from unigen.orchestrator.tracking import default_store_uri
-from unigen.orchestrator.tracking.sync import pending_ops
+from unigen.orchestrator.tracking.spool import Spool, spool_path
 
 EVAL = {"suites": ["t2i"], "suite_samples": 2, "num_inference_steps": 1}
 
@@ -144,7 +144,7 @@ def test_an_unreachable_mlflow_is_spooled_and_the_command_still_succeeds(finishe
     out = capsys.readouterr().out
     assert re.search(r"^note: MLflow did not take the results: \d+ tracking call\(s\) wait in the run's spool; "
                      r"`unigen runs --sync` sends them$", out, re.M)
-    assert pending_ops(ledger.paths.root) >= 1
+    assert Spool(spool_path(ledger.paths.root)).pending() >= 1
     row = ledger.read()["eval"]["suites"][0]
     assert row["suite"] == "t2i" and not math.isnan(row["metrics"]["overall"])
 

@@ -253,7 +253,7 @@ def test_state_json_knows_every_step_before_mlflow_is_sent_it(run_root):
     # next attempt log it again unmarked.
     ledger = make_run(run_root, "unit-order-1", make_recipe("unit-order", "pretrain", max_steps=5))
     sender = _RecordingSender(ledger.paths.root / "tracking" / "state.json")
-    tracker = Tracker(ledger, sender, attempt=1, experiment="unit", tracking_uri="sqlite:///unused")
+    tracker = Tracker(ledger, sender, attempt=1, experiment="unit")
     for step in (1, 2, 3):
         tracker.log_metrics(step, {"loss": loss_at(step)})
     tracker._closed = True  # nothing else to send; keeps the atexit hook quiet
