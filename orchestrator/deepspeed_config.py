@@ -15,9 +15,9 @@ same samples with the same weights and optimizer state but its losses may differ
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from unigen.orchestrator.config.model_section import deep_merge
 from unigen.orchestrator.config.recipe import DeepSpeedSection, TrainSection
 from unigen.orchestrator.errors import UserError
 
@@ -30,16 +30,6 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
         return split(global_batch, micro_batch, world_size)
     except BatchSplitError as err:
         raise UserError(str(err)) from None
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 # Communication buckets, in elements. DeepSpeed's defaults are 5e8; with overlap_comm ZeRO 1-2 keep about
@@ -98,4 +88,4 @@ def build_deepspeed_config(train: TrainSection, ds: DeepSpeedSection, world_size
         "steps_per_print": 2**31 - 1,  # unigen logs; DeepSpeed's own prints would interleave ranks
         "wall_clock_breakdown": False,
     }
-    return _merge(config, ds.config)
+    return deep_merge(config, ds.config)

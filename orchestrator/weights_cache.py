@@ -30,7 +30,6 @@ from unigen.orchestrator.errors import UserError
 DECODER_PATTERNS = ("model_index.json", "transformer/*", "vae/*")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub reads as true
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,14 @@ def cache_dir_for(profile) -> tuple[Path, str]:
     return Path("~/.cache/huggingface/hub").expanduser(), "huggingface_hub's default (no HF_HOME set)"
 
 
+def env_true(value: str | None) -> bool:
+    """A boolean environment value as huggingface_hub reads it (1, ON, YES, TRUE, any case)."""
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def is_offline(profile) -> bool:
     """True when the profile tells its ranks to stay off the hub (env HF_HUB_OFFLINE)."""
-    return profile.env.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
+    return env_true(profile.env.get("HF_HUB_OFFLINE"))
 
 
 def _storage(cache_dir: Path, repo_id: str) -> Path:

@@ -13,7 +13,7 @@ from unigen.orchestrator.runs import TERMINAL
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen cancel``."""
-    from unigen.orchestrator.launchers import get_launcher
+    from unigen.orchestrator.launchers import launcher_of
 
     ledger = ledger_arg(args)
     record = ledger.read()
@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{record['run_id']} is {record['status']}: nothing to cancel")
         return 0
     ledger.request_cancel()
-    print(get_launcher(record.get("launcher") or "local").cancel(ledger))
+    print(launcher_of(record).cancel(ledger))
     return 0

@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
               "folders and assets:// sources need none)")
         return 0
     # huggingface_hub reads either variable as "never touch the network".
-    offline = [n for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-               if os.environ.get(n, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+    offline = [n for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if wc.env_true(os.environ.get(n))]
     if offline:
         raise UserError(f"{' and '.join(offline)} set in this shell, and prefetch downloads from the hub: run it "
                         "where the hub is reachable, without it: env " + " ".join(f"-u {n}" for n in offline)

@@ -16,7 +16,7 @@ from unigen.orchestrator.errors import UserError
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unigen resume``."""
-    from unigen.orchestrator.launchers import get_launcher
+    from unigen.orchestrator.launchers import launcher_of
     from unigen.orchestrator.submission import submission_from_record
 
     ledger = ledger_arg(args)
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if record["status"] == "completed":
         raise UserError(f"run {record['run_id']} already completed; to train further submit a new run with "
                         f"init_from=run:{record['run_id']}")
-    launcher = get_launcher(record.get("launcher") or "local")
+    launcher = launcher_of(record)
     if launcher.holds(record):
         raise UserError(f"run {record['run_id']} is {record['status']} and its launcher still has it: "
                         f"`unigen cancel {record['run_id']}` first, or wait for it")

@@ -19,10 +19,10 @@ HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "ATTEMPTS", "DURABLE", "LAU
 
 
 def _scheduler_state(record: dict[str, Any]) -> str | None:
-    from unigen.orchestrator.launchers import get_launcher
+    from unigen.orchestrator.launchers import launcher_of
 
     try:
-        return get_launcher(record.get("launcher") or "local").scheduler_state(record)
+        return launcher_of(record).scheduler_state(record)
     except Exception as e:  # noqa: BLE001 - a scheduler that does not answer must not break status
         return f"unknown ({type(e).__name__}: {e})"
 

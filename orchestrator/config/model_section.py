@@ -20,11 +20,12 @@ OWN_KEYS = ("preset", "pretrained")
 _FIELD_ERROR = re.compile(r"^\s*-\s*([A-Za-z_][A-Za-z0-9_]*)[=:. ]")
 
 
-def _deep_merge(base: Any, extra: Any) -> Any:
+def deep_merge(base: Any, extra: Any) -> Any:
+    """``extra`` over ``base``: mappings merge key by key, anything else replaces (copies, never aliases)."""
     if isinstance(base, dict) and isinstance(extra, dict):
         out = copy.deepcopy(base)
         for key, value in extra.items():
-            out[key] = _deep_merge(out.get(key), value)
+            out[key] = deep_merge(out.get(key), value)
         return out
     return copy.deepcopy(extra)
 
@@ -88,7 +89,7 @@ def check_model_section(section: Any, locs: Locations) -> tuple[dict | None, lis
     fields, origin, problems = _base_fields(section, locs)
     if fields is None:
         return None, problems
-    fields = _deep_merge(fields, overrides)
+    fields = deep_merge(fields, overrides)
     if section.get("preset") is not None:
         fields["preset"] = section["preset"]
     try:

@@ -24,4 +24,9 @@ def get_launcher(name: str) -> Launcher:
     return importlib.import_module(_MODULES[name]).LAUNCHER
 
 
-__all__ = ["Launcher", "get_launcher"]
+def launcher_of(record: dict) -> Launcher:
+    """The launcher that runs a run (its run.json ``record``; runs recorded before launchers had names: local)."""
+    return get_launcher(record.get("launcher") or "local")
+
+
+__all__ = ["Launcher", "get_launcher", "launcher_of"]
