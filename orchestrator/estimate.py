@@ -307,9 +307,7 @@ def host_lines(host: HostMemory, *, zero_stage: int, gpus: bool, node_memory_gb:
              f"{_size(host.per_node)}; per rank: frozen parts whole {_size(host.frozen)} + {build} + runtime "
              f"{_size(host.runtime)}. Not counted: data loader workers, page cache."]
     if node_memory_gb:
-        budget = node_memory_gb * 1e9
-        verdict = "fits" if host.per_node <= 0.85 * budget else "does NOT fit" if host.per_node > budget else \
-            "is tight (over 85%) in"
+        verdict = _verdict(host.per_node, node_memory_gb)
         warn = "" if verdict == "fits" else "warning: "
         line = f"  {warn}host: {_size(host.per_node)} {verdict} resources.mem_gb={node_memory_gb:g} GB per node"
         if verdict != "fits":
@@ -319,6 +317,12 @@ def host_lines(host: HostMemory, *, zero_stage: int, gpus: bool, node_memory_gb:
             line += ": " + ", ".join(fixes)
         lines.append(line)
     return lines
+
+
+def _verdict(need: float, budget_gb: float) -> str:
+    """How ``need`` bytes compare with ``budget_gb`` GB: "fits" up to 85% of it, then tight, then too big."""
+    budget = budget_gb * 1e9
+    return "fits" if need <= 0.85 * budget else "does NOT fit" if need > budget else "is tight (over 85%) in"
 
 
 def _size(n: float) -> str:
@@ -399,9 +403,7 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
         "frozen vision tower / VAE, CUDA context, fragmentation.",
     ]
     if gpu_memory_gb and chosen is not None:
-        budget = gpu_memory_gb * 1e9
-        verdict = "fits" if chosen.total <= 0.85 * budget else "does NOT fit" if chosen.total > budget else \
-            "is tight (over 85%) in"
+        verdict = _verdict(chosen.total, gpu_memory_gb)
         fix = "" if verdict == "fits" else (": raise deepspeed.zero_stage, set model.gradient_checkpointing=true, "
                                             "lower train.micro_batch_size or data.max_length, or add GPUs")
         lines.append(f"  ZeRO {zero_stage}: {_size(chosen.total)} {verdict} {gpu_memory_gb:g} GB per GPU{fix}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import glob
 import json
 import os
 import re
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # annotations only: config.init_check imports this module
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "running", "requeued", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
+ACTIVE = ("queued", "running", "requeued")  # not ended: a launcher may still hold the run
 # Why an attempt ended. "preempted" and "timeout" are requeued by the scheduler, "crashed" counts
 # against the failure budget, "requeue" is the runtime asking to be restarted (EXIT_REQUEUE).
 EXIT_REASONS = ("completed", "preempted", "timeout", "requeue", "crashed", "cancelled", "lost")
@@ -374,14 +376,10 @@ def find_run(run_root: str | os.PathLike[str], ref: str) -> RunLedger:
     exact = root / ref
     if (exact / "run.json").is_file():
         return RunLedger(exact)
-    matches = sorted(p.parent for p in root.glob(f"{glob_escape(ref)}*/run.json"))
+    matches = sorted(p.parent for p in root.glob(f"{glob.escape(ref)}*/run.json"))
     if len(matches) == 1:
         return RunLedger(matches[0])
     if not matches:
         raise UserError(f"no run {ref!r} under {root}: `unigen runs` lists them")
     names = ", ".join(p.name for p in matches[:5])
     raise UserError(f"run {ref!r} is ambiguous under {root} ({names}...): give more of the id")
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]])", r"[\1]", text)

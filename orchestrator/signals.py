@@ -4,7 +4,7 @@ SLURM sends SIGUSR2 (``--signal=USR2@grace``) before it preempts or times out a 
 sends SIGTERM. A DeepSpeed ZeRO-3 checkpoint must be written by ALL ranks together, and the signal
 usually reaches only some of them (submitit even calls its ``checkpoint()`` on global rank 0 only,
 inside the handler, where a ZeRO-3 save hangs). So the handler does nothing but set a flag; at each
-step boundary the training loop calls :func:`should_stop`, which all-reduces the flag so every rank
+step boundary the training loop calls :meth:`PreemptionFlag.should_stop`, which all-reduces the flag so every rank
 takes the same branch: save a committed checkpoint together, then exit with ``exitcodes.EXIT_REQUEUE`` (75).
 
 A second (third, ...) signal while that save runs only sets the flag again: the handler never
@@ -99,8 +99,3 @@ _default = PreemptionFlag()
 def install_handlers(signals: Iterable[int] = DEFAULT_SIGNALS) -> PreemptionFlag:
     """Install the flag-only handlers for SIGUSR2 and SIGTERM on the process-wide flag."""
     return _default.install(signals)
-
-
-def should_stop(comm: Comm) -> bool:
-    """Collective agreement on the process-wide flag; see :meth:`PreemptionFlag.should_stop`."""
-    return _default.should_stop(comm)

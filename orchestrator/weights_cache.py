@@ -58,19 +58,18 @@ def is_hub_id(source: str | None) -> bool:
 def hub_weights(model_config: Mapping[str, Any], stage: str = "") -> list[HubWeights]:
     """The hub repositories a resolved model config (``UniGenConfig.to_dict()``) loads from."""
     found = []
+    stages = (stage,) if stage else ()
     backbone, backbone_rev = model_config.get("backbone_source"), model_config.get("backbone_revision")
     tokenizer = model_config.get("tokenizer_source")
     if is_hub_id(backbone):
         # With no tokenizer_source the tokenizer and image processor are the backbone folder's files.
         found.append(HubWeights(backbone, backbone_rev, ("backbone",) if tokenizer else ("backbone", "tokenizer"),
-                                None, (stage,) if stage else ()))
+                                None, stages))
     if is_hub_id(tokenizer):
-        found.append(HubWeights(tokenizer, model_config.get("tokenizer_revision"), ("tokenizer",), None,
-                                (stage,) if stage else ()))
+        found.append(HubWeights(tokenizer, model_config.get("tokenizer_revision"), ("tokenizer",), None, stages))
     decoder = model_config.get("decoder_source")
     if is_hub_id(decoder):
-        found.append(HubWeights(decoder, model_config.get("decoder_revision"), ("decoder",), DECODER_PATTERNS,
-                                (stage,) if stage else ()))
+        found.append(HubWeights(decoder, model_config.get("decoder_revision"), ("decoder",), DECODER_PATTERNS, stages))
     return found
 
 
@@ -96,16 +95,10 @@ def submission_weights(sub) -> list[HubWeights]:
 
 
 # ---- where the profile's ranks look -----------------------------------------------------------------
-def rank_env(profile) -> dict[str, str]:
-    """The environment a rank sees as far as the hub is concerned: this shell's, the profile's env on top
-    (what the launchers do)."""
-    return {**os.environ, **profile.env}
-
-
 def cache_dir_for(profile) -> tuple[Path, str]:
     """The hub cache the profile's ranks read, and where that comes from (huggingface_hub's precedence:
     HF_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME/huggingface/hub, then ~/.cache/huggingface/hub)."""
-    env = rank_env(profile)
+    env = {**os.environ, **profile.env}  # what a rank sees: this shell's, the profile's env on top (as launchers do)
     for name, suffix in (("HF_HUB_CACHE", ()), ("HF_HOME", ("hub",)), ("XDG_CACHE_HOME", ("huggingface", "hub"))):
         if env.get(name):
             origin = "the profile's env" if name in profile.env else "this shell's environment"

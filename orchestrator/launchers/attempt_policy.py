@@ -92,10 +92,6 @@ class Outcome:
     detail: str
     exit_code: int = 0  # the code that says why: the first failing rank's (75 for a requeue)
 
-    def __post_init__(self) -> None:
-        if self.reason == "requeue" and not self.exit_code:
-            object.__setattr__(self, "exit_code", EXIT_REQUEUE)
-
 
 def classify(codes: Sequence[int | None], first_bad: int | None = None) -> Outcome:
     """One outcome for all the ranks' codes (None: a rank that left no code, a crash with code 1).
@@ -109,7 +105,8 @@ def classify(codes: Sequence[int | None], first_bad: int | None = None) -> Outco
     if all(c == EXIT_OK for c in codes):
         return Outcome("completed", codes, "all ranks exited 0")
     if not bad:
-        return Outcome("requeue", codes, f"ranks saved a checkpoint and asked to be restarted (exit {EXIT_REQUEUE})")
+        return Outcome("requeue", codes, f"ranks saved a checkpoint and asked to be restarted (exit {EXIT_REQUEUE})",
+                       EXIT_REQUEUE)
     if EXIT_FATAL in codes:  # whichever rank hit it; the others usually crash after it (exit 1)
         return Outcome("fatal", codes, detail, EXIT_FATAL)
     code = bad[0][1]

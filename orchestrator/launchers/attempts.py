@@ -6,10 +6,9 @@ Per run (stage), until it ends:
 - start an attempt: run.json gets job id, nodes, and each rank's host and pid;
 - watch the ranks: when one ends badly the others get ``peer_grace_s`` to notice (a rank blocked in
   a collective often exits by itself), then the group is killed;
-- what the exit codes mean and what follows is ``attempt_policy``: all ranks 0: completed. All 0 or
-  75 (saved on a stop signal): next attempt at once, outside the failure budget. Any 2: failed, never
-  restarted. Otherwise (a crash, a kill, a lost worker): restart from the last committed checkpoint
-  while ``max_failures`` allows; the runtime resumes by itself.
+- what the exit codes mean and what follows (complete, next attempt, give up) is ``attempt_policy``,
+  with ``Settings.max_failures`` as the restart budget; a next attempt resumes by itself from the
+  newest committed checkpoint;
 - a cancel (``cancel_requested`` in run.json, written by ``unigen cancel``, or SIGTERM to the driver
   from ``ray job stop``): SIGTERM to every rank, they save and exit 75, the run is cancelled;
   after ``cancel_grace_s`` what is left is killed.

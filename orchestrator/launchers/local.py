@@ -1,19 +1,11 @@
 """The local launcher: every rank of a run as a child process of one supervisor on this machine.
 
 The supervisor owns the attempt loop that a scheduler owns on a cluster; it is the Ray driver's loop
-(``attempts.RunAttempts``, ``attempts.run_stages``) over a ``LocalGroup`` of child processes, with the decisions of
-``attempt_policy``:
-- all ranks exit 0                   -> the run is completed;
-- ranks exit 0 or EXIT_REQUEUE (75)  -> they saved a committed checkpoint on a preemption signal: start
-                                        the next attempt at once (it resumes from that checkpoint), outside
-                                        the restart budget;
-- a rank exits 2 (a user error)      -> failed, never restarted;
-- a rank dies any other way          -> stop the others after ``PEER_GRACE_S``, and restart from the newest
-                                        committed checkpoint while ``local.max_restarts`` allows;
-- the supervisor gets SIGTERM/SIGINT -> forward SIGTERM (ranks save and exit 75), mark cancelled.
-
-Stages of a multi-stage submission run one after the other; a stage starts only when the previous
-one completed. Torch-free: ranks import the heavy stack, the supervisor does not.
+(``attempts.RunAttempts``, ``attempts.run_stages``: stages in order, one attempt after another) over a
+``LocalGroup`` of child processes. What each exit code leads to is ``attempt_policy``'s rule, with
+``local.max_restarts`` as the restart budget. SIGTERM/SIGINT to the supervisor cancels: the ranks get
+SIGTERM, save and exit 75, and the run is marked cancelled.
+Torch-free: ranks import the heavy stack, the supervisor does not.
 
 Usage (what ``unigen submit`` starts when it does not --wait)::
 
@@ -34,7 +26,7 @@ from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.config.world import world_of
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
 from unigen.orchestrator.launchers.attempts import RankSlot, RunAttempts, Settings, WorkerInfo, run_stages
-from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.runs import ACTIVE, RunLedger
 
 log = logging.getLogger("unigen.launcher")
 
@@ -198,21 +190,23 @@ class LocalLauncher:
         if pid and sup.get("host") == socket.gethostname() and _alive(pid):
             os.kill(pid, signal.SIGTERM)  # it forwards SIGTERM: ranks save a checkpoint, then stop
             return f"asked the local supervisor (pid {pid}) to stop {record['run_id']}: it saves a checkpoint first"
-        if record["status"] in ("queued", "running", "requeued"):
+        if record["status"] in ACTIVE:
             ledger.set_status("cancelled", error="cancelled; its supervisor was no longer running")
             return f"{record['run_id']} marked cancelled (no supervisor was running)"
         return f"{record['run_id']} is {record['status']}: nothing to cancel"
 
     def holds(self, record: dict) -> bool:
         sup = record.get("supervisor") or {}
+        if record.get("status") not in ACTIVE:
+            return False
         if sup.get("host") not in (None, socket.gethostname()):
-            return record.get("status") in ("queued", "running", "requeued")  # another machine's: assume so
-        return bool(sup.get("pid")) and _alive(sup["pid"]) and record.get("status") in ("queued", "running", "requeued")
+            return True  # another machine's supervisor: assume it still runs
+        return bool(sup.get("pid")) and _alive(sup["pid"])
 
     def scheduler_state(self, record: dict) -> str | None:
         sup = record.get("supervisor") or {}
-        if record.get("status") in ("queued", "running", "requeued") and sup.get("host") == socket.gethostname() \
-                and sup.get("pid") and not _alive(sup["pid"]):
+        if record.get("status") in ACTIVE and sup.get("host") == socket.gethostname() and sup.get("pid") \
+                and not _alive(sup["pid"]):
             return "supervisor gone"
         return None
 

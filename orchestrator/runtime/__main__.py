@@ -10,7 +10,7 @@ from pathlib import Path
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_CRASH, EXIT_FATAL, EXIT_USAGE
 from unigen.orchestrator.runs import RunLedger
-from unigen.orchestrator.runtime.distributed import RankContext
+from unigen.orchestrator.runtime.distributed import RankContext, shutdown
 from unigen.orchestrator.secrets import ScrubFilter, scrub
 
 # No progress bars from the hub libraries in a rank: a rank's log is a file, where a bar is noise, and a bar
@@ -68,8 +68,6 @@ def run(run_dir: Path) -> int:
         return EXIT_CRASH
     finally:
         trainer.close(status=status)
-        from unigen.orchestrator.runtime.distributed import shutdown
-
         shutdown()
 
 

@@ -6,17 +6,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from unigen.orchestrator.config.model_section import OWN_KEYS
 from unigen.orchestrator.config.recipe import ModelSection, TrainSection
 from unigen.orchestrator.errors import UserError
 
 log = logging.getLogger("unigen.runtime")
 
-# Recipe `model:` keys that are ours, not UniGenConfig overrides.
-_MODEL_KEYS = ("preset", "pretrained")
-
 
 def model_overrides(model_section: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in model_section.items() if k not in _MODEL_KEYS and v is not None}
+    """The UniGenConfig overrides of a recipe's ``model`` section: every set key but preset and pretrained."""
+    return {k: v for k, v in model_section.items() if k not in OWN_KEYS and v is not None}
 
 
 def build_pipeline(model: ModelSection, init_weights: Path | None, *, ds_config: dict[str, Any] | None = None,
@@ -84,18 +83,14 @@ def load_init_weights(model, state_path: Path) -> None:
         missing, unexpected = load_state(model, state, strict=False, origin=f"init_from weights {state_path}")
     else:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    trainable_missing = [k for k in missing if _is_trainable(model, k)]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    trainable_missing = [k for k in missing if k in trainable]
     if unexpected or trainable_missing:
         raise UserError(
             f"init_from weights {state_path} do not match this recipe's model: "
             f"{len(trainable_missing)} trainable tensors missing (e.g. {trainable_missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); stage 2 must use stage 1's model settings")
     log.info("loaded init weights from %s (%d tensors)", state_path, len(state))
-
-
-def _is_trainable(model, key: str) -> bool:
-    params = dict(model.named_parameters())
-    return key in params and params[key].requires_grad
 
 
 def build_optimizer(model, train: TrainSection, *, device=None):

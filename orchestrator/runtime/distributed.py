@@ -39,8 +39,6 @@ class RankContext:
                    attempt=int(env.get("UNIGEN_ATTEMPT", "1")), job_id=env.get("UNIGEN_JOB_ID"))
 
 
-
-
 def _skip_cpu_shm_op() -> None:
     """DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce op when the process group
     starts (45-80 s with gcc, a hard failure without). It only speeds up intra-node CPU reductions,

@@ -15,6 +15,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from unigen.orchestrator.checkpoint.layout import COMMIT_NAME
 from unigen.orchestrator.config.recipe import Recipe
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.runs import now_iso
@@ -34,9 +35,10 @@ def export_checkpoint(recipe: Recipe, step_dir: Path, out_dir: Path, *, run_id: 
     from unigen.orchestrator.runtime.state import build_seed, frozen_parameter_names
 
     step_dir = Path(step_dir)
-    if not (step_dir / "COMMIT.json").is_file():
-        raise UserError(f"{step_dir} is not a committed checkpoint (no COMMIT.json)")
-    commit = json.loads((step_dir / "COMMIT.json").read_text())
+    commit_file = step_dir / COMMIT_NAME
+    if not commit_file.is_file():
+        raise UserError(f"{step_dir} is not a committed checkpoint (no {COMMIT_NAME})")
+    commit = json.loads(commit_file.read_text())
     state = fp32_state_dict(step_dir, average=average)
     # Checkpoints hold no frozen parameter: those come from this build, which must equal the run's. Pretrained
     # parts load from their source; a preset's random ones (`tiny`) need the seed every rank built with.

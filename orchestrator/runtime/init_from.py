@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.atomic import atomic_open
-from unigen.orchestrator.checkpoint import CheckpointError, CheckpointManager
+from unigen.orchestrator.checkpoint import COMMIT_NAME, CheckpointError, CheckpointManager
 from unigen.orchestrator.comm import Comm
 from unigen.orchestrator.config.recorded import recorded_recipe
 from unigen.orchestrator.errors import UserError
@@ -73,14 +73,15 @@ def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path
             "mlflow_run_id": (record.get("mlflow") or {}).get("run_id"),
         }
     path = Path(init_from)
-    if not (path / "COMMIT.json").is_file():
+    commit_file = path / COMMIT_NAME
+    if not commit_file.is_file():
         raise UserError(f"init_from {init_from!r}: not `run:<run id>` and not a committed checkpoint folder "
-                        "(a step-<N> folder with COMMIT.json)")
+                        f"(a step-<N> folder with {COMMIT_NAME})")
     manager = CheckpointManager(path.parent)
     plan = manager.plan_resume()
     if plan.chosen is None or Path(plan.chosen.path) != path:
         raise CheckpointError(f"init_from {init_from!r} does not verify:\n{plan.describe()}")
-    commit = json.loads((path / "COMMIT.json").read_text())
+    commit = json.loads(commit_file.read_text())
     return path, {"run_id": None, "stage": None, "step": commit["step"], "checkpoint": str(path),
                   "mlflow_run_id": (commit.get("metadata") or {}).get("mlflow_run_id")}
 

@@ -50,19 +50,14 @@ def _cuda_peak(device: str, override: str | None) -> float | None:
     return peak
 
 
-def step_model_flops(model_config: Any, micro_batches: Iterable[dict]) -> float:
-    """Model FLOPs of one optimizer step over this rank's micro-batches."""
-    from unigen.model.flops import step_flops
-
-    return sum(step_flops(model_config, batch).total for batch in micro_batches)
-
-
 def mfu_from(model_config: Any, micro_batches: Iterable[dict], step_time_s: float,
              peak_flops: float | None) -> dict[str, float]:
     """``{"mfu", "model_tflops"}`` for a step against a peak; empty without a peak or a step time."""
     if not peak_flops or step_time_s <= 0:
         return {}
-    achieved = step_model_flops(model_config, micro_batches) / step_time_s
+    from unigen.model.flops import step_flops
+
+    achieved = sum(step_flops(model_config, batch).total for batch in micro_batches) / step_time_s
     return {"mfu": achieved / peak_flops, "model_tflops": achieved / 1e12}
 
 

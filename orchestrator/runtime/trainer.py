@@ -131,8 +131,7 @@ class Trainer:
         else:  # the frozen parameters are not in the files: they keep the values setup() built
             load_engine_state(self.engine, step_dir)
         own = load_rank_state(step_dir, self.ctx.rank)
-        rank0 = own if self.ctx.rank == 0 else load_rank_state(step_dir, 0)
-        trainer_state = (own or rank0)["trainer"]
+        trainer_state = (own or load_rank_state(step_dir, 0))["trainer"]
         same_ranks = own is not None and saved_world == self.ctx.world_size
         if same_ranks:
             rng.restore(own["rng"])

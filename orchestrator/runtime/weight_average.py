@@ -17,6 +17,7 @@ checkpoint and for a resume on another number of ranks.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,7 @@ class WeightAverage:
     def __init__(self, module, decay: float):
         import torch
 
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay = decay  # in (0, 1): the recipe checks train.ema_decay
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -148,12 +147,5 @@ def full_average(step_dir: Path) -> dict[str, Any] | None:
     whole = {}
     for name, shape in first["shapes"].items():
         flat = torch.cat([s["tensors"][name].flatten() for s in states])
-        whole[name] = flat[:_numel(shape)].view(shape)
+        whole[name] = flat[:math.prod(shape)].view(shape)
     return whole
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

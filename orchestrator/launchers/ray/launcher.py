@@ -3,8 +3,8 @@
 The job's driver (``ray.driver``) runs the stages in order; for each attempt it places
 ``ray.workers`` actors in a placement group, each starting one rank of the per-rank runtime
 (``python -m unigen.orchestrator.runtime RUN_DIR``, the same process every launcher starts), and acts
-on the exit codes: restart from the last committed checkpoint after a crash or a lost worker (up to
-``ray.max_failures``), restart at once after 75, fail after 2. See runbooks/running-on-ray.md.
+on the exit codes as ``attempt_policy`` says, with ``ray.max_failures`` as the restart budget. See
+runbooks/running-on-ray.md.
 
 Everything goes through the run folder, which must be on storage shared by the submitter, the
 driver and every worker: run.json (status, attempts, progress), logs/rank-<r>.log, checkpoints.
@@ -105,7 +105,7 @@ class RayLauncher:
                         view.write("cancelling: every rank saves a checkpoint, then stops "
                                    "(interrupt again to detach; the job keeps going)")
                         for ledger in ledgers:
-                            _request_cancel(ledger)
+                            ledger.request_cancel()  # the flag the driver polls in run.json
                     elif len(interrupts) > 1:
                         view.write(f"detached; Ray job {submission_id} goes on: `unigen status`, `unigen cancel`")
                         return EXIT_INTERRUPTED
@@ -170,7 +170,7 @@ class RayLauncher:
         run_id = record["run_id"]
         if record["status"] in TERMINAL:
             return f"{run_id} is {record['status']}: nothing to cancel"
-        _request_cancel(ledger)
+        ledger.request_cancel()  # the flag the driver polls (run.json is on storage it shares with us)
         job = (record.get("ray") or {}).get("job_id")
         state = self.scheduler_state(record)
         if state in ACTIVE_JOB_STATES:
@@ -201,11 +201,6 @@ class RayLauncher:
 def _address(record: dict[str, Any]) -> str:
     """Where the run's Ray job was submitted (recorded at submit), else its profile's ``ray.address``."""
     return (record.get("ray") or {}).get("address") or recorded_profile(record).ray.address
-
-
-def _request_cancel(ledger: RunLedger) -> None:
-    """The flag the driver polls (run.json is on storage it shares with us)."""
-    ledger.request_cancel()
 
 
 def _settle(ledgers: list[RunLedger], client, submission_id: str, state: str) -> None:

@@ -8,11 +8,10 @@ requeue). The driver it runs:
 2. records the attempt in run.json (job id, node list, start), picks MASTER_ADDR (the first node's
    address) and MASTER_PORT (from the job id, see ``master_port``);
 3. runs ``srun`` with one task per rank (``slurm.task``), each running the per-rank runtime;
-4. reads every rank's exit code and decides (``slurm.policy.decide``): completed; requeue after a
-   save on a signal (every rank exited 0 or 75: so all ranks HAVE saved, the commit exists) or after a
-   crash within ``max_failures``; or failed. A requeue is ``scontrol requeue $SLURM_JOB_ID`` issued
-   here, after the ranks exited, never from a signal handler (the driver replaces submitit's USR2
-   and TERM handlers: submitit's would checkpoint on rank 0 alone);
+4. reads every rank's exit code and decides (``slurm.policy.decide``: ``attempt_policy``'s rule with
+   SLURM's budgets): completed, requeue, or failed. A requeue is ``scontrol requeue $SLURM_JOB_ID``
+   issued here, after the ranks exited, never from a signal handler (the driver replaces submitit's
+   USR2 and TERM handlers: submitit's would checkpoint on rank 0 alone);
 5. when the run ends without completing, cancels the later stages (their jobs wait on afterok).
 
 The job exits 0 only when the run completed, so the next stage's ``afterok`` fires only then. Torch-free.
@@ -214,7 +213,7 @@ class Driver:
                 return self._finish("failed", f"could not requeue job {self.job_id} ({err}); resume it with "
                                     "`unigen resume RUN`")
         if decision.status in ("failed", "cancelled"):
-            self._cancel_later_stages(decision.status)
+            cancel_later_stages(self.ledger.read(), decision.status)
         return 0 if decision.status == "completed" else 1
 
     def _job_info(self) -> dict[str, str] | None:
@@ -234,19 +233,20 @@ class Driver:
     def _finish(self, status: str, error: str) -> int:
         log.error("run %s: %s", self.run_dir.name, error)
         self.ledger.set_status(status, error=error)
-        self._cancel_later_stages(status)
+        cancel_later_stages(self.ledger.read(), status)
         return 1
-
-    def _cancel_later_stages(self, status: str) -> None:
-        record = self.ledger.read()
-        for later in (record.get("slurm") or {}).get("later_runs") or []:
-            cancel_unstarted(RunLedger(later), f"not started: the previous stage {record['run_id']} {status}")
 
 
 def _counted(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The attempts the budgets count: those since the latest submission (``unigen resume`` of a run
     that exhausted a budget starts with fresh budgets)."""
     return record["attempts"][int((record.get("slurm") or {}).get("budget_from") or 0):]
+
+
+def cancel_later_stages(record: dict[str, Any], ended: str) -> None:
+    """Cancel the stages after ``record``'s run, which ``ended`` (e.g. "failed", "was cancelled")."""
+    for later in (record.get("slurm") or {}).get("later_runs") or []:
+        cancel_unstarted(RunLedger(later), f"not started: the previous stage {record['run_id']} {ended}")
 
 
 def cancel_unstarted(ledger: RunLedger, why: str) -> None:

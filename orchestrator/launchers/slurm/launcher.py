@@ -21,7 +21,7 @@ from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
 from unigen.orchestrator.launchers.slurm import submission
 from unigen.orchestrator.launchers.slurm import tools
 from unigen.orchestrator.launchers.progress import print_outcome
-from unigen.orchestrator.runs import TERMINAL, RunLedger, new_run_id, now_iso
+from unigen.orchestrator.runs import ACTIVE, TERMINAL, RunLedger, new_run_id, now_iso
 
 POLL_S = 2.0
 SCHEDULER_POLL_S = 5.0
@@ -127,12 +127,11 @@ class SlurmLauncher:
                     "it ends as cancelled (follow with `unigen status`)")
         if info is not None and state not in tools.ENDED_STATES:
             submission.cancel(job_id, ledger.paths.root)
-        _end_open_attempt(ledger, "cancelled")
-        ledger.set_status("cancelled", error="cancelled by `unigen cancel`")
-        from unigen.orchestrator.launchers.slurm.job import cancel_unstarted
+        ledger.end_attempt(exit_reason="cancelled", exit_code=None, status="cancelled")
+        ledger.set_error("cancelled by `unigen cancel`")
+        from unigen.orchestrator.launchers.slurm.job import cancel_later_stages
 
-        for later in slurm.get("later_runs") or []:
-            cancel_unstarted(RunLedger(later), f"not started: the previous stage {run_id} was cancelled")
+        cancel_later_stages(record, "was cancelled")
         return f"cancelled SLURM job {job_id} of {run_id} ({state or 'no longer known to SLURM'})"
 
     def holds(self, record: dict[str, Any]) -> bool:
@@ -144,7 +143,7 @@ class SlurmLauncher:
         try:
             info = tools.job_info(job_id)
         except tools.SlurmError:
-            return record.get("status") in ("queued", "running", "requeued")
+            return record.get("status") in ACTIVE
         return info is not None and info.get("JobState") not in tools.ENDED_STATES
 
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
@@ -200,14 +199,12 @@ class _Watch:
     def _mark_lost(self, ledger: RunLedger, job_id: str, state: str) -> None:
         if _status(ledger) in TERMINAL:
             return
-        from unigen.orchestrator.launchers.slurm.job import cancel_unstarted
+        from unigen.orchestrator.launchers.slurm.job import cancel_later_stages
 
-        why = (f"SLURM job {job_id} ended ({state}) before unigen recorded the end: see "
-               f"{ledger.paths.logs}/slurm-{job_id}.out")
-        _end_open_attempt(ledger, "lost")
-        ledger.set_status("failed", error=why)
-        for later in (ledger.read().get("slurm") or {}).get("later_runs") or []:
-            cancel_unstarted(RunLedger(later), f"not started: the previous stage {ledger.run_id} failed")
+        ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed")
+        ledger.set_error(f"SLURM job {job_id} ended ({state}) before unigen recorded the end: see "
+                         f"{ledger.paths.logs}/slurm-{job_id}.out")
+        cancel_later_stages(ledger.read(), "failed")
 
 
 def _status(ledger: RunLedger) -> str:
@@ -215,14 +212,6 @@ def _status(ledger: RunLedger) -> str:
         return ledger.read()["status"]
     except UserError:
         return "queued"
-
-
-def _end_open_attempt(ledger: RunLedger, reason: str) -> None:
-    def change(r: dict[str, Any]) -> None:
-        if r["attempts"] and r["attempts"][-1].get("ended_at") is None:
-            r["attempts"][-1].update(ended_at=now_iso(), exit_reason=reason)
-
-    ledger.update(change)
 
 
 LAUNCHER = SlurmLauncher()

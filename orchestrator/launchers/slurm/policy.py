@@ -2,12 +2,10 @@
 
 Pure functions over exit codes and run.json's attempts, so every branch is unit-tested without a
 cluster; what a code means and what follows is ``attempt_policy``'s rule, shared with the local and
-Ray launchers. Two separate budgets (profile ``slurm``):
-- ``max_requeues``: attempts that ended because the ranks saved on a signal (preemption, time
-  limit, a USR2 sent by hand) and asked to be requeued (exit 75 on every rank that did not finish);
-- ``max_failures``: attempts that crashed (any other exit, a missing rank, a killed driver); the next
-  attempt resumes from the newest committed checkpoint.
-A fatal user error (exit 2) and a cancel are never requeued.
+Ray launchers. SLURM's two budgets (profile ``slurm``) are counted from run.json's attempts by
+``exit_reason``: ``max_requeues`` over ``REQUEUE_REASONS`` (the ranks saved on a signal: preemption,
+time limit, a USR2 sent by hand), ``max_failures`` over ``FAILURE_REASONS`` (a crash, a missing rank,
+a killed driver).
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@ ways that a model ignoring its prompt cannot pass:
 Measured with this seed on 1 thread (800 steps of 32): prompt_use 0.87, wall 1.00, colour 0.42 with the first
 4-layer tiny-shapes DiT; 0.63, 1.00, 0.27 once it read source latents (text-to-image gives it zeros there, so
 only the float summation order changed); 0.535, 0.98, 0.48 with the 8-layer DiT shipped since 2026-12-05;
-0.873, 0.98, 0.54 once it trained at shifted flow times (timestep_shift 3).
+0.873, 0.98, 0.54 once it trained at shifted flow times (timestep_shift 3); the same code gives 0.867, 0.88,
+0.40 on an AMD EPYC with AVX2 kernels instead of AVX-512 (CPU capability as torch reports it): float summation
+order alone moves these figures by about a tenth, so the bars leave that much room.
 Colour emerges after ~600 steps, the wall after ~100 (runbooks/evaluation.md). The assertions sit below those
 figures and far above what a model that ignores its prompt gets (prompt_use ~0, colour at chance).
 """
@@ -122,7 +124,8 @@ def test_a_short_training_makes_the_pictures_follow_their_prompts(one_thread):
     print(f"conditioning after {STEPS} steps: {figures}")  # in the log with -s, to compare runs
     # Ignoring the prompt gives ~0 (0.0004 measured on the random-backbone smoke model); working runs 0.53-0.87.
     assert use > 0.3, f"held-out loss barely depends on the caption: {figures}"
-    assert accuracy["background"] >= 0.9, f"the wall asked for is not drawn (chance 0.25): {figures}"
+    # Working runs measured 0.88-1.00; a model that ignores the prompt draws the asked wall at chance (0.25).
+    assert accuracy["background"] >= 0.75, f"the wall asked for is not drawn (chance 0.25): {figures}"
     # Broken conditioning draws the asked colour at chance (0.125; 0.12 measured untrained). Working runs
     # measured 0.27, 0.42, 0.48 and 0.54 (see the module docstring), so the bar sits between chance and the lowest.
     assert accuracy["colour"] >= 0.22, f"the shape colour asked for is not drawn (chance 0.125): {figures}"

@@ -119,6 +119,10 @@ def test_a_checkpoint_without_an_average_is_refused_by_a_run_that_keeps_one(tmp_
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
-def test_a_decay_outside_0_1_is_refused(decay):
-    with pytest.raises(ValueError, match="ema_decay must be in"):
-        WeightAverage(_model(), decay=decay)
+def test_a_decay_outside_0_1_is_refused_by_the_recipe(decay):
+    from pydantic import ValidationError
+
+    from unigen.orchestrator.config.recipe import TrainSection
+
+    with pytest.raises(ValidationError, match="ema_decay"):
+        TrainSection(max_steps=1, global_batch_size=1, micro_batch_size=1, lr=1e-4, ema_decay=decay)
