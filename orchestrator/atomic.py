@@ -1,8 +1,6 @@
 """Atomic file writes: a reader sees the old content or the new one, never half a file.
 
-The one place for "write a temp file, then ``os.replace``" (it used to be hand-written in the ledger,
-the tracking files, checkpoint metadata, SLURM exit files, ...; some with a fixed temp name, so two
-writers collided, or without cleanup, so a failed write left the temp file behind). Here:
+The one place for "write a temp file, then ``os.replace``". Here:
 
 - the temp file is ``.<name>.<random>.tmp`` in the target's folder (``os.replace`` is atomic only
   within one filesystem), created exclusively, so concurrent writers never share one;
@@ -38,9 +36,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = False,
-                encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Yield a file to write (``mode`` "w" or "wb"); it replaces ``path`` when the block exits cleanly."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = False) -> Iterator[IO]:
+    """Yield a file to write (``mode`` "w": UTF-8 text, or "wb"); it replaces ``path`` when the block exits cleanly."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
     path = Path(path)
@@ -52,7 +49,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = 
         except FileExistsError:
             continue
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             if fsync:
                 fh.flush()
@@ -71,7 +68,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
         fh.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False,
-                      encoding: str = "utf-8") -> None:
-    with atomic_open(path, "w", fsync=fsync, encoding=encoding) as fh:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> None:
+    with atomic_open(path, "w", fsync=fsync) as fh:
         fh.write(text)

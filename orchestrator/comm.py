@@ -80,15 +80,12 @@ class TorchComm:
         self._dist.broadcast_object_list(box, src=src, group=self._group)
         return box[0]
 
-    def _all_reduce_max_int(self, value: int) -> int:
+    def all_reduce_any(self, flag: bool) -> bool:
+        return self.all_reduce_max(1 if flag else 0) > 0
+
+    def all_reduce_max(self, value: int) -> int:
         import torch
 
         t = torch.tensor([int(value)], dtype=torch.int64, device=self._device())
         self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX, group=self._group)
         return int(t.item())
-
-    def all_reduce_any(self, flag: bool) -> bool:
-        return self._all_reduce_max_int(1 if flag else 0) > 0
-
-    def all_reduce_max(self, value: int) -> int:
-        return self._all_reduce_max_int(value)

@@ -65,7 +65,6 @@ def build_deepspeed_config(train: TrainSection, ds: DeepSpeedSection, world_size
     """DeepSpeed config for a recipe's ``train`` and ``deepspeed`` sections on ``world_size`` ranks, each a
     GPU when ``gpus`` (else a CPU rank: reductions in program order, see the module docstring)."""
     gbs, mbs = train.global_batch_size, train.micro_batch_size
-    acc = accumulation_steps(gbs, mbs, world_size)
     stage = ds.zero_stage
     zero: dict[str, Any] = {"stage": stage}
     if stage == 3:
@@ -79,7 +78,7 @@ def build_deepspeed_config(train: TrainSection, ds: DeepSpeedSection, world_size
     config: dict[str, Any] = {
         "train_batch_size": gbs,
         "train_micro_batch_size_per_gpu": mbs,
-        "gradient_accumulation_steps": acc,
+        "gradient_accumulation_steps": accumulation_steps(gbs, mbs, world_size),
         "gradient_clipping": train.grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": train.precision == "bf16"},

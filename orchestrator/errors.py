@@ -2,7 +2,7 @@
 
 ``UserError`` (a ValueError) is what the CLI turns into ``error: ...`` lines and a non-zero exit; its
 message names the file, field or run and says what to do. Anything else escaping to the CLI is a bug
-and keeps its traceback. Already used by orchestrator/runs.py: keep the name.
+and keeps its traceback.
 
 ``ConfigError`` carries every problem found in a recipe, a profile and the overrides of one command at
 once (a user fixes them in one round); ``str()`` of it is one line per problem.

@@ -109,14 +109,11 @@ class CheckpointBytes:
 
 def checkpoint_bytes(dims: ModelDims, *, zero_stage: int, data_parallel: int, precision: str) -> CheckpointBytes:
     """Bytes of one checkpoint of the model's trainable state under ZeRO ``zero_stage`` over ``data_parallel`` ranks."""
-    if zero_stage not in (0, 1, 2, 3) or data_parallel < 1:
-        raise ValueError(f"zero_stage {zero_stage} / data_parallel {data_parallel} out of range")
     trainable, frozen = dims.trainable, dims.total - dims.trainable
     left_out = float(frozen * frozen_weight_bytes(precision, dims.frozen_dtype))
     module = trainable * WEIGHT_BYTES[precision] if zero_stage < 3 else 0
     master = 0 if zero_stage == 0 and precision == "fp32" else trainable * FP32_BYTES
-    moments = trainable * ADAM_MOMENTS_BYTES
-    optimizer = master + moments
+    optimizer = master + trainable * ADAM_MOMENTS_BYTES
     per_rank = module + (optimizer if zero_stage == 0 else optimizer / data_parallel)
     average = trainable * FP32_BYTES if dims.averaged else 0  # rank 0 writes it whole unless ZeRO-3 partitions it
     per_rank += average / data_parallel if zero_stage == 3 else average
@@ -155,9 +152,7 @@ Checkpointing = bool | Collection[str]
 
 
 def recomputes(stack: Stack, checkpointing: Checkpointing) -> bool:
-    if isinstance(checkpointing, bool):
-        return checkpointing
-    return stack.part in checkpointing
+    return checkpointing if isinstance(checkpointing, bool) else stack.part in checkpointing
 
 
 def checkpointing_of(model_config: dict[str, Any]) -> Checkpointing:
@@ -276,22 +271,19 @@ def host_memory(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_b
     states and activations in host memory (the per-rank estimate); a GPU rank only what DeepSpeed offloads:
     ``offload_optimizer`` (fp32 master + Adam + fp32 gradients of the rank's shard) and ``offload_param``
     (its shard of the weights)."""
-    frozen = (dims.total - dims.trainable) * frozen_weight_bytes(precision, dims.frozen_dtype)
-    whole_trainable = dims.trainable * DTYPE_BYTES.get(dims.dtype, FP32_BYTES)
-    trainable_build = 0.0 if zero_stage == 3 else float(whole_trainable)
-    if not gpus:
+    frozen = float((dims.total - dims.trainable) * frozen_weight_bytes(precision, dims.frozen_dtype))
+    if not gpus:  # the trainable weights are among the rank's model states already
         states = estimate(dims, zero_stage=zero_stage, data_parallel=data_parallel, micro_batch=micro_batch,
                           precision=precision, checkpointing=checkpointing).total
-        trainable_build = 0.0  # the trainable weights are among the rank's model states already
-    else:
-        shards = data_parallel if zero_stage >= 1 else 1
-        states = 0.0
-        if offload_optimizer:
-            states += dims.trainable * (OPTIMIZER_BYTES[precision] + FP32_BYTES) / shards
-        if offload_param and zero_stage == 3:
-            states += dims.total * WEIGHT_BYTES[precision] / data_parallel
-    return HostMemory(float(frozen), trainable_build, float(states),
-                      float(RUNTIME_HOST_BYTES["gpu" if gpus else "cpu"]), ranks_per_node)
+        return HostMemory(frozen, 0.0, states, float(RUNTIME_HOST_BYTES["cpu"]), ranks_per_node)
+    trainable_build = 0.0 if zero_stage == 3 else float(dims.trainable * DTYPE_BYTES.get(dims.dtype, FP32_BYTES))
+    shards = data_parallel if zero_stage >= 1 else 1
+    states = 0.0
+    if offload_optimizer:
+        states += dims.trainable * (OPTIMIZER_BYTES[precision] + FP32_BYTES) / shards
+    if offload_param and zero_stage == 3:
+        states += dims.total * WEIGHT_BYTES[precision] / data_parallel
+    return HostMemory(frozen, trainable_build, float(states), float(RUNTIME_HOST_BYTES["gpu"]), ranks_per_node)
 
 
 def host_lines(host: HostMemory, *, zero_stage: int, gpus: bool, node_memory_gb: float | None) -> list[str]:
@@ -379,12 +371,10 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
              f"  parameters: {dims.total:,} total, {dims.trainable:,} trainable",
              f"  {'ZeRO':>6}  {'weights':>11}  {'gradients':>11}  {'optimizer':>11}  {'zero3 gather':>12}  "
              f"{'activations':>11}  {'total':>11}"]
-    chosen = None
-    for stage in range(4):
-        e = estimate(dims, zero_stage=stage, data_parallel=data_parallel, micro_batch=micro_batch,
-                     precision=precision, checkpointing=checkpointing)
+    by_stage = [estimate(dims, zero_stage=stage, data_parallel=data_parallel, micro_batch=micro_batch,
+                         precision=precision, checkpointing=checkpointing) for stage in range(4)]
+    for stage, e in enumerate(by_stage):
         mark = "*" if stage == zero_stage else " "
-        chosen = e if stage == zero_stage else chosen
         lines.append(f"  {mark}{stage:>5}  {_size(e.weights):>11}  {_size(e.gradients):>11}  {_size(e.optimizer):>11}  "
                      f"{_size(e.gather):>12}  {_size(e.activations):>11}  {_size(e.total):>11}")
     w, o = WEIGHT_BYTES[precision], OPTIMIZER_BYTES[precision]
@@ -402,7 +392,8 @@ def render(dims: ModelDims, *, zero_stage: int, data_parallel: int, micro_batch:
         f"  activations (x {w} B, per sample x micro batch): {_stack_text(dims.stacks, checkpointing)}. Not counted: "
         "frozen vision tower / VAE, CUDA context, fragmentation.",
     ]
-    if gpu_memory_gb and chosen is not None:
+    if gpu_memory_gb:
+        chosen = by_stage[zero_stage]
         verdict = _verdict(chosen.total, gpu_memory_gb)
         fix = "" if verdict == "fits" else (": raise deepspeed.zero_stage, set model.gradient_checkpointing=true, "
                                             "lower train.micro_batch_size or data.max_length, or add GPUs")

@@ -26,7 +26,3 @@ EXIT_INTERRUPTED = SIGNAL_BASE + 2  # SIGINT
 def from_returncode(returncode: int) -> int:
     """A Popen returncode as an exit code: -N (killed by signal N) becomes 128+N."""
     return returncode if returncode >= 0 else SIGNAL_BASE - returncode
-
-
-__all__ = ["EXIT_OK", "EXIT_CRASH", "EXIT_FATAL", "EXIT_USAGE", "EXIT_REQUEUE", "SIGNAL_BASE", "EXIT_INTERRUPTED",
-           "from_returncode"]

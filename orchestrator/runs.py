@@ -32,7 +32,7 @@ import secrets as _random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from unigen.orchestrator.atomic import atomic_open
 from unigen.orchestrator.errors import UserError
@@ -205,16 +205,6 @@ class RunLedger:
         return self.read()["run_id"]
 
     # -- writing --------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock_path = self.paths.root / ".run.json.lock"
-        with open(lock_path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def _write(self, record: dict[str, Any]) -> None:
         record["updated_at"] = now_iso()
         data = json.dumps(record, indent=2, sort_keys=False) + "\n"
@@ -243,11 +233,17 @@ class RunLedger:
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Apply ``change`` to the record under the lock and write it atomically."""
-        with self._locked():
-            record = self.read()
-            change(record)
-            self._write(record)
-            return record
+        with open(self.paths.root / ".run.json.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                record = self.read()
+                change(record)
+                self._write(record)
+                return record
+            finally:
+                # Unlock, not just close: a process forked meanwhile (a data-loader worker, while the tracker's
+                # thread writes) shares this open file and would hold the lock until it exits.
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- common updates -------------------------------------------------------------------------
     def set_status(self, status: str, *, error: str | None = None) -> None:
@@ -263,18 +259,13 @@ class RunLedger:
 
     def start_attempt(self, *, job_id: str | None = None, nodes: str | None = None, **extra: Any) -> int:
         """Record a new attempt as running; returns its number (1-based)."""
-        number = 0
-
         def change(r: dict[str, Any]) -> None:
-            nonlocal number
-            number = len(r["attempts"]) + 1
-            r["attempts"].append({"attempt": number, "job_id": job_id, "nodes": nodes,
+            r["attempts"].append({"attempt": len(r["attempts"]) + 1, "job_id": job_id, "nodes": nodes,
                                   "started_at": now_iso(), "ended_at": None, "exit_reason": None,
                                   "exit_code": None, **extra})
             r["status"] = "running"
 
-        self.update(change)
-        return number
+        return len(self.update(change)["attempts"])
 
     def end_attempt(self, *, exit_reason: str, exit_code: int | None, status: str, **extra: Any) -> None:
         """Close the newest open attempt and set the run's status."""
@@ -290,10 +281,7 @@ class RunLedger:
         self.update(change)
 
     def set_progress(self, **fields: Any) -> None:
-        def change(r: dict[str, Any]) -> None:
-            r["progress"].update(fields, updated_at=now_iso())
-
-        self.update(change)
+        self.update(lambda r: r["progress"].update(fields, updated_at=now_iso()))
 
     def set_error(self, message: str | None, *, keep_first: bool = False) -> None:
         """The run's error line (None clears it); ``keep_first``: an error already there is the cause, keep it."""
@@ -353,12 +341,9 @@ def default_run_root() -> Path:
 
 
 def list_runs(run_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every readable run record under ``run_root``, oldest first."""
-    root = Path(run_root)
-    if not root.is_dir():
-        return []
+    """Every readable run record under ``run_root`` (none when it does not exist), oldest first."""
     records = []
-    for ledger in sorted(root.glob("*/run.json")):
+    for ledger in sorted(Path(run_root).glob("*/run.json")):
         try:
             records.append(json.loads(ledger.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -369,13 +354,10 @@ def list_runs(run_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def find_run(run_root: str | os.PathLike[str], ref: str) -> RunLedger:
     """A run by id, unique id prefix, or path to its folder."""
-    as_path = Path(ref)
-    if (as_path / "run.json").is_file():
-        return RunLedger(as_path)
     root = Path(run_root)
-    exact = root / ref
-    if (exact / "run.json").is_file():
-        return RunLedger(exact)
+    for folder in (Path(ref), root / ref):  # a path to a run folder, then an exact id
+        if (folder / "run.json").is_file():
+            return RunLedger(folder)
     matches = sorted(p.parent for p in root.glob(f"{glob.escape(ref)}*/run.json"))
     if len(matches) == 1:
         return RunLedger(matches[0])

@@ -44,9 +44,7 @@ _registered: set[str] = set()
 def is_secret_key(key: str) -> bool:
     """True when a mapping key names a secret value."""
     k = str(key)
-    if k.lower().endswith(_PUBLIC_SUFFIXES):
-        return False
-    return bool(_SECRET_KEY.search(k))
+    return not k.lower().endswith(_PUBLIC_SUFFIXES) and bool(_SECRET_KEY.search(k))
 
 
 def redact(obj: Any) -> Any:
@@ -67,19 +65,14 @@ def register_secret(value: str | None) -> None:
 
 
 def _known_secrets() -> set[str]:
-    values = set(_registered)
-    for name in SECRET_ENV_VARS:
-        v = os.environ.get(name)
-        if v and len(v) >= 6:
-            values.add(v)
-    return values
+    from_env = (os.environ.get(name) or "" for name in SECRET_ENV_VARS)
+    return _registered | {v for v in from_env if len(v) >= 6}
 
 
 def scrub(text: str) -> str:
-    """Replace every known secret value inside ``text`` with ``***``."""
+    """Replace every known secret value inside ``text`` with ``***`` (the longest first)."""
     for secret in sorted(_known_secrets(), key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+        text = text.replace(secret, REDACTED)
     return text
 
 

@@ -31,7 +31,6 @@ class PreemptionFlag:
     def __init__(self) -> None:
         self._signum: int | None = None
         self._count = 0
-        self._reason: str | None = None
         self._previous: dict[int, object] = {}
 
     # -- handlers ---------------------------------------------------------------------------------
@@ -41,8 +40,7 @@ class PreemptionFlag:
             raise RuntimeError("signal handlers can only be installed from the main thread")
         for sig in signals:
             sig = signal.Signals(sig)
-            if sig not in self._previous:
-                self._previous[sig] = signal.getsignal(sig)
+            self._previous.setdefault(sig, signal.getsignal(sig))
             signal.signal(sig, self._handle)
         return self
 
@@ -59,38 +57,25 @@ class PreemptionFlag:
         self._count += 1
 
     # -- state ------------------------------------------------------------------------------------
-    def request(self, reason: str = "requested") -> None:
-        """Raise the flag from code (a watchdog, a deadline), as if a signal had arrived."""
-        if self._reason is None and self._signum is None:
-            self._reason = reason
-        self._count += 1
-
     @property
     def requested(self) -> bool:
-        """True once a signal (or :meth:`request`) arrived on THIS rank."""
+        """True once a signal arrived on THIS rank."""
         return self._count > 0
 
     @property
     def count(self) -> int:
-        """How many signals/requests arrived (a second one during a save is counted, nothing more)."""
+        """How many signals arrived (a second one during a save is counted, nothing more)."""
         return self._count
 
     @property
     def reason(self) -> str | None:
-        """``SIGTERM``, ``SIGUSR2``, the text given to :meth:`request`, or None."""
-        if self._signum is not None:
-            return signal.Signals(self._signum).name
-        return self._reason
+        """The first signal's name (``SIGTERM``, ``SIGUSR2``), or None."""
+        return signal.Signals(self._signum).name if self._signum is not None else None
 
     def should_stop(self, comm: Comm) -> bool:
         """Collective: True on every rank when any rank got a signal. Call at a step boundary on all
         ranks, then (when True) save a checkpoint together and ``sys.exit(EXIT_REQUEUE)``."""
         return comm.all_reduce_any(self.requested)
-
-    def reset(self) -> None:
-        """Lower the flag (tests, or a runtime that decided to carry on)."""
-        self._signum = self._reason = None
-        self._count = 0
 
 
 _default = PreemptionFlag()

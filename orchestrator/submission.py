@@ -13,17 +13,18 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
-from unigen.orchestrator.config import Submission, recipe_sha256
+from unigen.orchestrator.config import ResolvedStage, Submission, recipe_sha256, world_of
+from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.launchers import get_launcher
-from unigen.orchestrator.runs import RunLedger, new_run_id
+from unigen.orchestrator.runs import RunLedger, list_runs, new_run_id
 
 
-def _run_name(sub: Submission, index: int) -> str:
-    stage = sub.stages[index]
+def _run_name(sub: Submission, recipe_name: str) -> str:
     if not sub.name:
-        return stage.recipe.name
-    return sub.name if len(sub.stages) == 1 else f"{sub.name}-{stage.recipe.name}"
+        return recipe_name
+    return sub.name if len(sub.stages) == 1 else f"{sub.name}-{recipe_name}"
 
 
 def create_runs(sub: Submission) -> list[RunLedger]:
@@ -33,16 +34,16 @@ def create_runs(sub: Submission) -> list[RunLedger]:
     submission_id = new_run_id(sub.name or sub.stages[0].recipe.name) if len(sub.stages) > 1 else None
     ledgers: list[RunLedger] = []
     try:
-        for i, stage in enumerate(sub.stages):
+        for stage in sub.stages:
             recipe = stage.recipe
             if stage.starts_from_previous:
                 recipe = recipe.model_copy(update={"init_from": f"run:{ledgers[-1].run_id}"})
             uri = resolve_tracking_uri(None, recipe=recipe.tracking, profile=sub.profile.tracking,
                                        run_root=sub.run_root)
             ledgers.append(RunLedger.create(
-                sub.run_root, run_id=new_run_id(_run_name(sub, i)), recipe=recipe, recipe_path=str(stage.path),
-                recipe_sha256=recipe_sha256(recipe), profile=sub.profile, parent=submission_id,
-                tracking_uri=display_uri(uri), workdir=os.getcwd()))
+                sub.run_root, run_id=new_run_id(_run_name(sub, recipe.name)), recipe=recipe,
+                recipe_path=str(stage.path), recipe_sha256=recipe_sha256(recipe), profile=sub.profile,
+                parent=submission_id, tracking_uri=display_uri(uri), workdir=os.getcwd()))
     except BaseException:
         for ledger in ledgers:
             shutil.rmtree(ledger.paths.root, ignore_errors=True)
@@ -58,8 +59,6 @@ def grace_warnings(sub: Submission) -> list[str]:
     """A warning per stage whose last measured checkpoint save (the newest earlier run of the same
     recipe name under the run root) took longer than the profile's signal grace: a preemption would
     then kill the job in the middle of its save, and the run would fall back to an older checkpoint."""
-    from unigen.orchestrator.runs import list_runs
-
     grace = sub.profile.slurm.signal_grace_s if sub.profile.slurm is not None else None
     if grace is None:
         return []
@@ -91,14 +90,10 @@ def submit_stages(sub: Submission, *, wait: bool) -> int:
 def submission_from_record(ledger: RunLedger) -> Submission:
     """The one-stage Submission of an existing run, rebuilt from its run.json (for ``unigen resume``):
     the recorded resolved recipe and profile, the world size of the profile as seen from here."""
-    from pathlib import Path
-
-    from unigen.orchestrator.config import ResolvedStage, world_of
     from unigen.orchestrator.config.model_section import check_model_section
     from unigen.orchestrator.config.recorded import recorded_profile, recorded_recipe
     from unigen.orchestrator.config.world import batch_problem
     from unigen.orchestrator.config.yamlload import Loc, Locations
-    from unigen.orchestrator.errors import UserError
 
     record = ledger.read()
     recipe = recorded_recipe(record, source=str(ledger.paths.ledger))

@@ -49,10 +49,8 @@ class HubWeights:
 
 def is_hub_id(source: str | None) -> bool:
     """True when ``from_pretrained(source)`` would read the hub: ``org/name`` that is not a local folder
-    (the same rule transformers applies); ``assets://`` sources ship in the package."""
-    if not source or source.startswith("assets://") or not _HUB_ID.match(source):
-        return False
-    return not os.path.exists(os.path.expanduser(source))
+    (the same rule transformers applies); ``assets://`` sources (in the package) never match ``org/name``."""
+    return bool(source and _HUB_ID.match(source)) and not os.path.exists(os.path.expanduser(source))
 
 
 def hub_weights(model_config: Mapping[str, Any], stage: str = "") -> list[HubWeights]:
@@ -111,21 +109,17 @@ def env_true(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def is_offline(profile) -> bool:
-    """True when the profile tells its ranks to stay off the hub (env HF_HUB_OFFLINE)."""
-    return env_true(profile.env.get("HF_HUB_OFFLINE"))
-
-
-def _storage(cache_dir: Path, repo_id: str) -> Path:
-    return cache_dir / ("models--" + repo_id.replace("/", "--"))
-
-
-def _commit(cache_dir: Path, w: HubWeights) -> str | None:
-    revision = w.revision or "main"
-    if _COMMIT.match(revision):
-        return revision
-    ref = _storage(cache_dir, w.repo_id) / "refs" / revision
-    return ref.read_text().strip() if ref.is_file() else None
+def _snapshot(cache_dir: Path, w: HubWeights) -> Path | None:
+    """The folder of ``w``'s snapshot in ``cache_dir``; None when it is not there."""
+    storage = cache_dir / ("models--" + w.repo_id.replace("/", "--"))
+    commit = w.revision or "main"
+    if not _COMMIT.match(commit):  # a branch or a tag: the commit its cached ref points to
+        ref = storage / "refs" / commit
+        if not ref.is_file():
+            return None
+        commit = ref.read_text().strip()
+    snapshot = storage / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
 
 
 def _listing(cache_dir: Path, w: HubWeights, commit: str) -> dict[str, int] | None:
@@ -149,11 +143,10 @@ def _listing(cache_dir: Path, w: HubWeights, commit: str) -> dict[str, int] | No
 def cache_problem(cache_dir: Path, w: HubWeights) -> str | None:
     """Why ``w`` cannot be loaded offline from ``cache_dir`` (None: it can): no snapshot, or a snapshot
     missing files or holding a file of another size than the hub's listing says."""
-    commit = _commit(cache_dir, w)
-    snapshot = _storage(cache_dir, w.repo_id) / "snapshots" / (commit or "?")
-    if commit is None or not snapshot.is_dir():
+    snapshot = _snapshot(cache_dir, w)
+    if snapshot is None:
         return "not in the cache"
-    listing = _listing(cache_dir, w, commit)
+    listing = _listing(cache_dir, w, snapshot.name)
     if listing is None:
         return None if any(p.is_file() for p in snapshot.rglob("*")) else "not in the cache"
     absent = [p for p in listing if not (snapshot / p).is_file()]
@@ -184,7 +177,7 @@ def check_offline_weights(sub, inputs: Iterable[str], profile_arg: str) -> list[
     repository missing from the profile's cache and the prefetch command to run; returns notes (the
     cache is not on this machine, so nothing could be checked). Online profiles: nothing to check."""
     weights = submission_weights(sub)
-    if not weights or not is_offline(sub.profile):
+    if not weights or not env_true(sub.profile.env.get("HF_HUB_OFFLINE")):
         return []
     cache_dir, origin = cache_dir_for(sub.profile)
     fix = prefetch_command(inputs, profile_arg)
@@ -200,8 +193,7 @@ def check_offline_weights(sub, inputs: Iterable[str], profile_arg: str) -> list[
         return []
     lines = [f"profile {name} runs offline (env HF_HUB_OFFLINE) and {len(missing)} pretrained part(s) are not "
              f"ready in its weights cache {cache_dir} ({origin}):"]
-    for w, why in missing:
-        lines.append(f"  {w.label} ({', '.join(w.parts)} of {', '.join(w.stages)}): {why}")
+    lines += [f"  {w.label} ({', '.join(w.parts)} of {', '.join(w.stages)}): {why}" for w, why in missing]
     lines.append(f"fetch them once, from a machine that reaches the hub, with: {fix}")
     raise UserError("\n".join(lines))
 
@@ -221,20 +213,13 @@ class PrefetchError(Exception):
     """A repository could not be fetched (network, authentication, a revision that does not exist)."""
 
 
-def _snapshot_files(cache_dir: Path, w: HubWeights) -> set[str]:
-    commit = _commit(cache_dir, w)
-    snapshot = _storage(cache_dir, w.repo_id) / "snapshots" / (commit or "?")
-    if commit is None or not snapshot.is_dir():
-        return set()
-    return {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
-
-
 def fetch(w: HubWeights, cache_dir: Path) -> Fetched:
     """Download ``w`` into ``cache_dir`` (only what is not there yet) and verify it: every listed file
     present with the hub's size. Raises ``PrefetchError``."""
     from huggingface_hub import snapshot_download
 
-    before = _snapshot_files(cache_dir, w)
+    snapshot = _snapshot(cache_dir, w)  # what an earlier prefetch left
+    before = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()} if snapshot else set()
     try:
         folder = snapshot_download(w.repo_id, revision=w.revision, cache_dir=cache_dir,
                                    allow_patterns=list(w.patterns) if w.patterns else None)

@@ -34,7 +34,11 @@ DS_LATEST = "latest"
 DS_SCRIPTS = ("zero_to_fp32.py", "zero_to_torch.py")
 
 
-def _installed_scripts() -> dict[str, bytes]:
+def scripts_for(step_dir: Path) -> dict[str, bytes]:
+    """{name: bytes} of the DeepSpeed scripts that belong beside ``step_dir``: the installed DeepSpeed's
+    for a ZeRO step, nothing for a stage-0 one (or when DeepSpeed is not installed)."""
+    if not is_zero_partitioned(step_dir):
+        return {}
     try:
         spec = importlib.util.find_spec("deepspeed")
     except (ImportError, ValueError):
@@ -43,12 +47,6 @@ def _installed_scripts() -> dict[str, bytes]:
         return {}
     utils = Path(list(spec.submodule_search_locations)[0]) / "utils"
     return {name: (utils / name).read_bytes() for name in DS_SCRIPTS if (utils / name).is_file()}
-
-
-def scripts_for(step_dir: Path) -> dict[str, bytes]:
-    """{name: bytes} of the DeepSpeed scripts that belong beside ``step_dir``: the installed DeepSpeed's
-    for a ZeRO step, nothing for a stage-0 one (or when DeepSpeed is not installed)."""
-    return _installed_scripts() if is_zero_partitioned(step_dir) else {}
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -122,10 +122,8 @@ class CheckpointManager:
         return info
 
     def _apply_local_retention(self) -> None:
-        protect = set(self._uploader.pinned()) if self._uploader else set()
-        durable = self._uploader.durable_step if self._uploader else None
-        if durable is not None:
-            protect.add(durable)
+        up = self._uploader  # never delete what is uploading or the newest durable (remote) checkpoint
+        protect = ({*up.pinned(), up.durable_step} - {None}) if up else set()
         for step in select_for_deletion(self.store.committed_steps(), keep_last=self.keep_last,
                                         keep_every=self.keep_every, protect=protect):
             self.store.discard(self.store.step_dir(step))
@@ -209,7 +207,7 @@ class CheckpointManager:
         """Newest local committed step, newest durable (uploaded) step, uploads pending, last error."""
         up = self._uploader
         return {"local_step": self.local_step, "durable_step": up.durable_step if up else None,
-                "pending_uploads": up.pending() if up else [], "last_error": up.last_error if up else None,
+                "pending_uploads": sorted(up.pinned()) if up else [], "last_error": up.last_error if up else None,
                 "remote_uri": self.remote_uri}
 
     def flush(self, timeout: float | None = None) -> bool:

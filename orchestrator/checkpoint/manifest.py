@@ -18,7 +18,6 @@ from unigen.orchestrator.checkpoint.layout import (
     FORMAT,
     UnsafePath,
     is_reserved_name,
-    manifest_name,
     resolve_inside,
 )
 
@@ -32,10 +31,7 @@ def sha256_file(path: Path, *, fsync: bool = False) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                break
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
             size += len(chunk)
         if fsync:
@@ -43,16 +39,10 @@ def sha256_file(path: Path, *, fsync: bool = False) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def hash_files(paths: list[Path], *, fsync: bool = False) -> list[tuple[int, str]]:
     """:func:`sha256_file` over many files, in parallel threads, results in input order."""
-    if not paths:
-        return []
     workers = min(8, len(paths), os.cpu_count() or 1)
-    if workers == 1:
+    if workers <= 1:  # 0 when there are no paths, and a pool needs at least one worker
         return [sha256_file(p, fsync=fsync) for p in paths]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-sha256") as pool:
         return list(pool.map(lambda p: sha256_file(p, fsync=fsync), paths))
@@ -115,12 +105,9 @@ def build_commit(step: int, world_size: int, manifests: list[tuple[str, bytes]],
         "step": step,
         "world_size": world_size,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "manifests": [{"path": name, "size": len(data), "sha256": sha256_bytes(data)} for name, data in manifests],
+        "manifests": [{"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                      for name, data in manifests],
         "files": files,
         "bytes": nbytes,
         "metadata": metadata,
     }
-
-
-def expected_manifest_names(world_size: int) -> list[str]:
-    return [manifest_name(r) for r in range(world_size)]

@@ -33,9 +33,6 @@ class Candidate:
     bytes: int = 0
     commit: dict[str, Any] | None = field(default=None, repr=False)
 
-    def line(self) -> str:
-        return f"step-{self.step:<8} {self.source:<6} {self.reason}  ({self.location})"
-
 
 @dataclass
 class ResumePlan:
@@ -86,7 +83,7 @@ class ResumePlan:
                          f"metadata: {commit.get('metadata')}")
         if self.rejected:
             lines.append("newer checkpoints that would not be used:")
-            lines += [f"  {c.line()}" for c in self.rejected]
+            lines += [f"  step-{c.step:<8} {c.source:<6} {c.reason}  ({c.location})" for c in self.rejected]
         if self.older:
             lines.append("older fallbacks: " + ", ".join(f"step-{s} ({src})" for s, src in self.older))
         if self.latest_pointer:
@@ -102,12 +99,8 @@ def scan_local(local_dir: Path) -> dict[int, Path]:
     """{step: folder} of every ``step-<N>`` folder directly under ``local_dir``."""
     if not local_dir.is_dir():
         return {}
-    out = {}
-    for entry in local_dir.iterdir():
-        step = parse_step_dir(entry.name)
-        if step is not None and entry.is_dir():
-            out[step] = entry
-    return out
+    return {step: entry for entry in local_dir.iterdir()
+            if (step := parse_step_dir(entry.name)) is not None and entry.is_dir()}
 
 
 def read_local_latest(local_dir: Path) -> str | None:
@@ -133,12 +126,11 @@ def make_plan(local_dir: Path, remote: Any = None, *, level: str = "sha256", str
             remote_error = scrub(f"{type(e).__name__}: {e}")
     remote_steps = {s for s in (listing.steps if listing else {}) if s not in skip_remote}
     latest = read_local_latest(local_dir)
+    steps = sorted(set(local) | remote_steps, reverse=True)
 
     chosen, rejected = None, []
-    for step in sorted(set(local) | remote_steps, reverse=True):
-        sides = []
-        if step in local:
-            sides.append(("local", LocalStepView(local[step]), level))
+    for step in steps:
+        sides = [("local", LocalStepView(local[step]), level)] if step in local else []
         if step in remote_steps:
             sides.append(("remote", remote.view(step, listing), "size"))
         for source, view, lvl in sides:
@@ -155,14 +147,11 @@ def make_plan(local_dir: Path, remote: Any = None, *, level: str = "sha256", str
         if chosen:
             break
 
+    rejected += [c for c in known_bad if chosen is None or c.step > chosen.step]
     older = []
-    if chosen is None:
-        rejected += known_bad
-    else:
-        for step in sorted(set(local) | remote_steps, reverse=True):
-            if step < chosen.step:
-                older += [(step, src) for src, have in (("local", local), ("remote", remote_steps)) if step in have]
-        rejected += [c for c in known_bad if c.step > chosen.step]
+    for step in steps:
+        if chosen is not None and step < chosen.step:
+            older += [(step, src) for src, have in (("local", local), ("remote", remote_steps)) if step in have]
     rejected.sort(key=lambda c: (-c.step, c.source))
     plan = ResumePlan(str(local_dir), remote.uri if remote is not None else None, chosen, rejected, older,
                       latest or (f"{remote_latest} (remote)" if remote_latest else None), remote_error,

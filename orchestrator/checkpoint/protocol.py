@@ -118,14 +118,12 @@ def save_collective(store: LocalStore, comm: Comm, step: int, write_fn: WriteFn,
     timings: dict[str, float] = {}
     step_dir = store.step_dir(step)
 
-    prepared: tuple[str, Any]
+    prepared: tuple[str, Any] = ("", None)
     if comm.rank == 0:
         try:
             prepared = _prepare(store, step, metadata)
         except Exception as e:
             prepared = ("error", scrub(str(e)))
-    else:
-        prepared = ("", None)
     state, payload = comm.broadcast_object(prepared, src=0)
     if state == "error":
         raise CheckpointError(f"cannot save step {step}: {payload}")

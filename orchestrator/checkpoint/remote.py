@@ -50,8 +50,7 @@ def fs_options(uri: str, storage_options: dict[str, Any] | None) -> dict[str, An
     """fsspec keyword arguments for ``uri`` (a copy; secrets registered for scrubbing)."""
     opts = dict(storage_options or {})
     _register_option_secrets(opts)
-    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
-    if protocol in ("s3", "s3a") and "endpoint_url" in opts:
+    if uri.startswith(("s3://", "s3a://")) and "endpoint_url" in opts:
         client_kwargs = dict(opts.pop("client_kwargs", None) or {})
         client_kwargs.setdefault("endpoint_url", opts.pop("endpoint_url"))
         opts["client_kwargs"] = client_kwargs
@@ -205,13 +204,10 @@ class Remote:
             return final, local
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, CheckpointError):
-                raise
-            if isinstance(e, Exception):
+            if isinstance(e, Exception) and not isinstance(e, CheckpointError):
                 raise CheckpointError(f"downloading {self.url(name)} failed: {scrub(f'{type(e).__name__}: {e}')}") \
                     from None
             raise
-
 
 
 def storage_options_from_profile(profile: Profile) -> dict[str, Any] | None:
@@ -223,11 +219,7 @@ def storage_options_from_profile(profile: Profile) -> dict[str, Any] | None:
     if s3 is None:
         return None
     options: dict[str, Any] = {}
-    client_kwargs: dict[str, Any] = {}
-    if s3.endpoint_url:
-        client_kwargs["endpoint_url"] = s3.endpoint_url
-    if s3.region:
-        client_kwargs["region_name"] = s3.region
+    client_kwargs = {k: v for k, v in (("endpoint_url", s3.endpoint_url), ("region_name", s3.region)) if v}
     for name, option in ((s3.access_key_id_env, "key"), (s3.secret_access_key_env, "secret"),
                          (s3.session_token_env, "token")):
         if name and os.environ.get(name):

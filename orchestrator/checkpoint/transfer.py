@@ -63,29 +63,21 @@ class TransferFailed(Exception):
 
 
 class _Progress:
-    """An fsspec-compatible callback that records when bytes last moved."""
+    """An fsspec-compatible callback (the parts of fsspec's Callback that s3fs calls) that records
+    when bytes last moved: the stall watchdog's clock."""
 
     def __init__(self) -> None:
-        self.bytes = 0
         self.last = time.monotonic()
 
-    # fsspec's Callback interface, the parts s3fs calls.
-    def set_size(self, size: Any) -> None:
+    def _moved(self, *args: Any, **kwargs: Any) -> None:
         self.last = time.monotonic()
 
-    def relative_update(self, inc: int = 1) -> None:
-        self.bytes += inc
-        self.last = time.monotonic()
+    set_size = relative_update = absolute_update = _moved
 
-    def absolute_update(self, value: int) -> None:
-        self.bytes = value
-        self.last = time.monotonic()
+    def branched(self, *args: Any, **kwargs: Any) -> None:
+        return None  # no child callback per file
 
-    def branched(self, *args: Any, **kwargs: Any) -> Any:
-        return None
-
-    def call(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    call = branched
 
 
 class _Attempt:
@@ -244,13 +236,12 @@ def run_transfers(fs: Any, jobs: list[FileJob], policy: TransferPolicy, *,
             attempt.cancel()
 
 
-def call_with_retry(fn: Callable[[], Any], label: str, policy: TransferPolicy, *,
-                    stop: threading.Event | None = None,
-                    on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Any:
+def call_with_retry(fn: Callable[[], Any], label: str, policy: TransferPolicy, *, stop: threading.Event,
+                    on_event: Callable[[str, dict[str, Any]], None]) -> Any:
     """Run a small remote operation (a listing, a delete, a tiny write) with the same backoff."""
     attempt = 0
     while True:
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             raise Aborted("stopped")
         attempt += 1
         try:
@@ -261,11 +252,7 @@ def call_with_retry(fn: Callable[[], Any], label: str, policy: TransferPolicy, *
             if policy.max_attempts is not None and attempt >= policy.max_attempts:
                 raise TransferFailed(f"{label}: gave up after {attempt} attempts ({scrub(str(e))})") from None
             delay = policy.delay(attempt)
-            if on_event is not None:
-                on_event("remote_retry", {"op": label, "attempt": attempt, "delay_s": round(delay, 2),
-                                          "error": scrub(f"{type(e).__name__}: {e}")})
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Aborted("stopped") from None
-            else:
-                time.sleep(delay)
+            on_event("remote_retry", {"op": label, "attempt": attempt, "delay_s": round(delay, 2),
+                                      "error": scrub(f"{type(e).__name__}: {e}")})
+            if stop.wait(delay):
+                raise Aborted("stopped") from None

@@ -3,10 +3,9 @@ blocking the training step.
 
 For each checkpoint: data files, then the manifests, then COMMIT.json, then LATEST (then DeepSpeed's
 scripts and ``latest``, see deepspeed_tools.py), so a reader of the remote sees a COMMIT only once
-everything it names is there. A step that already has a different
-COMMIT remotely (a re-save of the same step) loses that COMMIT first. Then remote retention mirrors
-keep_last/keep_every and never deletes the newest durable checkpoint; half-uploaded folders older
-than it are cleaned up.
+everything it names is there. A step that already has a different COMMIT remotely (a re-save of the
+same step) loses that COMMIT first. Then remote retention mirrors keep_last/keep_every and never
+deletes the newest durable checkpoint; half-uploaded folders older than it are cleaned up.
 
 If checkpoints arrive faster than they upload, the newest wins: older queued ones are dropped
 ("upload_superseded") unless keep_every protects them, and a failing upload is abandoned once a newer
@@ -71,9 +70,6 @@ class Uploader:
         with self._cv:
             return set(self._queue) | ({self._current.step} if self._current else set())
 
-    def pending(self) -> list[int]:
-        return sorted(self.pinned())
-
     def note_durable(self, step: int | None) -> None:
         """Record a durable step: one just uploaded, or one a resume's remote listing found."""
         if step is not None:
@@ -82,19 +78,13 @@ class Uploader:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until nothing is queued or uploading; False if ``timeout`` ran out first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            while self._queue or self._current is not None:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cv.wait(timeout=left if left is not None else 1.0)
-        return True
+            return self._cv.wait_for(lambda: not self._queue and self._current is None, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush (up to ``timeout``), then stop the thread. Returns whether everything got uploaded."""
         flushed = self.flush(timeout)
-        left = self.pending()
+        left = sorted(self.pinned())
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
@@ -150,7 +140,6 @@ class Uploader:
         return call_with_retry(fn, label, self.remote.policy, stop=self._stop, on_event=self._emit)
 
     def _upload(self, job: UploadJob) -> None:
-        name = step_dir_name(job.step)
         local = verify_step(LocalStepView(job.path), job.step, level="size")
         if not local.ok:
             raise RuntimeError(f"local {job.path} no longer verifies: {local.reason}")
@@ -174,7 +163,7 @@ class Uploader:
         self.note_durable(job.step)
         self.last_error = None
         self._emit("durable", {
-            "step": job.step, "uri": self.remote.url(name), "bytes": local.bytes, "already": already,
+            "step": job.step, "uri": self.remote.url(step_dir_name(job.step)), "bytes": local.bytes, "already": already,
             "upload_s": round(seconds, 3), "mb_per_s": round(local.bytes / 1e6 / seconds, 1) if seconds > 0 else None,
             "commit_to_durable_s": round(time.time() - job.committed_at, 3)})
 

@@ -7,6 +7,7 @@ the size level here (hashing it means downloading it); a download is hashed in f
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,10 @@ from unigen.orchestrator.checkpoint.layout import (
     FORMAT,
     UnsafePath,
     check_relpath,
+    manifest_name,
     resolve_inside,
 )
-from unigen.orchestrator.checkpoint.manifest import expected_manifest_names, hash_files, sha256_bytes
+from unigen.orchestrator.checkpoint.manifest import hash_files
 
 LEVELS = ("size", "sha256")
 
@@ -83,9 +85,10 @@ def _check_commit_record(commit: Any, step: int) -> str | None:
     if not isinstance(ws, int) or ws < 1:
         return f"COMMIT.json has world_size {ws!r}"
     manifests = commit.get("manifests")
+    expected = [manifest_name(r) for r in range(ws)]
     if not isinstance(manifests, list) or [m.get("path") if isinstance(m, dict) else None for m in manifests] \
-            != expected_manifest_names(ws):
-        return f"COMMIT.json must list {', '.join(expected_manifest_names(ws))} in order"
+            != expected:
+        return f"COMMIT.json must list {', '.join(expected)} in order"
     return None
 
 
@@ -100,7 +103,7 @@ def _read_manifests(view: StepView, commit: dict, step: int) -> tuple[list[tuple
         if size != rec.get("size"):
             return [], f"{name} is {size} bytes, COMMIT.json says {rec.get('size')}"
         data = view.read_bytes(name)
-        if sha256_bytes(data) != rec.get("sha256"):
+        if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
             return [], f"{name} sha256 mismatch (changed after the commit)"
         try:
             manifest = json.loads(data)
@@ -158,15 +161,11 @@ def verify_step(view: StepView, step: int, level: str = "sha256") -> Verdict:
             return _fail(f"{rel} is {actual} bytes, {owner} says {size}", commit=commit)
 
     rels = sorted(unique)
-    used_level = level
-    if level == "sha256":
-        digests = view.sha256_many(rels)
-        if digests is None:
-            used_level = "size"
-        else:
-            for rel, got in zip(rels, digests):
-                if got != unique[rel][1]:
-                    return _fail(f"{rel} sha256 mismatch (corrupt or changed after the commit; listed in "
-                                 f"{unique[rel][2]})", commit=commit)
+    digests = view.sha256_many(rels) if level == "sha256" else None  # None also where a view cannot hash
+    for rel, got in zip(rels, digests or []):
+        if got != unique[rel][1]:
+            return _fail(f"{rel} sha256 mismatch (corrupt or changed after the commit; listed in "
+                         f"{unique[rel][2]})", commit=commit)
     files = [(rel, unique[rel][0], unique[rel][1]) for rel in rels]
-    return Verdict(ok=True, has_commit=True, commit=commit, files=files, level=used_level)
+    return Verdict(ok=True, has_commit=True, commit=commit, files=files,
+                   level="size" if digests is None else "sha256")

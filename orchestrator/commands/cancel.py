@@ -12,7 +12,6 @@ from unigen.orchestrator.runs import TERMINAL
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen cancel``."""
     from unigen.orchestrator.launchers import launcher_of
 
     ledger = ledger_arg(args)

@@ -155,7 +155,6 @@ def interactive(session: ChatSession, stdin: TextIO, out: TextIO) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen chat``."""
     from unigen.orchestrator.commands.runref import load_pipeline
 
     for image in args.image or []:

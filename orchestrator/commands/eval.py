@@ -37,7 +37,6 @@ FLAGS = {"samples": ("--samples", lambda v: v >= 1, "at least 1 case per suite")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen eval``."""
     from unigen.orchestrator.runtime.evaluation import step_folder
     from unigen.orchestrator.runtime.suite_results import write_suite_files
 
@@ -48,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else step_folder(ledger.paths.root, where.step)
     print(f"evaluating {record['run_id']} step {where.step} ({'export' if where.export else 'checkpoint'} "
           f"{where.path}) on {', '.join(suites)}: {settings['samples']} cases each", flush=True)
-    pipe = _on_device(load_run_model(ledger, where))
+    import torch
     from unigen.model.evaluation.suites import run_suites
 
+    pipe = load_run_model(ledger, where)
+    if torch.cuda.is_available():  # the suites draw hundreds of pictures
+        pipe = pipe.to("cuda")
     start = time.perf_counter()
     results = run_suites(pipe, suites, samples=settings["samples"], seed=settings["seed"],
                          sampling=_sampling(settings), log=lambda line: print(line, flush=True))
@@ -98,13 +100,6 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def _sampling(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: settings[k] for k in ("num_inference_steps", "guidance_scale", "image_guidance_scale")}
-
-
-def _on_device(pipe):
-    """The pipeline on the GPU when there is one: the suites draw hundreds of pictures."""
-    import torch
-
-    return pipe.to("cuda") if torch.cuda.is_available() else pipe
 
 
 def _record(ledger, where, out: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:

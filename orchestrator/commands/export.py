@@ -10,7 +10,6 @@ from unigen.orchestrator.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen export``."""
     from unigen.orchestrator.config.recorded import recorded_recipe
     from unigen.orchestrator.runtime.export import export_checkpoint
     from unigen.orchestrator.tracking import record_export

@@ -119,7 +119,6 @@ def _request(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen generate``."""
     from unigen.orchestrator.commands.runref import load_pipeline
 
     out = Path(args.out)

@@ -74,7 +74,6 @@ def render_chain(chain) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen lineage``."""
     from unigen.orchestrator.tracking.lineage import build_chain
 
     chain = build_chain(run_root_arg(args), args.run)

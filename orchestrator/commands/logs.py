@@ -47,7 +47,6 @@ def _print_new(path: Path, offsets: dict[Path, int], *, label: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen logs``."""
     ledger = ledger_arg(args)
     rank = getattr(args, "rank", None)
     offsets: dict[Path, int] = {}

@@ -18,7 +18,6 @@ from unigen.orchestrator.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen prefetch``."""
     from unigen.orchestrator import weights_cache as wc
     from unigen.orchestrator.config import resolve_submission
 

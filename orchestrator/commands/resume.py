@@ -15,7 +15,6 @@ from unigen.orchestrator.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen resume``."""
     from unigen.orchestrator.launchers import launcher_of
     from unigen.orchestrator.submission import submission_from_record
 

@@ -34,7 +34,6 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen runs``."""
     from unigen.orchestrator.tracking.browse import collect_rows
 
     root = run_root_arg(args)

@@ -18,15 +18,6 @@ from unigen.orchestrator.tracking.store import display_uri, run_store_uri
 HEADERS = ("RUN", "STAGE", "STATUS", "STEP", "LOSS", "ATTEMPTS", "DURABLE", "LAUNCHER")
 
 
-def _scheduler_state(record: dict[str, Any]) -> str | None:
-    from unigen.orchestrator.launchers import launcher_of
-
-    try:
-        return launcher_of(record).scheduler_state(record)
-    except Exception as e:  # noqa: BLE001 - a scheduler that does not answer must not break status
-        return f"unknown ({type(e).__name__}: {e})"
-
-
 def _step(record: dict[str, Any]) -> str:
     progress = record.get("progress") or {}
     return f"{progress.get('step') or 0}/{progress.get('max_steps') or '?'}"
@@ -52,24 +43,19 @@ def _eval_text(latest: dict[str, Any], paths: RunPaths) -> str:
 
 
 def _status_text(record: dict[str, Any]) -> str:
-    state = _scheduler_state(record) if record.get("status") not in TERMINAL else None
+    """The status, with what the launcher's scheduler says now while the run is not over."""
+    if record.get("status") in TERMINAL:
+        return record["status"]
+    from unigen.orchestrator.launchers import launcher_of
+
+    try:
+        state = launcher_of(record).scheduler_state(record)
+    except Exception as e:  # noqa: BLE001 - a scheduler that does not answer must not break status
+        state = f"unknown ({type(e).__name__}: {e})"
     return f"{record['status']} ({state})" if state else record["status"]
 
 
-def _table(args: argparse.Namespace) -> int:
-    root = run_root_arg(args)
-    records = list_runs(root)
-    if not records:
-        print(f"no runs under {root}")
-        return 0
-    rows = [(r["run_id"], r.get("stage") or "-", _status_text(r), _step(r), _loss(r), str(len(r.get("attempts") or [])),
-             _durable(r), r.get("launcher") or "-") for r in records]
-    print(render_table(HEADERS, rows))
-    return 0
-
-
 def describe_run(record: dict[str, Any], run_dir) -> str:
-    """The detailed view of one run."""
     ckpts = record.get("checkpoints") or {}
     local, durable = ckpts.get("latest_local"), ckpts.get("latest_durable")
     mlflow = record.get("mlflow") or {}
@@ -104,9 +90,16 @@ def describe_run(record: dict[str, Any], run_dir) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen status``."""
-    if not getattr(args, "run", None):
-        return _table(args)
-    ledger = ledger_arg(args)
-    print(describe_run(ledger.read(), ledger.paths.root))
+    if getattr(args, "run", None):
+        ledger = ledger_arg(args)
+        print(describe_run(ledger.read(), ledger.paths.root))
+        return 0
+    root = run_root_arg(args)
+    records = list_runs(root)
+    if not records:
+        print(f"no runs under {root}")
+        return 0
+    rows = [(r["run_id"], r.get("stage") or "-", _status_text(r), _step(r), _loss(r), str(len(r.get("attempts") or [])),
+             _durable(r), r.get("launcher") or "-") for r in records]
+    print(render_table(HEADERS, rows))
     return 0

@@ -15,7 +15,6 @@ from unigen.orchestrator.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen submit``."""
     from unigen.orchestrator import submission
     from unigen.orchestrator.commands.describe import describe
     from unigen.orchestrator.config import resolve_submission

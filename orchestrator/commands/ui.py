@@ -135,7 +135,6 @@ def newest_experiment(root: Path, *, remote: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen ui``."""
     from unigen.orchestrator.tracking.store import default_artifact_root, display_uri, is_remote, resolve_tracking_uri
     from unigen.orchestrator.tracking.ui_view import runs_page_url
 

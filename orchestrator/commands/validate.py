@@ -15,7 +15,6 @@ from unigen.orchestrator.commands.inputs import split_inputs
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unigen validate``."""
     if args.fields:
         from unigen.orchestrator.config.reference import reference_text
 
@@ -23,12 +22,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from unigen.orchestrator.commands.describe import describe
     from unigen.orchestrator.config import resolve_submission
+    from unigen.orchestrator.weights_cache import check_offline_weights
 
     recipes, overrides = split_inputs(list(args.inputs))
     sub = resolve_submission(recipes, args.profile, overrides, purpose="validate")
-    from unigen.orchestrator.weights_cache import check_offline_weights  # offline profile: weights cached?
-
-    for note in check_offline_weights(sub, args.inputs, args.profile):
+    for note in check_offline_weights(sub, args.inputs, args.profile):  # an offline profile: weights cached?
         print(f"note: {note}", file=sys.stderr)
     print(describe(sub, full=not args.quiet, memory=True, profile_yaml=not args.quiet and not recipes))
     for stage in sub.stages:

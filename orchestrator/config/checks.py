@@ -27,10 +27,7 @@ RESERVED_DEEPSPEED = {
 def _tracking_uri_problem(uri: str | None, path: tuple, locs: Locations) -> list[Problem]:
     if uri is None:
         return []
-    try:
-        from unigen.orchestrator.tracking.store import check_uri
-    except ImportError:  # tracking not installed in this build: the tracker checks it at start
-        return []
+    from unigen.orchestrator.tracking.store import check_uri
 
     try:
         check_uri(uri, "it")
@@ -56,12 +53,10 @@ def recipe_problems(part: Salvaged[Recipe], model_config: dict | None, locs: Loc
     (salvage.py: its schema problems are reported beside these), so one pass lists every problem.
     ``init_from`` is checked by init_check.py, which needs the run root."""
     recipe, ok = part.value, part.readable
-    out: list[Problem] = []
-    out += _train_problems(recipe, ok, locs)
+    out = _train_problems(recipe, ok, locs)
     if ok(("deepspeed", "config")):
-        for key, owner in RESERVED_DEEPSPEED.items():
-            if key in recipe.deepspeed.config:
-                out.append(locs.problem(("deepspeed", "config", key), f"set by unigen from the recipe: use {owner}"))
+        out += [locs.problem(("deepspeed", "config", key), f"set by unigen from the recipe: use {owner}")
+                for key, owner in RESERVED_DEEPSPEED.items() if key in recipe.deepspeed.config]
         zero = recipe.deepspeed.config.get("zero_optimization")
         if isinstance(zero, dict) and "stage" in zero:
             out.append(locs.problem(("deepspeed", "config", "zero_optimization", "stage"), "use deepspeed.zero_stage"))
@@ -112,19 +107,16 @@ def source_problems(sources: list, prefix: tuple, image_size: int, locs: Locatio
     sources = [(i, src) for i, src in enumerate(sources) if ok(prefix + (i,))]
     for i, src in sources:
         out += uri_scheme_problem(src.uri, prefix + (i, "uri"), locs)
-    try:
-        from unigen.model.data.tasks import make_adapter
-    except ImportError:  # the data package without adapters: the runtime checks them at start
-        return out
+    from unigen.model.data.tasks import make_adapter
+
     for i, src in sources:
         where = ".".join(map(str, prefix + (i,)))
         try:
             make_adapter(src, image_size, where=where)
         except ValueError as err:
             text = str(err).splitlines()[0]
-            sub = "options" if ".options" in text.split(":", 1)[0] else "fields" if ".fields" in \
-                text.split(":", 1)[0] else None
-            path = prefix + (i,) + ((sub,) if sub else ())
+            head = text.split(":", 1)[0]  # "<where>.options.templates: ...": the part of the source at fault
+            path = prefix + (i,) + (("options",) if ".options" in head else ("fields",) if ".fields" in head else ())
             message = text.split(": ", 1)[1] if text.startswith(where) and ": " in text else text
             out.append(locs.problem(path, message))
     return out
@@ -136,13 +128,10 @@ def slurm_time_seconds(text: str) -> int:
     parts = [int(p) for p in clock.split(":")]
     if days:  # D-HH[:MM[:SS]]
         parts += [0] * (3 - len(parts))
-        h, m, s = parts
-        return int(days) * 86400 + h * 3600 + m * 60 + s
-    if len(parts) == 1:
-        return parts[0] * 60  # minutes
-    if len(parts) == 2:
-        return parts[0] * 60 + parts[1]  # MM:SS
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    elif len(parts) == 1:  # minutes
+        return parts[0] * 60
+    # [D-]HH:MM:SS or MM:SS: each part counts 60 times the one after it
+    return int(days or 0) * 86400 + sum(p * 60 ** k for k, p in enumerate(reversed(parts)))
 
 
 def profile_problems(part: Salvaged[Profile], locs: Locations) -> list[Problem]:
@@ -168,14 +157,12 @@ def profile_problems(part: Salvaged[Profile], locs: Locations) -> list[Problem]:
             if ok(("slurm",)):
                 out += _slurm_problems(profile, locs)
         else:
-            for key in ("nodes", "gpus_per_node", "ranks_per_node"):
-                if key in given:
-                    out.append(locs.problem(("resources", key), "not used by launcher: ray: size the job with "
-                                            "ray.workers and ray.gpus_per_worker"))
+            out += [locs.problem(("resources", key), "not used by launcher: ray: size the job with ray.workers and "
+                                 "ray.gpus_per_worker") for key in ("nodes", "gpus_per_node", "ranks_per_node")
+                    if key in given]
     if ok(("env",)):
-        for name in profile.env:
-            if not ENV_NAME.match(name):
-                out.append(locs.problem(("env", name), "not a valid environment variable name (letters, digits, _)"))
+        out += [locs.problem(("env", name), "not a valid environment variable name (letters, digits, _)")
+                for name in profile.env if not ENV_NAME.match(name)]
     if ok(("tracking", "tracking_uri")):
         out += _tracking_uri_problem(profile.tracking.tracking_uri, ("tracking", "tracking_uri"), locs)
     return out
@@ -201,7 +188,6 @@ def _slurm_problems(profile: Profile, locs: Locations) -> list[Problem]:
         if "\n" in line or not line.startswith("--") or line.startswith("--=") or len(line) < 3:
             out.append(locs.problem(("slurm", "extra_sbatch", i), "write one sbatch option per item as --key=value "
                                     "or --flag (no #SBATCH prefix, no newlines)"))
-    for i, line in enumerate(slurm.setup):
-        if "\n" in line:
-            out.append(locs.problem(("slurm", "setup", i), "one shell line per item: split it at the newline"))
+    out += [locs.problem(("slurm", "setup", i), "one shell line per item: split it at the newline")
+            for i, line in enumerate(slurm.setup) if "\n" in line]
     return out

@@ -22,18 +22,16 @@ def eval_problems(recipe: Recipe, locs: Locations, *, with_data: bool = True) ->
         out.append(locs.problem(("eval", "every"), "there is nothing to evaluate: add eval.sources (held-out data "
                                 "for val_loss), eval.prompts (sample images) or eval.suites (scored generation), "
                                 "or set eval.every: 0"))
-    for i, prompt in enumerate(ev.prompts):
-        message = prompt_problem(prompt)
-        if message:
-            out.append(locs.problem(("eval", "prompts", i), message))
+    out += [locs.problem(("eval", "prompts", i), message) for i, prompt in enumerate(ev.prompts)
+            if (message := prompt_problem(prompt))]
     if ev.sources and with_data:
         from unigen.model.data.spec import DataSpec
 
         try:
             DataSpec.model_validate({**recipe.data.model_dump(), "sources": [s.model_dump() for s in ev.sources]})
         except ValidationError as err:  # e.g. two held-out sources with one name
-            for e in err.errors():
-                out.append(locs.problem(("eval", "sources"), str(e["msg"]).removeprefix("Value error, ")))
+            out += [locs.problem(("eval", "sources"), str(e["msg"]).removeprefix("Value error, "))
+                    for e in err.errors()]
     return out
 
 

@@ -35,8 +35,11 @@ def init_from_problems(init_from: str | None, locs: Locations, run_root: Path | 
             return [locs.problem(_WHERE, "write run:<run id> (letters, digits, . _ -), e.g. "
                                  "run:smoke-pretrain-20260101-120000-ab12")]
         return [] if run_root is None else _run_problems(init_from[len("run:"):], locs, run_root)
-    if "://" in init_from:
-        return [_uri_problem(init_from, locs)]
+    if "://" in init_from:  # refused until locate_init downloads URIs; then check only the scheme here
+        return [locs.problem(_WHERE, f"{init_from!r}: a checkpoint URI is not read by the run (it takes run:<run id> "
+                             "or a local step-<N> folder): give run:<id> of the run that wrote it (its durable copy "
+                             "is downloaded when the local checkpoints are gone), or copy the step folder here and "
+                             "give its path")]
     return _path_problems(init_from, Path(init_from), locs)
 
 
@@ -52,8 +55,8 @@ def _run_problems(ref: str, locs: Locations, run_root: Path) -> list[Problem]:
                              "of them, or submit the pretrain recipe and this one in one command")]
     except (OSError, ValueError) as err:  # a run.json that cannot be read: say which
         return [locs.problem(_WHERE, f"run {ref!r}: cannot read {run_root / ref / 'run.json'} ({err})")]
-    if _has_checkpoint(ledger.paths.checkpoints, record):
-        return []
+    if (record.get("checkpoints") or {}).get("latest_durable") or _committed_steps(ledger.paths.checkpoints):
+        return []  # a durable copy counts too: the runtime downloads it when the local ones are gone
     run_id, status = record.get("run_id", ref), record.get("status", "unknown")
     if status in ("queued", "running", "requeued"):
         fix = "wait until it has saved one (checkpoint.every), or submit both recipes in one command"
@@ -62,18 +65,17 @@ def _run_problems(ref: str, locs: Locations, run_root: Path) -> list[Problem]:
     return [locs.problem(_WHERE, f"run {run_id} ({status}) has no committed checkpoint to start from: {fix}")]
 
 
-def _has_checkpoint(checkpoints: Path, record: dict) -> bool:
+def _committed_steps(folder: Path) -> list[Path]:
+    """The ``step-<N>`` folders in ``folder`` that have a COMMIT.json, oldest step first."""
     from unigen.orchestrator.checkpoint.layout import COMMIT_NAME, parse_step_dir
 
-    if (record.get("checkpoints") or {}).get("latest_durable"):
-        return True  # its durable copy: the runtime downloads it when the local ones are gone
-    if not checkpoints.is_dir():
-        return False
-    return any(parse_step_dir(p.name) is not None and (p / COMMIT_NAME).is_file() for p in checkpoints.iterdir())
+    steps = sorted((s, p) for p in (folder.iterdir() if folder.is_dir() else ())
+                   if (s := parse_step_dir(p.name)) is not None and (p / COMMIT_NAME).is_file())
+    return [p for _, p in steps]
 
 
 def _path_problems(text: str, path: Path, locs: Locations) -> list[Problem]:
-    from unigen.orchestrator.checkpoint.layout import COMMIT_NAME, parse_step_dir
+    from unigen.orchestrator.checkpoint.layout import COMMIT_NAME
 
     if not path.exists():
         return [locs.problem(_WHERE, f"checkpoint {text!r} not found (paths are relative to where you submit): "
@@ -83,18 +85,7 @@ def _path_problems(text: str, path: Path, locs: Locations) -> list[Problem]:
     if (path / "run.json").is_file():
         hint = f"it is a run folder: write init_from=run:{path.name}"
     else:
-        steps = sorted((s, p) for p in (path.iterdir() if path.is_dir() else ())
-                       if (s := parse_step_dir(p.name)) is not None and (p / COMMIT_NAME).is_file())
-        hint = (f"it is a checkpoints folder: give one of its step folders, e.g. {steps[-1][1]}" if steps
+        steps = _committed_steps(path)
+        hint = (f"it is a checkpoints folder: give one of its step folders, e.g. {steps[-1]}" if steps
                 else "give a step-<N> folder that has it, or run:<run id>")
     return [locs.problem(_WHERE, f"{text!r} is not a committed checkpoint (no {COMMIT_NAME} in it): {hint}")]
-
-
-def _uri_problem(uri: str, locs: Locations) -> Problem:
-    # The run reads init_from as run:<id> or a local folder (runtime/init_from.py ``locate_init``): a URI
-    # would pass here and fail at the run's start. Once the runtime downloads a URI, check its scheme here
-    # instead (checks.uri_scheme_problem) and leave the rest to the run: reaching it needs credentials.
-    return locs.problem(_WHERE, f"{uri!r}: a checkpoint URI is not read by the run (it takes run:<run id> or a "
-                        "local step-<N> folder): give run:<id> of the run that wrote it (its durable copy is "
-                        "downloaded when the local checkpoints are gone), or copy the step folder here and give "
-                        "its path")

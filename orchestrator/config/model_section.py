@@ -30,19 +30,15 @@ def deep_merge(base: Any, extra: Any) -> Any:
     return copy.deepcopy(extra)
 
 
-def _config_problems(message: str, field_names: list[str], locs: Locations) -> list[Problem]:
-    """Split UniGenConfig's multi-line ValueError into one Problem per field it names."""
+def _config_problems(message: str, field_names: list[str], origin: str, locs: Locations) -> list[Problem]:
+    """Split UniGenConfig's multi-line ValueError into one Problem per field it names, each ending in
+    ``(origin)``: the preset or pretrained folder the values were merged into."""
     lines = [line for line in message.splitlines() if line.strip()]
-    bullets = [line for line in lines if _FIELD_ERROR.match(line)]
+    bullets = [(m.group(1), line.strip()[2:].strip()) for line in lines if (m := _FIELD_ERROR.match(line))]
     if not bullets:
-        return [locs.problem(("model",), " ".join(line.strip() for line in lines))]
-    out = []
-    for line in bullets:
-        name = _FIELD_ERROR.match(line).group(1)
-        text = line.strip()[2:].strip()
-        path = ("model", name) if name in field_names else ("model",)
-        out.append(locs.problem(path, text))
-    return out
+        return [locs.problem(("model",), f"{' '.join(line.strip() for line in lines)} ({origin})")]
+    return [locs.problem(("model", name) if name in field_names else ("model",), f"{text} ({origin})")
+            for name, text in bullets]
 
 
 def _base_fields(section: dict, locs: Locations) -> tuple[dict | None, str, list[Problem]]:
@@ -95,6 +91,5 @@ def check_model_section(section: Any, locs: Locations) -> tuple[dict | None, lis
     try:
         config = UniGenConfig.from_dict(fields)
     except (ValueError, TypeError) as err:
-        return None, [Problem(p.source, p.line, p.path, f"{p.message} ({origin})")
-                      for p in _config_problems(str(err), field_names, locs)]
+        return None, _config_problems(str(err), field_names, origin, locs)
     return config.to_dict(), []

@@ -54,48 +54,34 @@ def _bad(text: str, message: str) -> Problem:
 
 def parse_overrides(items: list[str]) -> tuple[list[Override], list[Problem]]:
     """Parse every ``[SELECTOR:]KEY=VALUE``; problems for the malformed ones."""
-    parsed: list[Override] = []
-    problems: list[Problem] = []
-    for text in items:
-        if "=" not in text:
-            problems.append(_bad(text, f"expected KEY=VALUE ({EXAMPLE})"))
-            continue
-        left, raw = text.split("=", 1)
-        selector = None
-        if ":" in left:
-            selector, left = left.split(":", 1)
-            if not selector:
-                problems.append(_bad(text, "empty selector before ':': write STAGE:KEY=VALUE or drop the ':'"))
-                continue
-        keys = tuple(left.split("."))
-        if not left or any(not k.strip() or k != k.strip() for k in keys):
-            problems.append(_bad(text, f"KEY must be a dotted path of names without spaces ({EXAMPLE})"))
-            continue
-        try:
-            value = parse_scalar(raw)
-        except yaml.YAMLError as err:
-            reason = getattr(err, "problem", None) or str(err).splitlines()[0]
-            problems.append(_bad(text, f"VALUE is not valid YAML ({reason}); quote text with special characters"))
-            continue
-        target = "recipe"
-        if keys[0] == "profile":
-            if selector is not None:
-                problems.append(_bad(text, "profile overrides apply to every stage: drop the selector"))
-                continue
-            if len(keys) == 1:
-                problems.append(_bad(text, "name a profile key, e.g. profile.resources.nodes=4"))
-                continue
-            target, keys = "profile", keys[1:]
-        parsed.append(Override(text, selector, target, keys, value))
-    return parsed, problems
+    parsed = [_parse(text) for text in items]
+    return [p for p in parsed if isinstance(p, Override)], [p for p in parsed if isinstance(p, Problem)]
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    return "a single value"
+def _parse(text: str) -> Override | Problem:
+    if "=" not in text:
+        return _bad(text, f"expected KEY=VALUE ({EXAMPLE})")
+    left, raw = text.split("=", 1)
+    selector = None
+    if ":" in left:
+        selector, left = left.split(":", 1)
+        if not selector:
+            return _bad(text, "empty selector before ':': write STAGE:KEY=VALUE or drop the ':'")
+    keys = tuple(left.split("."))
+    if not left or any(not k.strip() or k != k.strip() for k in keys):
+        return _bad(text, f"KEY must be a dotted path of names without spaces ({EXAMPLE})")
+    try:
+        value = parse_scalar(raw)
+    except yaml.YAMLError as err:
+        reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+        return _bad(text, f"VALUE is not valid YAML ({reason}); quote text with special characters")
+    if keys[0] != "profile":
+        return Override(text, selector, "recipe", keys, value)
+    if selector is not None:
+        return _bad(text, "profile overrides apply to every stage: drop the selector")
+    if len(keys) == 1:
+        return _bad(text, "name a profile key, e.g. profile.resources.nodes=4")
+    return Override(text, selector, "profile", keys[1:], value)
 
 
 def apply_override(doc: dict, override: Override, locs: Locations) -> Problem | None:
@@ -120,7 +106,7 @@ def apply_override(doc: dict, override: Override, locs: Locations) -> Problem | 
             if not last and node.get(key) is None:
                 node[key] = {}  # a section the file left out: create it (unknown keys fail validation)
         else:
-            return Problem(label, None, dotted(path), f"is {_kind(node)}, not a section: cannot set "
+            return Problem(label, None, dotted(path), f"is a single value, not a section: cannot set "
                            f"{'.'.join(override.keys[i:])} inside it")
         path = path + (step,)
         if last:

@@ -37,11 +37,8 @@ def unwrap_model(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return unwrap_model(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType, list, tuple, dict):
-        for arg in typing.get_args(annotation):
-            found = unwrap_model(arg)
-            if found is not None:
-                return found
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):  # the first model among the arguments
+        return next(filter(None, map(unwrap_model, typing.get_args(annotation))), None)
     return None
 
 
@@ -79,11 +76,6 @@ def show_value(value: Any, path: PathT = ()) -> str:
     return text if len(text) <= _SHORT else text[:_SHORT - 3] + "..."
 
 
-def _describe(cls: type[BaseModel] | None, key: Any) -> str:
-    field = cls.model_fields.get(key) if cls is not None and isinstance(key, str) else None
-    return f" ({field.description.rstrip('.')})" if field is not None and field.description else ""
-
-
 def _message(err: dict[str, Any], root: type[BaseModel], path: PathT) -> str:
     kind = err["type"]
     parent = path[:-1]
@@ -92,7 +84,9 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: PathT) -> str:
         valid = list(cls.model_fields) if cls is not None else []
         return unknown_key_message(path[-1], valid, dotted(parent))
     if kind == "missing":
-        return f"missing required key{_describe(model_at(root, parent), path[-1])}"
+        cls, key = model_at(root, parent), path[-1]
+        field = cls.model_fields.get(key) if cls is not None and isinstance(key, str) else None
+        return "missing required key" + (f" ({field.description.rstrip('.')})" if field and field.description else "")
     got = f", got {show_value(err.get('input'), path)}"
     if kind in ("literal_error", "enum"):
         return f"invalid value: choose one of {err['ctx']['expected']}{got}"
@@ -113,13 +107,9 @@ def clean_loc(loc: tuple) -> PathT:
 
 def problems_from_validation(err: ValidationError, root: type[BaseModel], locs: Locations) -> list[Problem]:
     """One Problem per pydantic error, in document order (then path order)."""
-    out: list[Problem] = []
-    seen: set[str] = set()
+    out: dict[tuple[str, str], Problem] = {}  # each (key path, message) once
     for item in err.errors(include_url=False):
         path = clean_loc(item["loc"])
         message = _message(item, root, path)
-        key = f"{dotted(path)}|{message}"
-        if key not in seen:
-            seen.add(key)
-            out.append(locs.problem(path, message))
-    return out
+        out.setdefault((dotted(path), message), locs.problem(path, message))
+    return list(out.values())

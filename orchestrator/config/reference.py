@@ -42,9 +42,7 @@ def _default(field) -> str:
     if field.is_required():
         return "required"
     if field.default_factory is not None:
-        value = field.default_factory()
-        return "{}" if isinstance(value, dict) and not isinstance(value, BaseModel) else "[]" if \
-            isinstance(value, list) else "(section defaults)"
+        return {dict: "{}", list: "[]"}.get(type(field.default_factory()), "(section defaults)")
     return "null" if field.default is None else str(field.default)
 
 

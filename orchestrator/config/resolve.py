@@ -146,10 +146,7 @@ def _first_local_path(uri: str) -> str | None:
     if "://" in uri:
         return None
     first = _BRACES.sub(lambda m: m.group(1).split("..")[0].split(",")[0], uri)
-    if any(c in first for c in "*?["):
-        matches = sorted(glob.glob(first))
-        return matches[0] if matches else first
-    return first
+    return min(glob.glob(first), default=first)  # a glob pattern's first match; a plain path stays itself
 
 
 def _absolute_checkpoint_uri(recipe: Recipe) -> Recipe:
@@ -225,12 +222,9 @@ def _selector_problems(overrides: list[Override], docs: list[_Doc]) -> list[Prob
             value = (d.doc or {}).get(key)
             if isinstance(value, str) and value not in choices:
                 choices.append(value)
-    problems = []
-    for ov in overrides:
-        if ov.selector is not None and ov.selector not in choices:
-            problems.append(Problem(ov.label, None, "", f"selector {ov.selector!r} matches no recipe of this command; "
-                                    f"use one of: {', '.join(choices) or '(no recipes given)'}"))
-    return problems
+    return [Problem(ov.label, None, "", f"selector {ov.selector!r} matches no recipe of this command; use one of: "
+                    f"{', '.join(choices) or '(no recipes given)'}")
+            for ov in overrides if ov.selector is not None and ov.selector not in choices]
 
 
 def _apply(doc: _Doc, overrides: list[Override]) -> None:
@@ -333,11 +327,8 @@ def _raise_any(problems: list[Problem]) -> None:
     if not problems:
         return
     unique = list(dict.fromkeys(problems))
-    first_seen = {}
-    for i, p in enumerate(unique):
-        first_seen.setdefault(p.source, i)
-    order = {p: i for i, p in enumerate(unique)}
-    raise ConfigError(sorted(unique, key=lambda p: (first_seen[p.source], p.line or 0, order[p])))
+    sources = list(dict.fromkeys(p.source for p in unique))
+    raise ConfigError(sorted(unique, key=lambda p: (sources.index(p.source), p.line or 0)))  # stable: ties keep order
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:

@@ -13,6 +13,7 @@ The schema problems themselves are not made here: they come from pydantic's erro
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Salvaged(Generic[M]):
 
     def readable(self, *paths: PathT) -> bool:
         """True when no path in doubt is one of ``paths``, inside one, or contains one."""
-        return not any(_overlap(p, d) for p in paths for d in self.doubt)
+        return not any(p[:len(d)] == d[:len(p)] for p in paths for d in self.doubt)  # one a prefix of the other
 
     def intact(self, path: PathT) -> bool:
         """True when neither ``path`` nor a mapping or list holding it is in doubt (keys inside it may be):
@@ -46,11 +47,6 @@ class Salvaged(Generic[M]):
 
     def doubting(self, *paths: PathT) -> Salvaged[M]:
         return Salvaged(self.value, self.doubt | frozenset(paths))
-
-
-def _overlap(a: PathT, b: PathT) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
 
 
 def salvage(cls: type[M], doc: dict[str, Any]) -> Salvaged[M]:
@@ -125,21 +121,15 @@ def _deletion_order(path: PathT) -> tuple:
 
 
 def _guess(cls: type[BaseModel], parent: PathT, key: Any) -> set[PathT]:
+    """The key path an unknown ``key`` under ``parent`` probably meant (``lrr`` -> ``lr``), if any."""
     model = model_at(cls, parent)
-    if model is None:
-        return set()
-    guess = closest_key(key, list(model.model_fields))
+    guess = closest_key(key, list(model.model_fields)) if model is not None else None
     return {parent + (guess,)} if guess else set()
 
 
 def _delete(doc: Any, path: PathT) -> None:
-    node = doc
-    for part in path[:-1]:
-        try:
+    with contextlib.suppress(KeyError, IndexError, TypeError):  # gone with its parent, or not a container
+        node = doc
+        for part in path[:-1]:
             node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return
-    try:
         del node[path[-1]]
-    except (KeyError, IndexError, TypeError):
-        pass

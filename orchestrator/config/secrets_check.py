@@ -22,19 +22,12 @@ _PUBLIC_SUFFIXES = ("_env", "_var", "_name")
 _ASSIGNMENT = re.compile(r"(?:^|[\s;&|])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 
-# What to name instead, for the storage keys people most often write literally.
-_ENV_HINTS = {
-    "access_key_id": "access_key_id_env: AWS_ACCESS_KEY_ID",
-    "access_key": "access_key_id_env: AWS_ACCESS_KEY_ID",
-    "key": "access_key_id_env: AWS_ACCESS_KEY_ID",
-    "aws_access_key_id": "access_key_id_env: AWS_ACCESS_KEY_ID",
-    "secret_access_key": "secret_access_key_env: AWS_SECRET_ACCESS_KEY",
-    "secret_key": "secret_access_key_env: AWS_SECRET_ACCESS_KEY",
-    "secret": "secret_access_key_env: AWS_SECRET_ACCESS_KEY",
-    "aws_secret_access_key": "secret_access_key_env: AWS_SECRET_ACCESS_KEY",
-    "session_token": "session_token_env: AWS_SESSION_TOKEN",
-    "aws_session_token": "session_token_env: AWS_SESSION_TOKEN",
-}
+# What to name instead, for the storage keys people most often write literally; any other secret-looking
+# key under storage.s3 (secret_key, aws_secret_access_key, ...) gets _SECRET_HINT.
+_SECRET_HINT = "secret_access_key_env: AWS_SECRET_ACCESS_KEY"
+_ENV_HINTS = {**dict.fromkeys(("access_key_id", "access_key", "key", "aws_access_key_id"),
+                              "access_key_id_env: AWS_ACCESS_KEY_ID"),
+              **dict.fromkeys(("session_token", "aws_session_token"), "session_token_env: AWS_SESSION_TOKEN")}
 
 
 def is_literal_secret_name(name: str) -> bool:
@@ -43,19 +36,16 @@ def is_literal_secret_name(name: str) -> bool:
 
 
 def _walk(node: Any, path: PathT = ()) -> Iterator[tuple[PathT, Any, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield path + (key,), key, value
-            yield from _walk(value, path + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield path + (i,), i, value
-            yield from _walk(value, path + (i,))
+    """(path, key or list index, value) of everything inside ``node``, parents before their contents."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield path + (key,), key, value
+        yield from _walk(value, path + (key,))
 
 
 def _fix_for(path: PathT, key: str) -> str:
     if path[:2] == ("storage", "s3"):
-        hint = _ENV_HINTS.get(key.lower(), "secret_access_key_env: AWS_SECRET_ACCESS_KEY")
+        hint = _ENV_HINTS.get(key.lower(), _SECRET_HINT)
         return f"name the environment variable that holds it instead ({hint})"
     return f"remove it here and export {key} in the shell that runs unigen (the launcher passes the environment on)"
 

@@ -31,7 +31,7 @@ def _int(loader: yaml.SafeLoader, node: ScalarNode) -> int:
     text = loader.construct_scalar(node).replace("_", "")
     sign = -1 if text.startswith("-") else 1
     body = text.lstrip("+-")
-    base = 16 if body[:2] in ("0x", "0X") else 8 if body[:2] in ("0o", "0O") else 10
+    base = {"0x": 16, "0o": 8}.get(body[:2].lower(), 10)
     return sign * int(body[2:] if base != 10 else body, base)
 
 
@@ -106,13 +106,11 @@ def load_yaml_file(path: Path, label: str) -> tuple[Any, Locations, list[Problem
 def load_yaml_text(text: str, label: str) -> tuple[Any, Locations, list[Problem]]:
     """Parse one YAML document from ``text`` (see ``load_yaml_file``)."""
     locs = Locations(Loc(label))
+    problems: list[Problem] = []
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
-        if node is None:
-            return None, locs, []
-        problems: list[Problem] = []
-        doc = _build(node, (), locs, loader, problems, label, 0)
+        doc = None if node is None else _build(node, (), locs, loader, problems, label, 0)
         return doc, locs, problems
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -127,9 +125,8 @@ def load_yaml_text(text: str, label: str) -> tuple[Any, Locations, list[Problem]
 
 
 def parse_scalar(text: str) -> Any:
-    """A command-line value read with the same rules as a file (``5e-5`` -> float, ``[1, 2]`` -> list).
-
-    Raises ``yaml.YAMLError`` on text that is not one YAML value."""
+    """A command-line value read with the same rules as a file (``5e-5`` -> float, ``[1, 2]`` -> list);
+    ``yaml.YAMLError`` on text that is not one YAML value."""
     loader = _Loader(text)
     try:
         return loader.get_single_data()

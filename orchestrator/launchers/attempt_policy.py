@@ -39,27 +39,25 @@ MAX_REQUEUES = 1000
 # poll() of a worker that vanished (its actor or node died): not an exit code a process can return.
 LOST = -1000
 
-OK, REQUEUE, FATAL, SIGNAL, LOST_KIND, CRASH = "ok", "requeue", "fatal", "signal", "lost", "crash"
-
 
 def code_kind(code: int | None) -> str:
     """What one rank's exit code means: ok | requeue | fatal | signal | lost | crash."""
     if code is None or code == LOST:
-        return LOST_KIND
+        return "lost"
     if code == EXIT_OK:
-        return OK
+        return "ok"
     if code == EXIT_REQUEUE:
-        return REQUEUE
+        return "requeue"
     if code == EXIT_FATAL:
-        return FATAL
+        return "fatal"
     if code < 0 or SIGNAL_BASE < code <= SIGNAL_BASE + 64:
-        return SIGNAL
-    return CRASH
+        return "signal"
+    return "crash"
 
 
 def is_failure(code: int | None) -> bool:
     """A rank ended badly (anything but ok and requeue)."""
-    return code_kind(code) not in (OK, REQUEUE)
+    return code_kind(code) not in ("ok", "requeue")
 
 
 def describe_code(code: int | None) -> str:
@@ -69,7 +67,7 @@ def describe_code(code: int | None) -> str:
         return "lost (its worker or node died)"
     if code < 0:
         return f"killed by signal {-code}"
-    if code_kind(code) == SIGNAL:
+    if code_kind(code) == "signal":
         return f"exited {code} (killed by signal {code - SIGNAL_BASE})"
     return f"exited {code}"
 
@@ -77,10 +75,7 @@ def describe_code(code: int | None) -> str:
 def first_failure(codes: Sequence[int | None]) -> int | None:
     """The first rank that ended badly while others may still run; None in ``codes`` is a rank still
     running here (None: none has failed)."""
-    for rank, code in enumerate(codes):
-        if code is not None and is_failure(code):
-            return rank
-    return None
+    return next((rank for rank, code in enumerate(codes) if code is not None and is_failure(code)), None)
 
 
 @dataclass(frozen=True)
@@ -145,11 +140,8 @@ class Decision:
     @property
     def exit_reason(self) -> str:
         """run.json's exit_reason of the attempt (SLURM names a requeue by its cause instead)."""
-        if self.action == "done":
-            return "completed"
-        if self.action == "cancel":
-            return "cancelled"
-        return "requeue" if self.outcome.reason == "requeue" else "crashed"
+        named = {"done": "completed", "cancel": "cancelled"}
+        return named.get(self.action, "requeue" if self.outcome.reason == "requeue" else "crashed")
 
 
 def decide(outcome: Outcome, *, restarts_used: int, requeues_used: int, max_restarts: int,

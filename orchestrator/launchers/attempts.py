@@ -17,6 +17,7 @@ Stages run in order; a stage starts only when the one before it completed.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import time
@@ -32,6 +33,7 @@ from unigen.orchestrator.secrets import ScrubFilter, scrub
 log = logging.getLogger("unigen.launcher")
 
 LEDGER_READ_S = 1.0  # how often the driver looks for a cancel request in run.json
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,7 @@ def rank_layout(workers: Sequence[WorkerInfo], *, master_port: int, gpus: bool) 
     for w in sorted(workers, key=lambda w: w.bundle):
         node_order.setdefault(w.node_id, len(node_order))
     ordered = sorted(workers, key=lambda w: (node_order[w.node_id], w.bundle))
-    by_node: dict[str, list[WorkerInfo]] = {}
-    for w in ordered:
-        by_node.setdefault(w.node_id, []).append(w)
+    by_node = {node: [w for w in ordered if w.node_id == node] for node in node_order}
     master = ordered[0]
     slots = []
     for rank, w in enumerate(ordered):
@@ -88,6 +88,17 @@ def rank_layout(workers: Sequence[WorkerInfo], *, master_port: int, gpus: bool) 
             env["CUDA_VISIBLE_DEVICES"] = ""
         slots.append(RankSlot(rank, w, env))
     return slots
+
+
+def parent_death_signal(sig: int) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send ``sig`` to the child when its parent dies, even by SIGKILL
+    (PR_SET_PDEATHSIG); None where prctl is missing (Linux only). The libc lookup happens here, before
+    fork: the child must do as little as possible."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 class RankGroup(Protocol):
@@ -294,14 +305,22 @@ def run_stages(ledgers: Sequence[RunLedger], make_attempts: Callable[[RunLedger]
         elif previous is not None and previous.read()["status"] != "completed":
             ledger.set_status("cancelled", error=f"not started: the previous stage {previous.run_id} did not complete")
         else:
-            _with_run_log(ledger, lambda: _guarded(ledger, make_attempts, driver))
+            _run_stage(ledger, make_attempts, driver)
         previous = ledger
     return 0 if all(ledger.read()["status"] == "completed" for ledger in ledgers) else 1
 
 
-def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts], driver: str) -> None:
-    """A bug or a Ray failure in the driver ends this run as failed (with the reason in run.json)
-    instead of leaving it "running" forever; the next stages are then not started."""
+def _run_stage(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts], driver: str) -> None:
+    """The attempts of one stage. The driver's lines about the run also go to its logs/launcher.log
+    (`unigen logs` shows them). A bug or a Ray failure in the driver ends the run as failed (with the
+    reason in run.json) instead of leaving it "running" forever; the next stages are then not started."""
+    handler = logging.FileHandler(ledger.paths.logs / "launcher.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ScrubFilter())
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # launcher.log always tells the attempts, whatever the root logger says
+    log.info("%s: driver started at %s", ledger.run_id, now_iso())
     try:
         make_attempts(ledger).run()
     except Exception as e:  # noqa: BLE001 - recorded, then the driver goes on to the next stage
@@ -309,19 +328,6 @@ def _guarded(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttempts
         message = scrub(f"{driver} failed: {type(e).__name__}: {e}")[:500]
         ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed", detail=message)
         ledger.set_error(message, keep_first=True)
-
-
-def _with_run_log(ledger: RunLedger, body: Callable[[], object]) -> None:
-    """The driver's lines about a run also go to its logs/launcher.log (`unigen logs` shows them)."""
-    handler = logging.FileHandler(ledger.paths.logs / "launcher.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(ScrubFilter())
-    log.addHandler(handler)
-    if log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)  # launcher.log always tells the attempts, whatever the root logger says
-    try:
-        log.info("%s: driver started at %s", ledger.run_id, now_iso())
-        body()
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -1,12 +1,4 @@
-"""The launcher interface: four calls, all torch-free.
-
-``launch`` starts the stages of a submission (their run folders exist, status ``queued``) and with
-``wait`` stays attached until they end; ``describe`` is the ``--dry-run`` preview (the exact job
-script); ``cancel`` asks a run to save and stop; ``scheduler_state`` is what the scheduler says of a
-run right now (None when it says nothing, e.g. the local launcher whose state lives in run.json);
-``holds`` says whether the launcher still has the run queued or running (then ``unigen resume``
-refuses to start a second copy of it).
-"""
+"""The launcher interface, all torch-free."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +12,8 @@ class Launcher(Protocol):
     name: str
 
     def launch(self, ledgers: list["RunLedger"], sub: "Submission", *, wait: bool) -> int:
-        """Start the runs in order (stage N+1 only after stage N completed); the exit code of submit."""
+        """Start the runs in order (stage N+1 only after stage N completed; their run folders exist, status
+        ``queued``); with ``wait``, stay attached until they end. Returns the exit code of submit."""
 
     def describe(self, sub: "Submission") -> str:
         """What would be submitted, exactly (job scripts, commands), for ``--dry-run``."""
@@ -29,7 +22,9 @@ class Launcher(Protocol):
         """Ask the run to save a checkpoint and stop; returns a line saying what was done."""
 
     def scheduler_state(self, record: dict[str, Any]) -> str | None:
-        """The scheduler's word on a run (e.g. SLURM's PENDING, RUNNING), or None."""
+        """The scheduler's word on a run right now (e.g. SLURM's PENDING, RUNNING), or None when it says
+        nothing (the local launcher: the state lives in run.json)."""
 
     def holds(self, record: dict[str, Any]) -> bool:
-        """True while the run is queued or running under this launcher (a supervisor, a job)."""
+        """True while the run is queued or running under this launcher (a supervisor, a job): then
+        ``unigen resume`` refuses to start a second copy of it."""

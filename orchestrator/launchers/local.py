@@ -25,16 +25,11 @@ from typing import Callable, Sequence
 from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.config.world import world_of
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
-from unigen.orchestrator.launchers.attempts import RankSlot, RunAttempts, Settings, WorkerInfo, run_stages
+from unigen.orchestrator.launchers.attempts import (RankSlot, RunAttempts, Settings, WorkerInfo, parent_death_signal,
+                                                    run_stages)
 from unigen.orchestrator.runs import ACTIVE, RunLedger
 
 log = logging.getLogger("unigen.launcher")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalSupervisor:
@@ -93,13 +88,17 @@ class LocalGroup:
         return [WorkerInfo(rank, "local", "127.0.0.1", socket.gethostname()) for rank in range(self.world)]
 
     def free_port(self) -> int:
-        return free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
     def missing_paths(self, paths: list[str]) -> list[str]:
         return []
 
     def start(self, slots: Sequence[RankSlot], *, run_dir: str, cwd: str | None, header: str) -> list[dict]:
         self.ledger.paths.logs.mkdir(parents=True, exist_ok=True)
+        # SIGTERM when the supervisor dies (even by SIGKILL): orphaned ranks save and stop instead of training on.
+        on_parent_death = parent_death_signal(signal.SIGTERM)
         for slot in slots:
             env = {**os.environ, **slot.env}
             env.pop("CUDA_VISIBLE_DEVICES", None)  # rank_layout's (it hides GPUs from CPU ranks)
@@ -111,7 +110,7 @@ class LocalGroup:
                 self.procs.append(subprocess.Popen(
                     [*self.command, run_dir],
                     env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, preexec_fn=_term_when_parent_dies))
+                    start_new_session=True, preexec_fn=on_parent_death))
         return [{"pid": p.pid, "host": socket.gethostname()} for p in self.procs]
 
     def poll(self) -> list[int | None]:
@@ -134,18 +133,6 @@ class LocalGroup:
             p.wait()
 
 
-def _term_when_parent_dies() -> None:
-    """In the child before exec: SIGTERM it when the supervisor dies (even by SIGKILL), so orphaned
-    ranks save a checkpoint and stop instead of training on unwatched. Linux only; elsewhere a no-op."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class LocalLauncher:
     """``launcher: local``: the supervisor above, attached (``--wait``) or as a detached process."""
 
@@ -155,8 +142,7 @@ class LocalLauncher:
         dirs = [ledger.paths.root for ledger in ledgers]
         if wait:
             return self._attached(ledgers, dirs)
-        out = open(ledgers[0].paths.logs / "supervisor.out", "ab")
-        with out:
+        with open(ledgers[0].paths.logs / "supervisor.out", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "unigen.orchestrator.launchers.local", *map(str, dirs)],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)  # survives the terminal that submitted it
@@ -242,9 +228,8 @@ LAUNCHER = LocalLauncher()
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sup = LocalSupervisor([Path(a) for a in argv])
+    sup = LocalSupervisor(sys.argv[1:] if argv is None else argv)
     sup.install_signal_handlers()
     return sup.run()
 

@@ -38,8 +38,13 @@ class ProgressView:
             record = ledger.read()
         except ValueError:  # being rewritten this instant: next tick
             return
-        bar = self._bars.get(key) or self._open(key, record)
         progress = record.get("progress") or {}
+        if key not in self._bars:
+            from tqdm import tqdm
+
+            self._bars[key] = tqdm(total=progress.get("max_steps") or None, desc=record["run_id"], unit="step",
+                                   file=sys.stderr, dynamic_ncols=True, position=len(self._bars))
+        bar = self._bars[key]
         step = int(progress.get("step") or 0)
         if step != bar.n:
             bar.n = step  # a resumed attempt may restart below the last reading: set, do not add
@@ -55,15 +60,6 @@ class ProgressView:
             self._shown[key] = (step, dict(postfix))
             bar.set_postfix(postfix, refresh=False)
             bar.refresh()
-
-    def _open(self, key: str, record: dict[str, Any]):
-        from tqdm import tqdm
-
-        total = (record.get("progress") or {}).get("max_steps") or None
-        bar = tqdm(total=total, desc=record["run_id"], unit="step", file=sys.stderr, dynamic_ncols=True,
-                   position=len(self._bars))
-        self._bars[key] = bar
-        return bar
 
     def write(self, line: str) -> None:
         """Print a line above the bars."""

@@ -13,11 +13,6 @@ from unigen.orchestrator.errors import UserError
 log = logging.getLogger("unigen.runtime")
 
 
-def model_overrides(model_section: dict[str, Any]) -> dict[str, Any]:
-    """The UniGenConfig overrides of a recipe's ``model`` section: every set key but preset and pretrained."""
-    return {k: v for k, v in model_section.items() if k not in OWN_KEYS and v is not None}
-
-
 def build_pipeline(model: ModelSection, init_weights: Path | None, *, ds_config: dict[str, Any] | None = None,
                    partitioned: bool | None = None):
     """The UniGenPipeline of a recipe's ``model`` section, with stage-1 weights loaded when given.
@@ -30,7 +25,8 @@ def build_pipeline(model: ModelSection, init_weights: Path | None, *, ds_config:
     from unigen.model import UniGenPipeline
 
     section = model.model_dump(mode="json")
-    overrides = model_overrides(section)
+    # The UniGenConfig overrides: every set key of the section but preset and pretrained.
+    overrides = {k: v for k, v in section.items() if k not in OWN_KEYS and v is not None}
     if partitioned is None:
         partitioned = ds_config is not None and int(ds_config["zero_optimization"]["stage"]) == 3
     why_plain = _plain_build_reason(section, overrides) if partitioned else None

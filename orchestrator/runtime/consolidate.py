@@ -29,24 +29,22 @@ def is_zero_partitioned(step_dir: Path) -> bool:
 def fp32_state_dict(step_dir: Path, *, average: bool = True) -> dict:
     """The model's weights in a committed step folder, as float32 tensors by parameter name: the weight
     average where the run kept one, unless ``average`` is False (the last weights)."""
+    import torch
+
     from unigen.orchestrator.runtime.weight_average import full_average
 
-    state = _last_weights(Path(step_dir))
+    step_dir = Path(step_dir)
+    if is_zero_partitioned(step_dir):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
+    else:
+        # DeepSpeed pickles its own objects beside the weights (the saved config, the optimizer): a file we
+        # wrote and verified (manifest sha256) before reading it.
+        saved = torch.load(step_dir / MODEL_STATES, map_location="cpu", weights_only=False)
+        state = {name: tensor.float() if tensor.is_floating_point() else tensor
+                 for name, tensor in saved["module"].items()}
     kept = full_average(step_dir) if average else None
     if kept:
         state.update(kept)
     return state
-
-
-def _last_weights(step_dir: Path) -> dict:
-    import torch
-
-    if is_zero_partitioned(step_dir):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        return get_fp32_state_dict_from_zero_checkpoint(str(step_dir.parent), tag=step_dir.name)
-    # DeepSpeed pickles its own objects beside the weights (the saved config, the optimizer): a file we
-    # wrote and verified (manifest sha256) before reading it.
-    saved = torch.load(step_dir / MODEL_STATES, map_location="cpu", weights_only=False)
-    return {name: tensor.float() if tensor.is_floating_point() else tensor
-            for name, tensor in saved["module"].items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from unigen.orchestrator.errors import UserError
 
@@ -27,8 +27,7 @@ class RankContext:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "RankContext":
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "RankContext":
         missing = [k for k in _REQUIRED if k not in env]
         if missing:
             raise UserError(

@@ -154,10 +154,8 @@ class Evaluator:
     # -- sample images --------------------------------------------------------------------------
     def _images(self, step: int) -> list[dict[str, Any]]:
         """Every rank draws every prompt (ZeRO-3); rank 0 writes them to eval/step-<N>/."""
-        drawn = []
-        for i, conversation in enumerate(self.conversations):
-            images = self.pipe(conversation, seed=derive_seed(self.seed, "image", i), **self.sampling)
-            drawn.append(images)
+        drawn = [self.pipe(conversation, seed=derive_seed(self.seed, "image", i), **self.sampling)
+                 for i, conversation in enumerate(self.conversations)]
         if self.rank != 0:
             return []
         folder = step_folder(self.run_dir, step)

@@ -37,9 +37,15 @@ def resolve_init(init_from: str | None, *, run_dir: Path, comm: Comm,
     weights = out_dir / "weights.pt"
     lineage_path = out_dir / "lineage.json"
     if comm.rank == 0 and not (weights.is_file() and lineage_path.is_file()):
+        import torch
+
+        from unigen.orchestrator.runtime.consolidate import fp32_state_dict
+
         step_dir, lineage = locate_init(init_from, run_dir=run_dir, storage_options=storage_options)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _consolidate(step_dir, weights)
+        state = fp32_state_dict(step_dir)
+        with atomic_open(weights, "wb") as fh:
+            torch.save(state, fh)
         lineage_path.write_text(json.dumps(lineage, indent=2))
     comm.barrier()
     return weights, json.loads(lineage_path.read_text())
@@ -84,13 +90,3 @@ def locate_init(init_from: str, *, run_dir: Path, storage_options) -> tuple[Path
     commit = json.loads(commit_file.read_text())
     return path, {"run_id": None, "stage": None, "step": commit["step"], "checkpoint": str(path),
                   "mlflow_run_id": (commit.get("metadata") or {}).get("mlflow_run_id")}
-
-
-def _consolidate(step_dir: Path, out: Path) -> None:
-    import torch
-
-    from unigen.orchestrator.runtime.consolidate import fp32_state_dict
-
-    state = fp32_state_dict(step_dir)
-    with atomic_open(out, "wb") as fh:
-        torch.save(state, fh)

@@ -63,9 +63,8 @@ class Reporter:
 
     def close(self, *, status: str) -> None:
         """``status``: completed, requeued (saved on a signal) or failed. A failed attempt that the
-        launcher restarts reattaches to the MLflow run and sets it RUNNING again."""
-        if not self.active:
-            return
+        launcher restarts reattaches to the MLflow run and sets it RUNNING again. Ranks other than 0 have
+        nothing open."""
         if self.tracker is not None:
             self.tracker.close(status)
         if self._metrics_file is not None:

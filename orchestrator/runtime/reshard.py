@@ -47,7 +47,6 @@ def convert(step_dir: Path) -> Path:
 
 def load_resharded(engine, step_dir: Path, *, comm: Comm) -> None:
     """Load ``step_dir`` (written by another world size) into ``engine`` on every rank."""
-    step_dir = Path(step_dir)
     if comm.rank == 0:
         log.info("checkpoint %s was written by another world size: converting it to DeepSpeed's universal "
                  "format for %d rank(s)", step_dir, comm.world_size)

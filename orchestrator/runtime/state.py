@@ -89,11 +89,8 @@ def _frozen_aliases_left_out(engine):
 
 
 def build_seed(train: TrainSection) -> int:
-    """The seed every rank (and the export) sets right before ``build_pipeline``: ``train.seed``.
-
-    The frozen parts of a preset with random weights (``tiny``) exist nowhere but in this build, and
-    checkpoints leave them out; one seed for the training ranks, a resume and the export makes them the
-    same tensors each time."""
+    """The seed every rank (and the export) sets right before ``build_pipeline``: ``train.seed``. The frozen
+    parts of a random-weight preset (``tiny``) exist only in that build, so they need the same seed each time."""
     return train.seed
 
 

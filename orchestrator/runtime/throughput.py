@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 log = logging.getLogger("unigen.runtime")
 
@@ -27,9 +27,8 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def device_peak_flops(name: str, env: dict[str, str] | None = None) -> float | None:
+def device_peak_flops(name: str, env: Mapping[str, str] = os.environ) -> float | None:
     """bf16 matmul peak in FLOP/s for a device name (``torch.cuda.get_device_name()``), or None."""
-    env = os.environ if env is None else env
     override = env.get(PEAK_ENV)
     if override:
         return float(override) * 1e12

@@ -57,8 +57,7 @@ class Trainer:
         self.train_section = train = self.recipe.train
         self.device = init_distributed(self.ctx)
         self.comm = TorchComm()
-        profile = recorded_profile(self.record, source=str(self.ledger.paths.ledger))
-        storage = storage_options_from_profile(profile)
+        storage = storage_options_from_profile(recorded_profile(self.record, source=str(self.ledger.paths.ledger)))
         init_weights, self.lineage = resolve_init(self.recipe.init_from, run_dir=self.ledger.paths.root,
                                                   comm=self.comm, storage_options=storage)
         # Identical initial parameters on every rank (ZeRO-3 partitions them), and the same frozen parts on a
@@ -151,7 +150,8 @@ class Trainer:
                 return EXIT_REQUEUE
             self._one_step()
             if self.evaluator.due(self.step):
-                with self._handed_on_weights():
+                # On the weights this run hands on (its export reads the same): the average with train.ema_decay.
+                with self.average.in_place() if self.average is not None else contextlib.nullcontext():
                     self.reporter.evaluation(self.evaluator.run(self.step))
             if self.save_every and self.step % self.save_every == 0 and self.step < self.max_steps:
                 self._save(reason="periodic")
@@ -194,10 +194,6 @@ class Trainer:
             **throughput.mfu_metrics(self.pipe.model.config, micro_batches, step_time, self.device),
         })
 
-    def _handed_on_weights(self):
-        """The weights this run hands on (its export reads the same): the average with train.ema_decay."""
-        return self.average.in_place() if self.average is not None else contextlib.nullcontext()
-
     def _grad_norm_without_zero(self) -> float | None:
         """The gradient norm before clipping when DeepSpeed does not report one: without ZeRO it clips a
         torch optimizer's gradients but drops the norm. None under ZeRO (DeepSpeed reports it)."""
@@ -220,19 +216,17 @@ class Trainer:
 
     # -- end ------------------------------------------------------------------------------------
     def close(self, *, status: str) -> None:
-        """End the attempt: ``status`` is completed, requeued or failed (see Reporter.close)."""
-        loader = getattr(self, "loader", None)
-        if loader is not None:
+        """End the attempt, closing what setup() got to: ``status`` is completed, requeued or failed (see
+        Reporter.close)."""
+        if hasattr(self, "loader"):
             # Stop the data workers now. They ignore SIGTERM (so a scheduler's signal cannot kill them
             # mid-step), and multiprocessing's exit hook would otherwise SIGTERM and join them forever.
-            loader.close()
-        ckpt = getattr(self, "ckpt", None)
-        if ckpt is not None and self.ctx.is_main:
+            self.loader.close()
+        if hasattr(self, "ckpt") and self.ctx.is_main:
             # Durable copies matter more than a fast exit: wait for the uploads of this attempt.
-            ckpt.close(timeout=600 if status != "failed" else 120)
-        reporter = getattr(self, "reporter", None)
-        if reporter is not None:
-            reporter.close(status=status)
+            self.ckpt.close(timeout=600 if status != "failed" else 120)
+        if hasattr(self, "reporter"):
+            self.reporter.close(status=status)
 
 
 def _mean_over_ranks(value) -> float:

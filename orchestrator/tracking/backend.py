@@ -67,9 +67,11 @@ class MlflowBackend:
         self.experiment_id: str | None = None
         self._client = None
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            "start": self._start, "tags": self._tags, "params": self._params, "metrics": self._metrics,
-            "text": self._text, "artifacts": self._artifacts, "inputs": self._inputs,
+            "start": self._start, "params": self._params, "artifacts": self._artifacts, "inputs": self._inputs,
             "link_stage1": self._link_stage1, "export": self._export, "end": self._end,
+            "tags": lambda op: self._set_tags(self._run(), op["tags"]),
+            "metrics": lambda op: self.apply_metric_ops([op]),
+            "text": lambda op: self.client.log_text(self._run(), op["text"], op["file"]),
         }
 
     @property
@@ -113,8 +115,7 @@ class MlflowBackend:
     # -- ops ------------------------------------------------------------------------------------
     def _start(self, op: dict[str, Any]) -> None:
         record = self.ledger.read()
-        mlflow_rec = record.get("mlflow") or {}
-        known = mlflow_rec.get("run_id") or op.get("hint_run_id")
+        known = (record.get("mlflow") or {}).get("run_id") or op.get("hint_run_id")
         if known and self._reattach(known):
             self.run_id = known
             if op.get("tags"):
@@ -161,19 +162,12 @@ class MlflowBackend:
 
     def _record(self, **fields: Any) -> None:
         fields["tracking_uri"] = recorded_uri(self.tracking_uri, self.run_dir)
-
-        def change(r: dict[str, Any]) -> None:
-            r.setdefault("mlflow", {}).update({k: v for k, v in fields.items() if v is not None})
-
-        self.ledger.update(change)
+        self.ledger.set_mlflow(**{k: v for k, v in fields.items() if v is not None})
 
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         self._log_batches(run_id, "tags", [RunTag(k, str(v)) for k, v in tags.items()], MAX_PARAMS_PER_BATCH)
-
-    def _tags(self, op: dict[str, Any]) -> None:
-        self._set_tags(self._run(), op["tags"])
 
     def _params(self, op: dict[str, Any]) -> None:
         """Log the params the run lacks. Params are immutable in MLflow, so every attempt sends the
@@ -190,12 +184,6 @@ class MlflowBackend:
             log.warning("MLflow run %s: recipe params differ from the first attempt's and were kept as "
                         "logged: %s", run_id, ", ".join(changed[:20]))
             self._set_tags(run_id, {"unigen.params_changed": ",".join(changed)[:8000]})
-
-    def _metrics(self, op: dict[str, Any]) -> None:
-        self.apply_metric_ops([op])
-
-    def _text(self, op: dict[str, Any]) -> None:
-        self.client.log_text(self._run(), op["text"], op["file"])
 
     def _artifacts(self, op: dict[str, Any]) -> None:
         folder = self.ledger.paths.resolve(op["dir"])  # relative to the run folder (older spools: absolute)
@@ -216,9 +204,8 @@ class MlflowBackend:
             dataset = Dataset(name=src["name"], digest=src["digest"], source_type=src["source_type"],
                               source=json.dumps({"uri": src["uri"]}),
                               profile=json.dumps({k: src.get(k) for k in ("format", "task", "weight")}))
-            tags = [InputTag("mlflow.data.context", "training"), InputTag("unigen.task", str(src.get("task"))),
-                    InputTag("unigen.weight", str(src.get("weight"))),
-                    InputTag("unigen.format", str(src.get("format")))]
+            tags = [InputTag("mlflow.data.context", "training")] + [
+                InputTag(f"unigen.{key}", str(src.get(key))) for key in ("task", "weight", "format")]
             new.append(DatasetInput(dataset, tags=tags))
         if new:
             self.client.log_inputs(run_id, datasets=new)
@@ -290,11 +277,11 @@ class MlflowBackend:
         folder = self.ledger.paths.resolve(op["path"])
         experiment_id = self.experiment_id or self.client.get_run(run_id).info.experiment_id
         name = op.get("model_name") or recorded_recipe(record).name
+        export = record.get("export")
         model_id, version = register_export(self.client, run_id=run_id, experiment_id=experiment_id,
                                             model_name=name, folder=folder, path_text=str(folder),
                                             unigen_run_id=record["run_id"],
-                                            step=(record.get("export") or {}).get("step")
-                                            if isinstance(record.get("export"), dict) else None)
+                                            step=export.get("step") if isinstance(export, dict) else None)
         self._set_tags(run_id, {"unigen.export.model_id": model_id,
                                 "unigen.export.registered": f"{name}/{version}"})
 
@@ -310,6 +297,5 @@ class MlflowBackend:
         run_id = self._run()
         self.client.set_terminated(run_id, status=op["status"], end_time=op.get("t") or int(time.time() * 1000))
         record = self.ledger.read()
-        parent_id = (record.get("mlflow") or {}).get("parent_run_id")
-        if parent_id:
+        if parent_id := (record.get("mlflow") or {}).get("parent_run_id"):
             update_parent_on_end(self.client, parent_id, record, op["status"])

@@ -7,7 +7,6 @@ short timeout per store, never one per run, and is reported in a note under the 
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,6 @@ from unigen.orchestrator.tracking.lineage import latest_durable
 from unigen.orchestrator.tracking.spool import Spool, spool_path
 from unigen.orchestrator.tracking.relocate import rebase_artifacts
 from unigen.orchestrator.tracking.store import display_uri, run_store_uri, sqlite_path
-
-log = logging.getLogger("unigen.tracking")
 
 LOSS_KEY, VAL_LOSS_KEY = "loss", "val_loss"
 CLI_HTTP_TIMEOUT_S = 3
@@ -75,11 +72,9 @@ def _row(record: dict[str, Any], run_dir: Path) -> RunRow:
     progress = record.get("progress") or {}
     step, max_steps = progress.get("step"), progress.get("max_steps")
     step_text = "-" if step is None else (f"{step}/{max_steps}" if max_steps else str(step))
-    durable = latest_durable(record, run_dir)
-    if durable:
+    durable_text = "-"
+    if durable := latest_durable(record, run_dir):
         durable_text = f"{durable['step']} {durable['uri']}" if durable.get("uri") else str(durable["step"])
-    else:
-        durable_text = "-"
     spooled = Spool(spool_path(run_dir)).pending()
     mlflow_id = (record.get("mlflow") or {}).get("run_id") or ("(pending)" if spooled else "-")
     return RunRow(run=record["run_id"], stage=record.get("stage") or "-", status=record.get("status") or "-",
@@ -94,9 +89,7 @@ def collect_rows(run_root: str | os.PathLike[str], *, experiment: str | None = N
     """The rows of ``unigen runs`` (oldest first) and notes to print under the table."""
     root = Path(run_root)
     rows = [_row(r, root / r["run_id"]) for r in list_runs(root) if _keep(r, experiment, stage, status)]
-    notes: list[str] = []
-    if query_mlflow:
-        notes.extend(_complete_from_mlflow(rows))
+    notes = _complete_from_mlflow(rows) if query_mlflow else []
     waiting = [r for r in rows if r.spooled]
     if waiting:
         notes.append(f"{sum(r.spooled for r in waiting)} tracking call(s) of {len(waiting)} run(s) wait in their "

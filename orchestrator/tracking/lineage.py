@@ -172,10 +172,7 @@ def _children(run_id: str, records: dict[str, dict[str, Any]]) -> list[str]:
 
 def _walk_down(line: list[str], records: dict[str, dict[str, Any]]) -> None:
     """Extend ``line`` with descendants, taking the oldest child at each branch."""
-    while True:
-        nxt = [rid for rid in _children(line[-1], records) if rid not in line]
-        if not nxt:
-            return
+    while nxt := [rid for rid in _children(line[-1], records) if rid not in line]:
         line.append(nxt[0])
 
 

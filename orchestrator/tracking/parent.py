@@ -24,7 +24,6 @@ from unigen.orchestrator.tracking.ui_view import (EXPERIMENT_KIND_TAG, NOTE_TAG,
 log = logging.getLogger("unigen.tracking")
 
 PARENT_ROLE = "parent"
-TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 
 
 def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
@@ -78,8 +77,7 @@ def ensure_parent_run(client, experiment_id: str, ledger: RunLedger, record: dic
     if known or not submission:
         return known
     query = f"tags.`unigen.submission` = '{filter_quote(submission)}' and tags.`unigen.role` = '{PARENT_ROLE}'"
-    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
-    if found:
+    if found := client.search_runs([experiment_id], filter_string=query, max_results=1):
         return found[0].info.run_id
     return _create_parent(client, experiment_id, submission, _stage_run_ids(ledger.paths.root.parent, submission))
 

@@ -43,35 +43,30 @@ def safe_key(key: str) -> str:
 
 
 def _flatten(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, leaf value) pairs; list items are keyed by index, an empty mapping or list is ``{}``/``[]``."""
     if isinstance(obj, Mapping):
-        if not obj and prefix:
-            yield prefix, "{}"
-        for key, value in obj.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        items, empty = list(obj.items()), "{}"
     elif isinstance(obj, (list, tuple)):
-        if not obj and prefix:
-            yield prefix, "[]"
-        for i, value in enumerate(obj):
-            yield from _flatten(value, f"{prefix}.{i}" if prefix else str(i))
+        items, empty = list(enumerate(obj)), "[]"
     else:
         yield prefix, obj
+        return
+    if not items and prefix:
+        yield prefix, empty
+    for key, value in items:
+        yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
 
 
 def _param_text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """None and booleans spelled as in the recipe's YAML/JSON (``null``, ``true``), the rest as ``str``."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def flatten_params(recipe: Mapping[str, Any]) -> dict[str, str]:
     """The resolved recipe as MLflow params: ``train.lr -> "0.0001"``, ``data.sources.0.uri -> ...``.
     Secret-looking keys are redacted and known secret values scrubbed before flattening."""
-    params: dict[str, str] = {}
-    for key, value in _flatten(redact(dict(recipe)), ""):
-        params[safe_key(key)] = scrub(_param_text(value))[:MAX_PARAM_VALUE]
-    return params
+    return {safe_key(key): scrub(_param_text(value))[:MAX_PARAM_VALUE]
+            for key, value in _flatten(redact(dict(recipe)), "")}
 
 
 def tag_value(value: Any) -> str:
@@ -98,9 +93,7 @@ def git_state(path: Path = _SOURCE_ROOT) -> tuple[str, str]:
 
 def _source_type(uri: str) -> str:
     scheme = urlsplit(uri).scheme.lower()
-    if not scheme or len(scheme) == 1:  # a Windows drive letter is not a scheme
-        return "local"
-    return scheme
+    return scheme if len(scheme) > 1 else "local"  # a Windows drive letter is not a scheme
 
 
 def _default_name(uri: str) -> str:
@@ -134,19 +127,14 @@ def data_sources(data: DataSpec) -> list[dict[str, Any]]:
 def _packages() -> dict[str, str]:
     from importlib import metadata
 
-    found: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
-        if name:
-            found[name.lower()] = dist.version
+    found = {name.lower(): d.version for d in metadata.distributions() if (name := d.metadata.get("Name"))}
     return dict(sorted(found.items()))
 
 
-def environment_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def environment_report() -> dict[str, Any]:
     """Where and with what this attempt runs: Python, platform, host, installed package versions and
     the scheduler/runtime environment variables (secret-looking names redacted, values scrubbed)."""
-    env = os.environ if env is None else env
-    picked = {k: v for k, v in env.items() if k.startswith(_ENV_PREFIXES)}
+    picked = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
     return {
         "python": sys.version.split()[0],
         "executable": sys.executable,
@@ -159,7 +147,7 @@ def environment_report(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def dump_json(obj: Any) -> str:
     """Pretty JSON of a redacted copy of ``obj``, scrubbed: the form of every JSON artifact."""
-    return scrub(json.dumps(redact(obj), indent=2, sort_keys=False, default=str)) + "\n"
+    return scrub(json.dumps(redact(obj), indent=2, default=str)) + "\n"
 
 
 def dump_yaml(obj: Any) -> str:

@@ -204,8 +204,6 @@ class Sender:
         """Append ops (after any held back earlier) to the spool; on a write error (disk full) keep
         them in memory and try again with the next batch or retry."""
         ops = self._held + ops
-        if not ops:
-            return
         try:
             self.spool.append(ops)
         except OSError as e:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from unigen.orchestrator.atomic import atomic_open
+from unigen.orchestrator.atomic import atomic_write_text
 from unigen.orchestrator.tracking.state import tracking_dir
 
 log = logging.getLogger("unigen.tracking")
@@ -27,7 +27,6 @@ SPOOL_NAME = "spool.jsonl"
 
 
 def spool_path(run_dir: str | os.PathLike[str]) -> Path:
-    """Where a run's spool lives."""
     return tracking_dir(run_dir) / SPOOL_NAME
 
 
@@ -59,9 +58,8 @@ class Spool:
         if not ops:
             return
         text = _lines(ops)
-        with self.locked(), open(self.path, "a", encoding="utf-8") as fh:
+        with self.locked(), open(self.path, "a", encoding="utf-8") as fh:  # closed (flushed) before the unlock
             fh.write(text)
-            fh.flush()
 
     def read(self) -> list[dict[str, Any]]:
         """Every intact op, oldest first (call with the lock held when you will rewrite after)."""
@@ -87,8 +85,7 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        with atomic_open(self.path, "w") as fh:
-            fh.write(_lines(ops))
+        atomic_write_text(self.path, _lines(ops))
 
     def pending(self) -> int:
         """How many ops wait in the file (0 when it does not exist)."""

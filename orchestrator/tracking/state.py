@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from unigen.orchestrator.atomic import atomic_open
+from unigen.orchestrator.atomic import atomic_write_text
 
 STATE_NAME = "state.json"
 CHECKPOINTS_NAME = "checkpoints.json"
@@ -26,9 +26,7 @@ def tracking_dir(run_dir: str | os.PathLike[str]) -> Path:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _read_json(path: Path, default: Any) -> Any:

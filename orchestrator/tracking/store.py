@@ -145,9 +145,8 @@ def check_uri(uri: str, source: str = "the tracking URI") -> str:
     if base not in _SCHEMES:
         raise UserError(f"{source} is {display_uri(uri)!r}: scheme {scheme!r} is not supported; use one of "
                         f"{', '.join(s + '://' for s in _SCHEMES)}")
-    password = urlsplit(uri).password
-    if base in ("http", "https") and password:
-        register_secret(password)
+    if base in ("http", "https"):
+        register_secret(urlsplit(uri).password)
     return uri
 
 
@@ -181,9 +180,7 @@ def artifact_location(uri: str) -> str | None:
     """Artifact root for experiments created in a local store: ``mlartifacts`` next to the sqlite
     database (for the default store that is ``<run_root>/mlartifacts``). A server decides its own."""
     db = sqlite_path(uri)
-    if db is None:
-        return None
-    return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+    return None if db is None else (db.resolve().parent / ARTIFACTS_DIR).as_uri()
 
 
 def resolve_experiment(explicit: str | None, tracking: TrackingSection) -> str:

@@ -22,7 +22,6 @@ range as tags ``unigen.attempt.<n>.resumed_from_step`` and ``unigen.attempt.<n>.
 from __future__ import annotations
 
 import atexit
-import datetime as _dt
 import logging
 import os
 import socket
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from unigen.orchestrator.config.recorded import recorded_recipe
-from unigen.orchestrator.runs import RunLedger
+from unigen.orchestrator.runs import RunLedger, now_iso
 from unigen.orchestrator.secrets import scrub
 from unigen.orchestrator.tracking import payload
 from unigen.orchestrator.tracking.backend import REPLAYED_METRIC
@@ -49,10 +48,6 @@ _TERMINAL = {"completed": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "
 CLOSE_TIMEOUT_S = 30.0
 
 
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -68,8 +63,7 @@ class Tracker:
         self._sender = sender
         self._steps = StepState(ledger.paths.root)
         # The highest step logged before this attempt: ours, or run.json's progress if it is ahead.
-        logged = [s for s in (self._steps.max_step, progress_step) if s]
-        self._earlier_max = max(logged) if logged else None
+        self._earlier_max = max((s for s in (self._steps.max_step, progress_step) if s), default=None)
         self._closed = False
         self._warned: set[str] = set()
         self._pid = os.getpid()
@@ -112,7 +106,7 @@ class Tracker:
             "unigen.attempt": str(n), "unigen.job_ids": ",".join(all_jobs), "unigen.status": "running",
             "git.commit": commit, "git.dirty": dirty, "mlflow.source.git.commit": commit,
             "recipe.sha256": record.get("recipe_sha256") or "", "profile": record.get("profile_name") or "",
-            f"unigen.attempt.{n}.job_ids": ",".join(job_ids), f"unigen.attempt.{n}.started_at": _now_iso(),
+            f"unigen.attempt.{n}.job_ids": ",".join(job_ids), f"unigen.attempt.{n}.started_at": now_iso(),
             f"unigen.attempt.{n}.host": socket.gethostname(),
         }
         recipe = record.get("recipe") or {}
@@ -127,12 +121,10 @@ class Tracker:
         ]
         if deepspeed_config is not None:
             ops.append({"op": "text", "file": "unigen/deepspeed.json", "text": payload.dump_json(deepspeed_config)})
-        typed = recorded_recipe(record, source=str(self.ledger.paths.ledger))
-        sources = payload.data_sources(typed.data)
+        sources = payload.data_sources(recorded_recipe(record, source=str(self.ledger.paths.ledger)).data)
         if sources:
             ops.append({"op": "inputs", "datasets": sources})
-        link = stage1_link(record, self.ledger.paths.root.resolve().parent)
-        if link:
+        if link := stage1_link(record, self.ledger.paths.root.resolve().parent):
             ops.append({"op": "link_stage1", **link})
         return ops
 
@@ -185,7 +177,7 @@ class Tracker:
         """Record a DURABLE checkpoint (its step, URI and the sha256 of its COMMIT.json): latest as
         ``unigen.checkpoint.durable.*`` tags, all of them in ``unigen/checkpoints.json``."""
         entry = {"step": int(step), "uri": scrub(str(uri)), "commit_sha256": str(commit_sha256),
-                 "attempt": self.attempt, "logged_at": _now_iso()}
+                 "attempt": self.attempt, "logged_at": now_iso()}
         try:
             entries = add_checkpoint(self.ledger.paths.root, entry)
         except OSError as e:
@@ -212,10 +204,6 @@ class Tracker:
         under ``artifact_path`` of the run, e.g. the sample images of an evaluation."""
         self._submit({"op": "artifacts", "dir": self.ledger.paths.record_path(folder), "path": artifact_path})
 
-    def log_text(self, artifact_file: str, text: str) -> None:
-        """A small text artifact (scrubbed), e.g. the DeepSpeed config when built after ``open``."""
-        self._submit({"op": "text", "file": artifact_file, "text": scrub(text)})
-
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything logged so far is in MLflow (False after ``timeout_s``)."""
         return self._sender.flush(timeout_s)
@@ -229,7 +217,7 @@ class Tracker:
         if self._closed:
             return self._sender.spool.pending()
         n = self.attempt
-        self._submit({"op": "tags", "tags": {f"unigen.attempt.{n}.ended_at": _now_iso(),
+        self._submit({"op": "tags", "tags": {f"unigen.attempt.{n}.ended_at": now_iso(),
                                              f"unigen.attempt.{n}.exit": status, "unigen.status": status}})
         if status in _TERMINAL:
             self._submit({"op": "end", "status": _TERMINAL[status], "t": _now_ms()})
@@ -241,19 +229,6 @@ class Tracker:
             log.warning("%d tracking calls of %s wait in %s: the next attempt sends them, or run `unigen runs "
                         "--sync`", left, self.ledger.paths.root.name, self._sender.spool.path)
         return left
-
-    def __enter__(self) -> "Tracker":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        from unigen.orchestrator.exitcodes import EXIT_REQUEUE
-
-        if exc_type is None:
-            self.close("completed")
-        elif exc_type is SystemExit and getattr(exc, "code", None) == EXIT_REQUEUE:
-            self.close("requeued")
-        else:
-            self.close("failed")
 
     # -- helpers --------------------------------------------------------------------------------
     def _submit(self, op: dict[str, Any]) -> None:
@@ -280,7 +255,7 @@ def record_export_in_ledger(ledger: RunLedger, path: str) -> None:
     """Fill run.json's ``export`` when nothing recorded it yet (``unigen export`` may own it)."""
     def change(r: dict[str, Any]) -> None:
         if not r.get("export"):
-            r["export"] = {"path": ledger.paths.record_path(path), "recorded_at": _now_iso()}
+            r["export"] = {"path": ledger.paths.record_path(path), "recorded_at": now_iso()}
 
     try:
         ledger.update(change)

@@ -42,11 +42,9 @@ def stage_run_name(record: Mapping[str, Any]) -> str:
     """The MLflow run name of a stage run: the recipe's ``tracking.run_name``, else ``<stage>-<run id>``."""
     from unigen.orchestrator.config.recorded import recorded_recipe
 
-    chosen = recorded_recipe(record).tracking.run_name
-    if chosen:
+    if chosen := recorded_recipe(record).tracking.run_name:
         return str(chosen)
-    stage = record.get("stage") or "run"
-    return f"{stage}-{record['run_id']}"
+    return f"{record.get('stage') or 'run'}-{record['run_id']}"
 
 
 def submission_run_name(submission: str) -> str:

@@ -18,30 +18,13 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from unigen.orchestrator.exitcodes import EXIT_FATAL
 from unigen.orchestrator.runs import RunLedger
 
 log = logging.getLogger("unigen.launcher.ray")
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the attempt loop polls it (a handler must not do more)."""
-
-    def __init__(self) -> None:
-        self.set = False
-
-    def install(self) -> "StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        self.set = True
-
-    def __call__(self) -> bool:
-        return self.set
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: run folder(s) not visible where the Ray driver runs: {', '.join(missing)}; "
               "storage.run_root must be on storage shared by the submitter and every Ray node", file=sys.stderr)
         return EXIT_FATAL
-    stop = StopFlag().install()
+    stop = threading.Event()  # set by SIGTERM/SIGINT, polled by the attempt loop (a handler only sets it)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
 
     import ray
 
@@ -78,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                             cancel_grace_s=float(cfg.cancel_grace_s), cwd=args.cwd, env=env)
         return RunAttempts(ledger, lambda: RayGroup(workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
                                                     gpus_per_worker=cfg.gpus_per_worker,
-                                                    strategy=cfg.placement_strategy), settings, stopping=stop)
+                                                    strategy=cfg.placement_strategy), settings, stopping=stop.is_set)
 
     try:
-        return run_stages(ledgers, attempts_for, stopping=stop)
+        return run_stages(ledgers, attempts_for, stopping=stop.is_set)
     finally:
         ray.shutdown()
 

@@ -30,10 +30,7 @@ WAIT_LOG_S = 60.0  # how often "still waiting for workers" is logged
 
 def bundles(workers: int, cpus: float, gpus: float) -> list[dict[str, Any]]:
     """The placement group's bundles: one per worker (Ray rejects zero-valued resources)."""
-    one: dict[str, Any] = {"CPU": cpus}
-    if gpus:
-        one["GPU"] = gpus
-    return [dict(one) for _ in range(workers)]
+    return [{"CPU": cpus, **({"GPU": gpus} if gpus else {})} for _ in range(workers)]
 
 
 _RankActor = ray.remote(max_restarts=0, max_task_retries=0)(RankProcess)
@@ -42,13 +39,11 @@ _RankActor = ray.remote(max_restarts=0, max_task_retries=0)(RankProcess)
 class RayGroup:
     """``attempts.RankGroup`` on a Ray cluster."""
 
-    def __init__(self, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                 strategy: str = "PACK", python: str | None = None):
+    def __init__(self, *, workers: int, cpus_per_worker: float, gpus_per_worker: float, strategy: str = "PACK"):
         self.n = workers
         self.cpus = cpus_per_worker
         self.gpus = gpus_per_worker
         self.strategy = strategy
-        self.python = python
         self._pg = None
         self._actors: list = []
         self._order: list = []  # the actors in rank order, once started
@@ -89,7 +84,7 @@ class RayGroup:
         self._order = [self._actors[slot.worker.bundle] for slot in slots]
         self._codes = [None] * len(slots)
         refs = [actor.start.remote(run_dir=run_dir, rank=slot.rank, env=slot.env, cwd=cwd,
-                                   header=f"{header} rank {slot.rank}", python=self.python)
+                                   header=f"{header} rank {slot.rank}")
                 for actor, slot in zip(self._order, slots)]
         return ray.get(refs, timeout=CALL_TIMEOUT_S)
 

@@ -13,12 +13,11 @@ Torch-free; ray is imported only where a client is made.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from unigen.orchestrator.errors import UserError
 
@@ -48,30 +47,14 @@ def submission_id_for(run_ids: list[str], resubmission: int = 0) -> str:
 def build_job(ray_cfg: Any, run_dirs: list[str], run_ids: list[str], *, cwd: str, resubmission: int = 0) -> JobSpec:
     """The Ray Job for the stages in ``run_dirs`` (in order), from a profile's ``ray`` section."""
     sid = submission_id_for(run_ids, resubmission)
-    python = getattr(ray_cfg, "python", None) or "python"
-    argv = [*shlex.split(python), "-m", DRIVER_MODULE, "--job-id", sid, "--cwd", cwd, *run_dirs]
-    runtime_env = copy.deepcopy(dict(ray_cfg.runtime_env or {}))
+    argv = [*shlex.split(ray_cfg.python), "-m", DRIVER_MODULE, "--job-id", sid, "--cwd", cwd, *run_dirs]
+    runtime_env = copy.deepcopy(ray_cfg.runtime_env)
     env_vars = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
-    grace = int(getattr(ray_cfg, "cancel_grace_s", 300))
-    env_vars.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(grace + STOP_WAIT_MARGIN_S))
+    env_vars.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(ray_cfg.cancel_grace_s + STOP_WAIT_MARGIN_S))
     env_vars.setdefault("PYTHONUNBUFFERED", "1")
     runtime_env["env_vars"] = env_vars
     return JobSpec(submission_id=sid, entrypoint=shlex.join(argv), runtime_env=runtime_env,
                    metadata={"unigen_runs": " ".join(run_ids)})
-
-
-@contextlib.contextmanager
-def _explicit_address(address: str | None) -> Iterator[None]:
-    """Ray lets RAY_ADDRESS override the address a client is given; a profile's explicit address
-    must win (a stale RAY_ADDRESS in a shell would send the job to another cluster)."""
-    if address is None:
-        yield
-        return
-    saved = {k: os.environ.pop(k) for k in _ADDRESS_ENV if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
 
 
 def connect(address: str):
@@ -81,13 +64,17 @@ def connect(address: str):
     except ImportError:
         raise UserError("the ray launcher needs Ray: pip install 'unigen[ray]' (ray[default])") from None
     explicit = None if address in ("", "auto", None) else address
+    # Ray lets RAY_ADDRESS override the address a client is given; a profile's explicit address must
+    # win (a stale RAY_ADDRESS in a shell would send the job to another cluster).
+    saved = {k: os.environ.pop(k) for k in _ADDRESS_ENV if explicit and k in os.environ}
     try:
-        with _explicit_address(explicit):
-            return JobSubmissionClient(explicit)
+        return JobSubmissionClient(explicit)
     except Exception as e:  # noqa: BLE001 - connection refused, DNS, version check: all the same fix
         raise UserError(f"cannot reach the Ray cluster at ray.address={address!r} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200] if str(e) else ''}): start the head or fix the profile "
                         "(its dashboard address, http://<head>:8265)") from None
+    finally:
+        os.environ.update(saved)
 
 
 def job_status(client, submission_id: str) -> str:

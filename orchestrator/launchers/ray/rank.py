@@ -11,8 +11,6 @@ killed by Ray or lost with its raylet never leaves a rank training on, holding t
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -21,23 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
-
-
-def _pdeathsig_fn():
-    """A preexec_fn that asks for SIGKILL when the parent dies, or None where prctl is missing.
-    The libc lookup happens here, before fork: the child must do as little as possible."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_pdeathsig() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return set_pdeathsig
+from unigen.orchestrator.launchers.attempts import parent_death_signal
 
 
 class RankProcess:
@@ -85,7 +67,7 @@ class RankProcess:
             self._proc = subprocess.Popen(
                 [python or sys.executable, "-m", "unigen.orchestrator.runtime", run_dir],
                 env=full_env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_pdeathsig_fn())
+                start_new_session=True, preexec_fn=parent_death_signal(signal.SIGKILL))
         return {"pid": self._proc.pid, "host": socket.gethostname(), "cwd": workdir or os.getcwd()}
 
     def poll(self) -> int | None:

@@ -50,15 +50,6 @@ def master_port(job_id: int, restart: int) -> int:
     return PORT_BASE + 2 * (job_id % (PORT_SPAN // 2)) + restart % 2
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_port(job_id: int, restart: int, *, on_master: bool) -> int:
     """The derived port; on the master node (where the driver runs, normally), the next free one of
     the same parity when something else holds it."""
@@ -67,8 +58,12 @@ def pick_port(job_id: int, restart: int, *, on_master: bool) -> int:
         return port
     for k in range(50):
         candidate = PORT_BASE + (port - PORT_BASE + 2 * k) % PORT_SPAN
-        if port_is_free(candidate):
-            return candidate
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", candidate))
+            except OSError:
+                continue  # taken
+        return candidate
     return port
 
 
@@ -87,8 +82,11 @@ class Driver:
         # Meant for the ranks; must not kill the driver (a handler, not SIG_IGN, which srun would inherit).
         signal.signal(signal.SIGUSR2, lambda *_: None)
         record = self.ledger.read()
-        self._close_stale(record)
-        record = self.ledger.read()
+        last = record["attempts"][-1] if record["attempts"] else None
+        if last is not None and last.get("ended_at") is None:
+            log.warning("attempt %d never recorded its end (its driver was killed): marking it lost", last["attempt"])
+            self.ledger.end_attempt(exit_reason="lost", exit_code=None, status="requeued")
+            record = self.ledger.read()
         log.info("job %s (restart %d) on %s for run %s", self.job_id, self.restart,
                  self.env.get("SLURM_JOB_NODELIST"), record["run_id"])
         if record["status"] in TERMINAL:
@@ -103,13 +101,6 @@ class Driver:
 
     def _on_term(self, signum, frame) -> None:  # noqa: ARG002
         self.terminated = True
-
-    def _close_stale(self, record: dict[str, Any]) -> None:
-        attempts = record["attempts"]
-        if attempts and attempts[-1].get("ended_at") is None:
-            log.warning("attempt %d never recorded its end (its driver was killed): marking it lost",
-                        attempts[-1]["attempt"])
-            self.ledger.end_attempt(exit_reason="lost", exit_code=None, status="requeued")
 
     # -- one attempt ----------------------------------------------------------------------------
     def _attempt(self, record: dict[str, Any]) -> int:
@@ -135,7 +126,8 @@ class Driver:
                 sys.executable, "-m", "unigen.orchestrator.launchers.slurm.task", str(self.run_dir), str(attempt_dir)]
         log.info("attempt %d: %d ranks on %s, MASTER_ADDR=%s MASTER_PORT=%d", attempt, world, nodelist, addr, port)
         srun_tail = self._run_srun(argv, env)
-        codes = [self._rank_code(attempt_dir, r) for r in range(world)]
+        exits = [read_exit(attempt_dir / f"rank-{r}.exit") or {} for r in range(world)]
+        codes = [None if e.get("code") is None else int(e["code"]) for e in exits]
         return self._conclude(codes, srun_tail)
 
     def _run_srun(self, argv: list[str], env: dict[str, str]) -> list[str]:
@@ -161,15 +153,9 @@ class Driver:
                 term_at = term_at or time.monotonic()
                 if time.monotonic() - term_at > TERM_WAIT_S:
                     break
-                time.sleep(0.2)
-                continue
-            time.sleep(1.0)
+            time.sleep(0.2 if term_at else 1.0)
         reader.join(timeout=0.5 if self.terminated else 10)
         return list(tail)
-
-    def _rank_code(self, attempt_dir: Path, rank: int) -> int | None:
-        data = read_exit(attempt_dir / f"rank-{rank}.exit")
-        return int(data["code"]) if data and data.get("code") is not None else None
 
     # -- the end of an attempt ------------------------------------------------------------------
     def _conclude(self, codes: list[int | None], srun_tail: list[str]) -> int:
@@ -244,27 +230,25 @@ def _counted(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cancel_later_stages(record: dict[str, Any], ended: str) -> None:
-    """Cancel the stages after ``record``'s run, which ``ended`` (e.g. "failed", "was cancelled")."""
+    """Cancel the stages after ``record``'s run, which ``ended`` (e.g. "failed", "was cancelled"): the
+    job of each (it waits on afterok) and its run."""
+    why = f"not started: the previous stage {record['run_id']} {ended}"
     for later in (record.get("slurm") or {}).get("later_runs") or []:
-        cancel_unstarted(RunLedger(later), f"not started: the previous stage {record['run_id']} {ended}")
-
-
-def cancel_unstarted(ledger: RunLedger, why: str) -> None:
-    """Cancel a later stage's job (it waits on afterok) and mark its run cancelled."""
-    try:
-        record = ledger.read()
-    except Exception as err:  # noqa: BLE001 - one unreadable later stage must not stop the others
-        log.warning("cannot read %s: %s", ledger.paths.ledger, err)
-        return
-    if record["status"] in TERMINAL:
-        return
-    job_id = (record.get("slurm") or {}).get("job_id")
-    if job_id:
+        ledger = RunLedger(later)
         try:
-            cancel_job(job_id, ledger.paths.root)
-        except tools.SlurmError as err:
-            log.warning("%s", err)
-    ledger.set_status("cancelled", error=why)
+            later_record = ledger.read()
+        except Exception as err:  # noqa: BLE001 - one unreadable later stage must not stop the others
+            log.warning("cannot read %s: %s", ledger.paths.ledger, err)
+            continue
+        if later_record["status"] in TERMINAL:
+            continue
+        job_id = (later_record.get("slurm") or {}).get("job_id")
+        if job_id:
+            try:
+                cancel_job(job_id, ledger.paths.root)
+            except tools.SlurmError as err:
+                log.warning("%s", err)
+        ledger.set_status("cancelled", error=why)
 
 
 def _setup_logging(run_dir: Path) -> None:

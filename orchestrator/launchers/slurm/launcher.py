@@ -3,10 +3,8 @@
 
 Submitting side (this module, torch-free): submit each run through submitit's executor
 (``slurm.submission``: the job folder is ``RUN_DIR/slurm``) and record the job id in run.json
-(``slurm.job_id``). Job side: submitit runs ``slurm.job.run_job`` (the driver: attempts, requeue
-after a collective save, budgets) once on the batch host, which runs one ``slurm.task`` per rank
-through srun. What the scheduler says of a job is read with ``scontrol`` (``slurm.tools``; why not
-submitit's sacct-based state: ``slurm.submission``).
+(``slurm.job_id``); the job side is ``slurm.job``. What the scheduler says of a job is read with
+``scontrol`` (``slurm.tools``; why not submitit's sacct-based state: ``slurm.submission``).
 """
 from __future__ import annotations
 
@@ -18,9 +16,9 @@ from typing import Any
 from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.errors import UserError
 from unigen.orchestrator.exitcodes import EXIT_INTERRUPTED
-from unigen.orchestrator.launchers.slurm import submission
-from unigen.orchestrator.launchers.slurm import tools
 from unigen.orchestrator.launchers.progress import print_outcome
+from unigen.orchestrator.launchers.slurm import submission, tools
+from unigen.orchestrator.launchers.slurm.job import cancel_later_stages
 from unigen.orchestrator.runs import ACTIVE, TERMINAL, RunLedger, new_run_id, now_iso
 
 POLL_S = 2.0
@@ -129,8 +127,6 @@ class SlurmLauncher:
             submission.cancel(job_id, ledger.paths.root)
         ledger.end_attempt(exit_reason="cancelled", exit_code=None, status="cancelled")
         ledger.set_error("cancelled by `unigen cancel`")
-        from unigen.orchestrator.launchers.slurm.job import cancel_later_stages
-
         cancel_later_stages(record, "was cancelled")
         return f"cancelled SLURM job {job_id} of {run_id} ({state or 'no longer known to SLURM'})"
 
@@ -199,8 +195,6 @@ class _Watch:
     def _mark_lost(self, ledger: RunLedger, job_id: str, state: str) -> None:
         if _status(ledger) in TERMINAL:
             return
-        from unigen.orchestrator.launchers.slurm.job import cancel_later_stages
-
         ledger.end_attempt(exit_reason="lost", exit_code=None, status="failed")
         ledger.set_error(f"SLURM job {job_id} ended ({state}) before unigen recorded the end: see "
                          f"{ledger.paths.logs}/slurm-{job_id}.out")

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from unigen.orchestrator.config.profile import SlurmSection
 from unigen.orchestrator.launchers import attempt_policy as policy
+from unigen.orchestrator.launchers.slurm.tools import parse_time, present
 
 REQUEUE_REASONS = ("preempted", "timeout", "requeue")
 FAILURE_REASONS = ("crashed", "lost")
@@ -30,12 +31,8 @@ class Decision:
 
 def used_budgets(attempts: Iterable[dict[str, Any]]) -> tuple[int, int]:
     """(requeues, failures) spent by the attempts that ended so far."""
-    requeues = failures = 0
-    for a in attempts:
-        reason = a.get("exit_reason")
-        requeues += reason in REQUEUE_REASONS
-        failures += reason in FAILURE_REASONS
-    return requeues, failures
+    reasons = [a.get("exit_reason") for a in attempts]
+    return sum(r in REQUEUE_REASONS for r in reasons), sum(r in FAILURE_REASONS for r in reasons)
 
 
 def _over_message(over: str, requeues: int, failures: int, slurm: SlurmSection) -> str:
@@ -85,8 +82,6 @@ def requeue_cause(info: dict[str, str] | None, *, grace_s: int, now_ts: float) -
     """Why the ranks were told to stop, from ``scontrol show job``: ``preempted`` when slurmctld set
     PreemptTime, ``timeout`` when the time limit is within the signal grace time (plus a minute of
     slack: slurmctld checks limits every 30 s), else ``requeue`` (a signal sent by hand)."""
-    from unigen.orchestrator.launchers.slurm.tools import parse_time, present
-
     if info is None:
         return "requeue"
     if present(info.get("PreemptTime")):

@@ -79,10 +79,6 @@ def ranks_per_node(resources: ResourcesSection) -> int:
     return per_node
 
 
-def mem_value(mem_gb: float) -> str:
-    return f"{int(mem_gb)}G" if float(mem_gb).is_integer() else f"{int(round(mem_gb * 1024))}M"
-
-
 def extra_options(items: list[str]) -> dict[str, Any]:
     """``slurm.extra_sbatch`` (``--key=value`` or ``--flag``) as submitit's ``additional_parameters``."""
     out: dict[str, Any] = {}
@@ -124,7 +120,7 @@ def parameters(profile: Profile, *, run_id: str, run_dir: Path, workdir: str,
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
     if res.mem_gb:
-        params["mem"] = mem_value(res.mem_gb)
+        params["mem"] = f"{int(res.mem_gb)}G" if float(res.mem_gb).is_integer() else f"{round(res.mem_gb * 1024)}M"
     if slurm.exclusive:
         params["exclusive"] = True
     extra: dict[str, Any] = {"requeue": True, "chdir": _control_free(str(run_dir / "logs"), "run folder"),

@@ -43,13 +43,10 @@ FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
 
 def rank_env(environ: dict[str, str]) -> dict[str, str]:
     """The runtime's environment for this task."""
-    env = dict(environ)
-    env["RANK"] = environ["SLURM_PROCID"]
-    env["WORLD_SIZE"] = environ["SLURM_NTASKS"]
-    env["LOCAL_RANK"] = environ.get("SLURM_LOCALID", "0")
+    env = dict(environ, RANK=environ["SLURM_PROCID"], WORLD_SIZE=environ["SLURM_NTASKS"],
+               LOCAL_RANK=environ.get("SLURM_LOCALID", "0"), PYTHONUNBUFFERED="1")
     env.setdefault("UNIGEN_JOB_ID", environ.get("SLURM_JOB_ID", ""))
     env.setdefault("OMP_NUM_THREADS", environ.get("SLURM_CPUS_PER_TASK", "1"))
-    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

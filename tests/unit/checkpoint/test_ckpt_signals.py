@@ -59,13 +59,6 @@ def test_second_signal_during_a_save_leaves_a_complete_checkpoint(flag, tmp_path
     assert info.source == "saved" and mgr.plan_resume().chosen.step == 7
 
 
-def test_request_raises_the_flag_from_code(flag):
-    flag.request("deadline")
-    assert flag.requested and flag.reason == "deadline"
-    flag.reset()
-    assert not flag.requested
-
-
 def test_signal_on_one_rank_makes_both_ranks_save_and_exit_requeue(tmp_path):
     ranks = Ranks("signal", tmp_path)
     deadline = time.monotonic() + 90
