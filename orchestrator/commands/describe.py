@@ -90,8 +90,7 @@ def host_inputs(stage: ResolvedStage, sub: Submission) -> dict:
     """What the host-memory estimate needs from the profile and the DeepSpeed overrides: ranks per node
     (unknown on Ray, whose workers the cluster places), the node's memory, and what DeepSpeed offloads."""
     profile = sub.profile
-    per_node = {"local": sub.world_size,
-                "slurm": profile.resources.ranks_per_node or profile.resources.gpus_per_node}.get(profile.launcher)
+    per_node = {"local": sub.world_size, "slurm": profile.resources.node_ranks}.get(profile.launcher)
     zero = (stage.recipe.deepspeed.config or {}).get("zero_optimization") or {}
     offloaded = {key: ((zero.get(key) or {}).get("device") or "none") != "none"
                  for key in ("offload_optimizer", "offload_param")}

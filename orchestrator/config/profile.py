@@ -35,6 +35,11 @@ class ResourcesSection(_Strict):
     gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one GPU in GB; `unigen validate` "
                                         "compares the memory estimate with it.")
 
+    @property
+    def node_ranks(self) -> int:
+        """Ranks on each SLURM node: ranks_per_node, else one per GPU (0 for a CPU job that names none)."""
+        return self.ranks_per_node or self.gpus_per_node
+
 
 class LocalSection(_Strict):
     """The local launcher: all ranks as child processes on this machine."""

@@ -57,10 +57,9 @@ def world_of(profile: Profile, gpu_count: int | None = None) -> World:
         return World(local.cpu_ranks, False, f"local.cpu_ranks={local.cpu_ranks} (no GPU visible)")
     if profile.launcher == "slurm":
         res = profile.resources
-        per_node = res.ranks_per_node or res.gpus_per_node
         what = "gpus_per_node" if res.ranks_per_node is None else "ranks_per_node"
-        return World(res.nodes * per_node, res.gpus_per_node > 0,
-                     f"resources.nodes={res.nodes} x {what}={per_node}")
+        return World(res.nodes * res.node_ranks, res.gpus_per_node > 0,
+                     f"resources.nodes={res.nodes} x {what}={res.node_ranks}")
     ray = profile.ray
     return World(ray.workers, ray.gpus_per_worker > 0, f"ray.workers={ray.workers}")
 

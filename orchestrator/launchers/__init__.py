@@ -13,6 +13,9 @@ import importlib
 
 from unigen.orchestrator.launchers.base import Launcher
 
+# The launchers' log lines (launcher.log, the SLURM batch log, the Ray driver's and the supervisor's output).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 _MODULES = {"local": "unigen.orchestrator.launchers.local", "slurm": "unigen.orchestrator.launchers.slurm.launcher",
             "ray": "unigen.orchestrator.launchers.ray.launcher"}
 
@@ -29,4 +32,4 @@ def launcher_of(record: dict) -> Launcher:
     return get_launcher(record.get("launcher") or "local")
 
 
-__all__ = ["Launcher", "get_launcher", "launcher_of"]
+__all__ = ["LOG_FORMAT", "Launcher", "get_launcher", "launcher_of"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence
 
 from unigen.orchestrator.exitcodes import EXIT_FATAL
-from unigen.orchestrator.launchers import attempt_policy as policy
+from unigen.orchestrator.launchers import LOG_FORMAT, attempt_policy as policy
 from unigen.orchestrator.launchers.attempt_policy import LOST, PEER_GRACE_S, Outcome, classify, describe_code, first_failure
 from unigen.orchestrator.runs import TERMINAL, RunLedger, now_iso
 from unigen.orchestrator.secrets import ScrubFilter, scrub
@@ -315,7 +315,7 @@ def _run_stage(ledger: RunLedger, make_attempts: Callable[[RunLedger], RunAttemp
     (`unigen logs` shows them). A bug or a Ray failure in the driver ends the run as failed (with the
     reason in run.json) instead of leaving it "running" forever; the next stages are then not started."""
     handler = logging.FileHandler(ledger.paths.logs / "launcher.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(ScrubFilter())
     log.addHandler(handler)
     if log.getEffectiveLevel() > logging.INFO:

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from unigen.orchestrator.config.recorded import recorded_profile
 from unigen.orchestrator.config.world import world_of
+from unigen.orchestrator.launchers import LOG_FORMAT
 from unigen.orchestrator.launchers.attempt_policy import CANCEL_GRACE_S
 from unigen.orchestrator.launchers.attempts import (RankSlot, RunAttempts, Settings, WorkerInfo, parent_death_signal,
                                                     run_stages)
@@ -228,7 +229,7 @@ LAUNCHER = LocalLauncher()
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     sup = LocalSupervisor(sys.argv[1:] if argv is None else argv)
     sup.install_signal_handlers()
     return sup.run()

@@ -1,7 +1,8 @@
 """Resolve a recipe's ``init_from`` (stage 2 starting from stage 1) to weights on local disk.
 
 ``init_from`` is ``run:<run id>`` (that run's newest committed checkpoint that verifies, local first,
-then its durable copy) or a checkpoint URI (a ``step-<N>`` folder, local or fsspec). Rank 0 verifies,
+then its durable copy) or a local ``step-<N>`` folder (a remote URI is refused by ``unigen validate``:
+config/init_check.py says how to name its run instead). Rank 0 verifies,
 downloads if needed, and consolidates the ZeRO shards into one fp32 state dict under
 ``<run_dir>/init/``; every rank then loads that file. The returned lineage (stage-1 run, checkpoint
 URI, step, MLflow run id) goes to run.json and MLflow.

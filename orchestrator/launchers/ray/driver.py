@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from unigen.orchestrator.exitcodes import EXIT_FATAL
+from unigen.orchestrator.launchers import LOG_FORMAT
 from unigen.orchestrator.runs import RunLedger
 
 log = logging.getLogger("unigen.launcher.ray")
@@ -33,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cwd", default=None, help="the folder `unigen submit` ran in")
     parser.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=LOG_FORMAT)
     missing = [str(d) for d in args.run_dirs if not (d / "run.json").is_file()]
     if missing:
         print(f"error: run folder(s) not visible where the Ray driver runs: {', '.join(missing)}; "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.orchestrator.config.recorded import recorded_profile
+from unigen.orchestrator.launchers import LOG_FORMAT
 from unigen.orchestrator.launchers.slurm import tools
 from unigen.orchestrator.launchers.slurm.policy import Decision, budget_exhausted, decide, requeue_cause
 from unigen.orchestrator.launchers.slurm.submission import cancel as cancel_job, ranks_per_node
@@ -252,7 +253,7 @@ def cancel_later_stages(record: dict[str, Any], ended: str) -> None:
 
 
 def _setup_logging(run_dir: Path) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     out = logging.StreamHandler(sys.stdout)  # the batch log, logs/slurm-<job id>.out

@@ -73,10 +73,9 @@ def requote(script: str) -> str:
 
 
 def ranks_per_node(resources: ResourcesSection) -> int:
-    per_node = resources.ranks_per_node or resources.gpus_per_node
-    if per_node < 1:
+    if resources.node_ranks < 1:
         raise UserError("resources: a CPU job (gpus_per_node: 0) needs resources.ranks_per_node")
-    return per_node
+    return resources.node_ranks
 
 
 def extra_options(items: list[str]) -> dict[str, Any]:
